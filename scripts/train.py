@@ -1,0 +1,11 @@
+"""Train PPO with many worker processes: `python scripts/train.py --workers 8 --envs-per-worker 4`.
+
+Every option is a flag (see --help); tuned defaults load for envs that have them.
+"""
+
+import sys
+
+from prl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

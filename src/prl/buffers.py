@@ -1,0 +1,177 @@
+"""Shared-memory buffers: trajectory slots written by workers, and the weights broadcast to them.
+
+Both live in tensors allocated once with `share_memory_()`. Torch shares them with child
+processes as file descriptors of already-unlinked segments, so nothing is left in /dev/shm
+when the processes end, however they end. Only slot indices travel through queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+UNWRITTEN = float("nan")
+"""Every float field starts as NaN (and every int field as -1), so data nobody wrote is easy to spot."""
+
+
+LOCK_TIMEOUT_S = 10.0
+"""The weights lock is held only for a memory copy; waiting longer means its holder died."""
+
+
+class Batch(NamedTuple):
+    """One update's rollouts laid out as [time, env]; env columns are ordered by worker, then env index.
+
+    Shapes use T = rollout steps, N = envs in the batch, D = observation size, A = action size.
+    """
+
+    obs: torch.Tensor
+    """[T + 1, N, D] raw observations; row T is the observation after the last step."""
+    actions: torch.Tensor
+    """[T, N, A] policy actions (indices as floats for discrete spaces)."""
+    logprobs: torch.Tensor
+    """[T, N] log-probabilities under the policy that acted."""
+    values: torch.Tensor
+    """[T + 1, N] critic values; row T bootstraps the unfinished episodes."""
+    rewards: torch.Tensor
+    """[T, N] rewards as the env returned them."""
+    terminated: torch.Tensor
+    """[T, N] bool: the episode ended by reaching a terminal state."""
+    truncated: torch.Tensor
+    """[T, N] bool: the episode was cut short (time limit), and not terminated."""
+    final_values: torch.Tensor
+    """[T, N] value of the real final observation where truncated, else 0."""
+    episode_returns: torch.Tensor
+    """[T, N] return of each episode at the step it ended, NaN elsewhere."""
+    episode_lengths: torch.Tensor
+    """[T, N] length of each episode at the step it ended, NaN elsewhere."""
+    policy_versions: torch.Tensor
+    """[slots] weight version each rollout was collected with."""
+    worker_ids: torch.Tensor
+    """[slots] worker that wrote each rollout."""
+    env_ids: torch.Tensor
+    """[N] global index of the env behind each column (worker * envs_per_worker + index)."""
+
+    def finished_episodes(self) -> tuple[list[float], list[int]]:
+        """Returns and lengths of the episodes that ended inside this batch, in (time, env) order."""
+        ended = ~torch.isnan(self.episode_returns)
+        return self.episode_returns[ended].tolist(), [int(n) for n in self.episode_lengths[ended].tolist()]
+
+
+class TrajectoryBuffer:
+    """Preallocated shared tensors shaped [slots, rollout_steps (+1 for obs and values), envs_per_worker, ...]."""
+
+    STEP_FIELDS = ("rewards", "terminated", "truncated", "final_values", "episode_returns", "episode_lengths")
+
+    def __init__(self, num_slots: int, rollout_steps: int, envs_per_worker: int, obs_dim: int, action_dim: int):
+        self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
+        S, T, E = num_slots, rollout_steps, envs_per_worker
+
+        def floats(*shape: int) -> torch.Tensor:
+            return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
+
+        self.obs = floats(S, T + 1, E, obs_dim)
+        self.actions = floats(S, T, E, action_dim)
+        self.logprobs = floats(S, T, E)
+        self.values = floats(S, T + 1, E)
+        self.rewards = floats(S, T, E)
+        self.terminated = torch.zeros(S, T, E, dtype=torch.bool).share_memory_()
+        self.truncated = torch.zeros(S, T, E, dtype=torch.bool).share_memory_()
+        self.final_values = floats(S, T, E)
+        self.episode_returns = floats(S, T, E)
+        self.episode_lengths = floats(S, T, E)
+        self.policy_versions = torch.full((S,), -1, dtype=torch.int64).share_memory_()
+        self.worker_ids = torch.full((S,), -1, dtype=torch.int64).share_memory_()
+        self.env_ids = torch.full((S, E), -1, dtype=torch.int64).share_memory_()
+
+    def numpy_views(self, slot: int) -> dict[str, np.ndarray]:
+        """Writable numpy views of one slot, for the worker's step loop (no copies)."""
+        names = ("obs", "actions", "logprobs", "values") + self.STEP_FIELDS
+        return {name: getattr(self, name)[slot].numpy() for name in names}
+
+    def gather(self, slots: Sequence[int], device: torch.device | str = "cpu") -> Batch:
+        """Copy the given slots into one [time, env] batch on `device`."""
+        index = torch.as_tensor(list(slots), dtype=torch.long)
+        pin = torch.device(device).type == "cuda"
+
+        def merge(tensor: torch.Tensor) -> torch.Tensor:
+            picked = tensor.index_select(0, index)  # [W, T, E, ...]
+            merged = picked.transpose(0, 1).reshape(picked.shape[1], -1, *picked.shape[3:])
+            if pin:
+                merged = merged.pin_memory()
+            return merged.to(device, non_blocking=pin)
+
+        return Batch(
+            obs=merge(self.obs),
+            actions=merge(self.actions),
+            logprobs=merge(self.logprobs),
+            values=merge(self.values),
+            rewards=merge(self.rewards),
+            terminated=merge(self.terminated),
+            truncated=merge(self.truncated),
+            final_values=merge(self.final_values),
+            episode_returns=merge(self.episode_returns),
+            episode_lengths=merge(self.episode_lengths),
+            policy_versions=self.policy_versions.index_select(0, index).clone(),
+            worker_ids=self.worker_ids.index_select(0, index).clone(),
+            env_ids=self.env_ids.index_select(0, index).reshape(-1).clone(),
+        )
+
+
+def _state_entries(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(module.state_dict(keep_vars=True).items())
+
+
+class SharedWeights:
+    """A module's state (parameters and buffers) as one flat float32 shared tensor, plus a version.
+
+    The writer copies a module in and bumps the version under a lock; a reader copies out only
+    when the version has moved past the one it holds.
+    """
+
+    def __init__(self, module: nn.Module, lock):
+        self.numel = sum(t.numel() for _, t in _state_entries(module))
+        self.flat = torch.zeros(self.numel, dtype=torch.float32).share_memory_()
+        self.version = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+        self.lock = lock
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if not self.lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise TimeoutError(
+                f"the shared weights stayed locked for {LOCK_TIMEOUT_S:.0f} s; a process died while copying them."
+            )
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def publish(self, module: nn.Module) -> int:
+        """Copy the module's state in and return the new version (0 for the first publish)."""
+        with self._locked(), torch.no_grad():
+            offset = 0
+            for _, tensor in _state_entries(module):
+                n = tensor.numel()
+                self.flat[offset : offset + n].copy_(tensor.detach().reshape(-1))
+                offset += n
+            self.version += 1
+            return int(self.version.item())
+
+    def current_version(self) -> int:
+        """The latest published version (-1 before the first publish)."""
+        return int(self.version.item())
+
+    def load_into(self, module: nn.Module, held_version: int) -> int:
+        """Copy the latest state into `module` if it is newer than `held_version`; return the version held after."""
+        if int(self.version.item()) == held_version:
+            return held_version
+        with self._locked(), torch.no_grad():
+            offset = 0
+            for _, tensor in _state_entries(module):
+                n = tensor.numel()
+                tensor.copy_(self.flat[offset : offset + n].view(tensor.shape))
+                offset += n
+            return int(self.version.item())

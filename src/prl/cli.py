@@ -1,0 +1,134 @@
+"""The command line of scripts/train.py, generated from the Config dataclass tree.
+
+Every leaf field becomes a flag (`envs_per_worker` -> `--envs-per-worker`) whose help is the
+field's docstring. When `--env` names an env with tuned defaults (`prl.presets`), those load
+first and explicit flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections.abc
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+import time
+import typing
+from typing import Any, Callable, Optional, Sequence
+
+from prl.config import SECTIONS, Config, flat_fields
+from prl.errors import ConfigError, WorkerError
+from prl.presets import PRESETS, tuned_config
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal written under each field of a dataclass, by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _converter(hint: Any) -> tuple[Callable[[str], Any], dict]:
+    """An argparse type function (and extra add_argument options) for a field's type hint."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        convert, extra = _converter(inner)
+        return (lambda text: None if text.lower() == "none" else convert(text)), extra
+    if origin is typing.Union:  # EnvSource: only an id can come from the command line
+        return str, {}
+    if origin is tuple:
+        return args[0], {"nargs": "+"}
+    if origin in (dict, collections.abc.Mapping):
+        return _json_object, {}
+    return hint, {}
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser with one flag per Config leaf field; unset flags are absent from the result."""
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train PPO with many worker processes. Tuned defaults load for: " + ", ".join(PRESETS) + ".",
+        argument_default=argparse.SUPPRESS,
+    )
+    classes = {None: Config, **SECTIONS}
+    docs = {section: field_docs(cls) for section, cls in classes.items()}
+    hints = {section: typing.get_type_hints(cls) for section, cls in classes.items()}
+    groups = {None: parser, **{name: parser.add_argument_group(f"{name} options") for name in SECTIONS}}
+    for name, (section, field) in flat_fields().items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = f"{docs[section].get(name, '')} (default: {default})"
+        hint = hints[section][name]
+        if hint is bool:
+            groups[section].add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        convert, extra = _converter(hint)
+        groups[section].add_argument(flag, type=convert, help=help_text, metavar=name.upper(), **extra)
+    return parser
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse command-line flags into a Config (tuned defaults for the env first, then the flags)."""
+    options = vars(build_parser().parse_args(argv))
+    env = options.pop("env", Config.env)
+    if options.get("out") is None:
+        options["out"] = (
+            f"runs/{env.replace('/', '_')}-seed{options.get('seed', Config.seed)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    return tuned_config(env, **options)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run training from the command line; returns the process exit code (2 for a user error)."""
+    try:
+        config = parse_config(argv)
+        from prl.training import train  # torch loads only once the flags are known to be valid
+
+        summary = train(config)
+    except ConfigError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    except WorkerError as error:
+        print(f"train.py: a worker failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted; workers stopped.", file=sys.stderr)
+        return 130
+    print(f"run folder: {config.out}")
+    print(
+        f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s "
+        f"({summary['steps_per_s']:,.0f} steps/s while training)"
+    )
+    if "eval_return_mean" in summary:
+        print(
+            f"evaluation over {summary['eval_episodes']} episodes: "
+            f"return {summary['eval_return_mean']:.1f} +- {summary['eval_return_std']:.1f}"
+        )
+    return 0

@@ -1,0 +1,286 @@
+"""Configuration: one frozen dataclass tree holding every option of a prl run.
+
+Each field is followed by a string literal that documents it; the command-line interface
+(`prl.cli`) turns those strings into its help text, so a new option is one field here.
+Values are checked when a config is constructed, and every check fails with a
+`ConfigError` whose message is one sentence naming the option and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
+
+from prl.errors import ConfigError
+
+EnvSource = Union[str, Callable[[], Any]]
+"""A Gymnasium id (made with `gym.make`) or a callable that returns a Gymnasium env."""
+
+MAX_WORKERS = 256
+"""More worker processes than this is a typo, not a plan: each one holds a policy and envs."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of the PPO update run by the learner."""
+
+    lr: float = 2.5e-4
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the run's env steps."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """Lambda of generalized advantage estimation."""
+    epochs: int = 4
+    """Passes over each batch per update."""
+    minibatch_size: int = 256
+    """Samples per gradient step; must not exceed the batch (workers x envs x rollout steps)."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping range."""
+    clip_vloss: bool = False
+    """Clip the value loss around the old value estimates with clip_coef."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: Optional[float] = None
+    """Stop the update's epochs early once the approximate KL exceeds this (off when unset)."""
+    norm_adv: bool = True
+    """Normalize advantages per minibatch."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    normalize_obs: bool = False
+    """Normalize observations with running mean and variance (shared with the workers)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of discounted returns."""
+    obs_clip: float = 10.0
+    """Clip normalized observations to [-obs_clip, obs_clip]."""
+    reward_clip: float = 10.0
+    """Clip scaled rewards to [-reward_clip, reward_clip]."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}.")
+        _require(0.0 <= self.gamma <= 1.0, f"gamma must lie in [0, 1], got {self.gamma}.")
+        _require(0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must lie in [0, 1], got {self.gae_lambda}.")
+        _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
+        _require(self.minibatch_size >= 2, f"minibatch_size must be at least 2, got {self.minibatch_size}.")
+        _require(0.0 < self.clip_coef < 1.0, f"clip_coef must lie in (0, 1), got {self.clip_coef}.")
+        _require(self.ent_coef >= 0, f"ent_coef must be non-negative, got {self.ent_coef}.")
+        _require(self.vf_coef >= 0, f"vf_coef must be non-negative, got {self.vf_coef}.")
+        _require(self.max_grad_norm > 0, f"max_grad_norm must be positive, got {self.max_grad_norm}.")
+        _require(
+            self.target_kl is None or self.target_kl > 0,
+            f"target_kl must be positive or unset, got {self.target_kl}.",
+        )
+        _require(self.adam_eps > 0, f"adam_eps must be positive, got {self.adam_eps}.")
+        _require(self.obs_clip > 0, f"obs_clip must be positive, got {self.obs_clip}.")
+        _require(self.reward_clip > 0, f"reward_clip must be positive, got {self.reward_clip}.")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Shape of the actor-critic network."""
+
+    hidden_sizes: Tuple[int, ...] = (64, 64)
+    """Hidden layer widths, shared by the separate actor and critic MLPs."""
+    activation: str = "tanh"
+    """Hidden activation: tanh or relu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (continuous actions)."""
+    action_scale: Optional[float] = None
+    """Multiply continuous actions by this and clip to the action bounds, instead of mapping [-1, 1] onto the bounds."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
+        _require(
+            len(self.hidden_sizes) >= 1 and all(size >= 1 for size in self.hidden_sizes),
+            f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}.",
+        )
+        _require(
+            self.activation in ("tanh", "relu"),
+            f"activation must be tanh or relu, got {self.activation!r}.",
+        )
+        _require(
+            self.action_scale is None or self.action_scale > 0,
+            f"action_scale must be positive or unset, got {self.action_scale}.",
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a prl run needs: the environment, the processes, and the PPO settings."""
+
+    env: EnvSource = "CartPole-v1"
+    """Gymnasium environment id (or, from Python, a callable returning an env)."""
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for gym.make, as JSON on the command line."""
+    workers: int = 2
+    """Worker processes collecting experience."""
+    envs_per_worker: int = 16
+    """Environments stepped together by each worker."""
+    rollout_steps: int = 32
+    """Steps each env takes per rollout; a batch is workers x envs_per_worker x rollout_steps."""
+    steps: int = 100_000
+    """Total environment steps to train for."""
+    seed: int = 1
+    """Seed of the learner, the workers' samplers and every env."""
+    device: str = "auto"
+    """Learner device: auto (CUDA when available), cpu, cuda or cuda:N."""
+    learner_threads: int = 1
+    """Torch threads of the learner on the CPU."""
+    start_method: str = "auto"
+    """How worker processes start: auto (forkserver where available, else spawn), forkserver or spawn."""
+    worker_timeout: float = 60.0
+    """Seconds to wait for a worker's start-up or rollout before declaring it stuck."""
+    eval_episodes: int = 20
+    """Episodes of the deterministic evaluation at the end of training (0 skips it)."""
+    progress: bool = True
+    """Show a progress bar."""
+    out: Optional[str] = None
+    """Run folder for config.json, metrics.jsonl, checkpoint.pt and summary.json (nothing is written when unset)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.env, str) and self.env.strip() != "" or callable(self.env),
+            f"env must be a Gymnasium id or a callable returning an env, got {self.env!r}.",
+        )
+        _require(
+            isinstance(self.env_kwargs, Mapping),
+            f"env_kwargs must be a mapping of gym.make keyword arguments, got {self.env_kwargs!r}.",
+        )
+        _require(
+            1 <= self.workers <= MAX_WORKERS,
+            f"workers must be between 1 and {MAX_WORKERS}, got {self.workers}.",
+        )
+        _require(self.envs_per_worker >= 1, f"envs_per_worker must be at least 1, got {self.envs_per_worker}.")
+        _require(self.rollout_steps >= 1, f"rollout_steps must be at least 1, got {self.rollout_steps}.")
+        _require(self.learner_threads >= 1, f"learner_threads must be at least 1, got {self.learner_threads}.")
+        _require(
+            self.start_method in ("auto", "forkserver", "spawn"),
+            f"start_method must be auto, forkserver or spawn, got {self.start_method!r}.",
+        )
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.split(":")[0] == "cuda",
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.",
+        )
+        _require(self.worker_timeout > 0, f"worker_timeout must be positive, got {self.worker_timeout}.")
+        _require(self.eval_episodes >= 0, f"eval_episodes must be non-negative, got {self.eval_episodes}.")
+        _require(
+            self.ppo.minibatch_size <= self.batch_size,
+            f"minibatch_size ({self.ppo.minibatch_size}) is larger than the batch of {self.batch_size} "
+            f"samples (workers x envs_per_worker x rollout_steps); lower it or raise the batch.",
+        )
+        _require(
+            self.steps >= self.batch_size,
+            f"steps ({self.steps}) is smaller than one batch of {self.batch_size} env steps; "
+            "raise steps or shrink the batch.",
+        )
+
+    @property
+    def num_envs(self) -> int:
+        """Environments across all workers."""
+        return self.workers * self.envs_per_worker
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps collected per update."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates needed to reach `steps` (the last batch may overshoot it)."""
+        return -(-self.steps // self.batch_size)
+
+    @property
+    def env_name(self) -> str:
+        """A printable name for the environment."""
+        if isinstance(self.env, str):
+            return self.env
+        return getattr(self.env, "__name__", type(self.env).__name__)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with the given fields changed; fields of `ppo` and `policy` may be named directly."""
+        return from_flat({**to_flat(self), **changes})
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of the whole tree (a callable env is written as its name)."""
+        data = dataclasses.asdict(self)
+        if not isinstance(self.env, str):
+            data["env"] = self.env_name
+        data["env_kwargs"] = dict(self.env_kwargs)
+        return data
+
+
+SECTIONS = {"ppo": PPOConfig, "policy": PolicyConfig}
+"""Nested sections of Config and their classes; their fields are addressed by plain name."""
+
+
+def flat_fields() -> dict[str, tuple[Optional[str], dataclasses.Field]]:
+    """Every leaf option by name, with the section it lives in (None for Config's own)."""
+    leaves: dict[str, tuple[Optional[str], dataclasses.Field]] = {}
+    for top in dataclasses.fields(Config):
+        if top.name in SECTIONS:
+            for leaf in dataclasses.fields(SECTIONS[top.name]):
+                leaves[leaf.name] = (top.name, leaf)
+        else:
+            leaves[top.name] = (None, top)
+    return leaves
+
+
+def to_flat(config: Config) -> dict[str, Any]:
+    """The config as {leaf name: value}, the inverse of `from_flat`."""
+    flat = {}
+    for name, (section, _) in flat_fields().items():
+        owner = getattr(config, section) if section else config
+        flat[name] = getattr(owner, name)
+    return flat
+
+
+def from_flat(values: Mapping[str, Any]) -> Config:
+    """Build a Config from {leaf name: value}; unnamed fields keep their defaults."""
+    leaves = flat_fields()
+    unknown = sorted(set(values) - set(leaves))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; see --help for the list.")
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for name, value in values.items():
+        section = leaves[name][0]
+        (nested[section] if section else top)[name] = value
+    for section, cls in SECTIONS.items():
+        top[section] = cls(**nested[section])
+    return Config(**top)
+
+
+def default_device() -> str:
+    """CUDA when torch sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(config: Config) -> str:
+    """The concrete device named by `config.device`."""
+    return default_device() if config.device == "auto" else config.device
+
+
+def resolve_start_method(config: Config) -> str:
+    """The multiprocessing start method to use; never plain fork (unsafe once CUDA is up)."""
+    if config.start_method != "auto":
+        return config.start_method
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() and os.name == "posix" else "spawn"

@@ -1,0 +1,196 @@
+"""Environments: building them from an id or a callable, checking their spaces, mapping actions.
+
+An `EnvSpec` is what the rest of prl knows about an environment: the flat observation size and
+how a policy's raw action becomes an action the env accepts. It is probed once in the parent
+process, so that an unknown id or an unsupported space fails before any worker starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+
+from prl.config import Config, EnvSource
+from prl.errors import ConfigError
+
+DISCRETE, MULTI_DISCRETE, CONTINUOUS = "discrete", "multi_discrete", "continuous"
+
+
+class EnvFactory:
+    """A picklable recipe for one env: a Gymnasium id with kwargs, or a callable (via cloudpickle)."""
+
+    def __init__(self, source: EnvSource, kwargs: Optional[Mapping[str, Any]] = None):
+        self.env_id = source if isinstance(source, str) else None
+        self.kwargs = dict(kwargs or {})
+        self._pickled_fn = None if isinstance(source, str) else cloudpickle.dumps(source)
+        self._fn: Optional[Callable[[], Any]] = None if isinstance(source, str) else source
+
+    def __getstate__(self) -> dict:
+        return {"env_id": self.env_id, "kwargs": self.kwargs, "_pickled_fn": self._pickled_fn}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fn = None
+
+    def __call__(self, render_mode: Optional[str] = None) -> gym.Env:
+        """Build a new env."""
+        if self.env_id is not None:
+            kwargs = dict(self.kwargs)
+            if render_mode is not None:
+                kwargs["render_mode"] = render_mode
+            return gym.make(self.env_id, **kwargs)
+        if self._fn is None:
+            self._fn = cloudpickle.loads(self._pickled_fn)
+        env = self._fn(**self.kwargs)
+        if not isinstance(env, gym.Env):
+            raise ConfigError(
+                f"the env callable returned {type(env).__name__}, not a gymnasium.Env; return an env instance."
+            )
+        return env
+
+    @property
+    def name(self) -> str:
+        """The id, or the callable's name."""
+        if self.env_id is not None:
+            return self.env_id
+        fn = self._fn if self._fn is not None else cloudpickle.loads(self._pickled_fn)
+        return getattr(fn, "__name__", type(fn).__name__)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What prl needs to know about an env's spaces, and how to turn policy actions into env actions."""
+
+    name: str
+    obs_shape: Tuple[int, ...]
+    action_kind: str
+    action_dims: Tuple[int, ...]
+    """Discrete: (n,). MultiDiscrete: nvec. Continuous: the flat action size, (d,)."""
+    action_shape: Tuple[int, ...]
+    action_low: Optional[np.ndarray] = None
+    action_high: Optional[np.ndarray] = None
+    action_start: Optional[np.ndarray] = None
+    action_scale: Optional[float] = None
+
+    @property
+    def obs_dim(self) -> int:
+        """Size of a flattened observation."""
+        return int(np.prod(self.obs_shape))
+
+    @property
+    def action_dim(self) -> int:
+        """Numbers stored per action: 1 for Discrete, one per sub-action or action dimension."""
+        return (
+            1
+            if self.action_kind == DISCRETE
+            else len(self.action_dims)
+            if self.action_kind == MULTI_DISCRETE
+            else self.action_dims[0]
+        )
+
+    @property
+    def is_continuous(self) -> bool:
+        """True for Box action spaces."""
+        return self.action_kind == CONTINUOUS
+
+    def to_env_actions(self, actions: np.ndarray) -> list:
+        """Map a [num_envs, action_dim] float array of policy actions to one env action per env."""
+        if self.action_kind == DISCRETE:
+            return [int(a) for a in actions[:, 0].astype(np.int64) + int(self.action_start[0])]
+        if self.action_kind == MULTI_DISCRETE:
+            return list(actions.astype(np.int64) + self.action_start)
+        if self.action_scale is not None:
+            mapped = np.clip(actions * self.action_scale, self.action_low, self.action_high)
+        else:
+            bounded = np.isfinite(self.action_low) & np.isfinite(self.action_high)
+            center = np.where(bounded, (self.action_high + self.action_low) / 2, 0.0)
+            half = np.where(bounded, (self.action_high - self.action_low) / 2, 1.0)
+            mapped = np.where(bounded, center + half * np.clip(actions, -1.0, 1.0), actions)
+        return list(mapped.astype(np.float32).reshape((len(actions),) + self.action_shape))
+
+
+def _describe(space: gym.Space) -> str:
+    return f"{type(space).__name__}{'' if not hasattr(space, 'shape') else ' ' + str(space.shape)}"
+
+
+def spec_from_spaces(
+    name: str, obs_space: gym.Space, action_space: gym.Space, action_scale: Optional[float] = None
+) -> EnvSpec:
+    """Check that prl supports the spaces and describe them; raise ConfigError naming any other space."""
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ConfigError(
+            f"{name} has a {_describe(obs_space)} observation space, which prl does not support; "
+            "wrap the env so it returns a Box (for example with gymnasium.wrappers.FlattenObservation)."
+        )
+    obs_shape = tuple(int(d) for d in obs_space.shape)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return EnvSpec(
+            name, obs_shape, DISCRETE, (int(action_space.n),), (), action_start=np.array([int(action_space.start)])
+        )
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        nvec = action_space.nvec.reshape(-1)
+        start = np.asarray(action_space.start).reshape(-1).astype(np.int64)
+        return EnvSpec(
+            name, obs_shape, MULTI_DISCRETE, tuple(int(n) for n in nvec), tuple(action_space.shape), action_start=start
+        )
+    if isinstance(action_space, gym.spaces.Box):
+        flat = int(np.prod(action_space.shape))
+        return EnvSpec(
+            name,
+            obs_shape,
+            CONTINUOUS,
+            (flat,),
+            tuple(action_space.shape),
+            action_low=action_space.low.reshape(-1).astype(np.float64),
+            action_high=action_space.high.reshape(-1).astype(np.float64),
+            action_scale=action_scale,
+        )
+    raise ConfigError(
+        f"{name} has a {_describe(action_space)} action space, which prl does not support; "
+        "use an env with a Discrete, MultiDiscrete or Box action space."
+    )
+
+
+def _unknown_id_message(env_id: str, error: Exception) -> str:
+    known = list(gym.registry.keys())
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else 'run `python -c "import gymnasium; gymnasium.pprint_registry()"` to list the ids.'
+    )
+    return f"unknown environment id {env_id!r}; {hint}"
+
+
+def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
+    """Build an env, turning the errors a user causes into ConfigError with a fix."""
+    try:
+        return factory(render_mode=render_mode)
+    except gym.error.UnregisteredEnv as error:
+        raise ConfigError(_unknown_id_message(factory.env_id or "", error)) from error
+    except gym.error.DependencyNotInstalled as error:
+        raise ConfigError(f"{factory.name} needs a package that is not installed: {error}") from error
+    except TypeError as error:
+        if factory.kwargs:
+            raise ConfigError(f"{factory.name} does not accept env_kwargs {factory.kwargs}: {error}") from error
+        raise
+
+
+def probe_env(config: Config) -> EnvSpec:
+    """Build one env in this process to check it and read its spaces."""
+    factory = EnvFactory(config.env, config.env_kwargs)
+    env = make_env(factory)
+    try:
+        return spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
+    finally:
+        env.close()
+
+
+def seed_for(seed: int, *path: int) -> int:
+    """A 32-bit seed derived from the run seed and a path such as (worker, env index)."""
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])

@@ -1,0 +1,151 @@
+"""The learner: turns a batch of rollouts into one PPO update of the policy on its device."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from prl.buffers import Batch
+from prl.config import Config, resolve_device
+from prl.envs import EnvSpec, probe_env
+from prl.errors import ConfigError
+from prl.normalize import RewardScaler
+from prl.policy import ActorCritic, build_policy
+from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
+
+LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+
+
+class Learner:
+    """Owns the policy, the optimizer and the running statistics, and runs PPO updates.
+
+    Args:
+        config: the run's options; `config.ppo` holds the update's hyperparameters.
+        spec: the env's spaces; probed from `config.env` when not given.
+
+    The policy lives on `device` (CUDA when available and `config.device` is auto). Each
+    `update(batch)` computes GAE, runs the PPO epochs, then merges the batch's observations
+    into the normalizer, so that the next rollouts use the statistics the update ends with.
+    """
+
+    def __init__(self, config: Config, spec: Optional[EnvSpec] = None):
+        self.config = config
+        self.spec = spec if spec is not None else probe_env(config)
+        self.device = torch.device(resolve_device(config))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {config.device!r} was asked for but torch sees no CUDA device; use --device cpu."
+            )
+        torch.set_num_threads(config.learner_threads)
+        torch.manual_seed(config.seed)
+        ppo = config.ppo
+        self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
+            self.device
+        )
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=ppo.lr, eps=ppo.adam_eps)
+        self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if ppo.normalize_reward else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.updates = 0
+        self.env_steps = 0
+
+    def current_lr(self) -> float:
+        """The learning rate for the next update (linearly annealed over the run when enabled)."""
+        ppo = self.config.ppo
+        if not ppo.anneal_lr:
+            return ppo.lr
+        return ppo.lr * max(0.0, 1.0 - self.env_steps / self.config.steps)
+
+    def update(self, batch: Batch) -> dict:
+        """Run one PPO update on `batch` and return its statistics (losses, KL, clip fraction, ...)."""
+        start = time.perf_counter()
+        ppo = self.config.ppo
+        batch = Batch(*(t.to(self.device) for t in batch))
+        steps, num_envs = batch.rewards.shape
+        rewards = batch.rewards
+        if self.reward_scaler is not None:
+            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated)
+        with torch.no_grad():
+            advantages, returns = compute_gae(
+                rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
+            )
+        b_obs = batch.obs[:-1].reshape(steps * num_envs, -1)
+        b_actions = batch.actions.reshape(steps * num_envs, -1)
+        b_logprobs = batch.logprobs.reshape(-1)
+        b_values = batch.values[:-1].reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        size = b_obs.shape[0]
+        totals = dict.fromkeys(LOSS_STATS, 0.0)
+        minibatches = 0
+        epochs_run = 0
+        for _ in range(ppo.epochs):
+            order = torch.randperm(size, generator=self.generator).to(self.device)
+            epoch_kl = 0.0
+            epoch_minibatches = 0
+            for first in range(0, size - ppo.minibatch_size + 1, ppo.minibatch_size):
+                mb = order[first : first + ppo.minibatch_size]
+                _, new_logprob, entropy, new_values = self.policy.get_action_and_value(b_obs[mb], b_actions[mb])
+                mb_advantages = normalize_advantages(b_advantages[mb]) if ppo.norm_adv else b_advantages[mb]
+                parts = ppo_loss(
+                    new_logprob,
+                    b_logprobs[mb],
+                    mb_advantages,
+                    new_values,
+                    b_values[mb],
+                    b_returns[mb],
+                    entropy,
+                    ppo.clip_coef,
+                    ppo.vf_coef,
+                    ppo.ent_coef,
+                    ppo.clip_vloss,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                parts.loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
+                self.optimizer.step()
+                for name in LOSS_STATS:
+                    totals[name] += float(getattr(parts, name).detach())
+                epoch_kl += float(parts.approx_kl)
+                epoch_minibatches += 1
+            minibatches += epoch_minibatches
+            epochs_run += 1
+            if ppo.target_kl is not None and epoch_kl / epoch_minibatches > ppo.target_kl:
+                break
+        self.policy.obs_normalizer.update(b_obs)
+        self.updates += 1
+        self.env_steps += size
+        stats = {name: totals[name] / minibatches for name in LOSS_STATS}
+        stats.update(
+            explained_variance=explained_variance(b_values, b_returns),
+            lr=lr,
+            epochs=epochs_run,
+            learn_s=time.perf_counter() - start,
+        )
+        return stats
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training: policy, optimizer, statistics, counters, RNG."""
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
+            "generator": self.generator.get_state(),
+            "updates": self.updates,
+            "env_steps": self.env_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.reward_scaler is not None and state["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.generator.set_state(state["generator"])
+        self.updates = int(state["updates"])
+        self.env_steps = int(state["env_steps"])

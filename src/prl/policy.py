@@ -1,0 +1,103 @@
+"""The actor-critic policy: separate actor and critic MLPs over (optionally normalized) observations."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from prl.config import PolicyConfig
+from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
+from prl.normalize import ObsNormalizer
+
+
+def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain `std` and constant bias, as in the PPO implementation details."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_size: int, hidden_sizes: Tuple[int, ...], out_size: int, activation: str, out_std: float) -> nn.Sequential:
+    """An MLP with orthogonally initialized layers and the given hidden activation."""
+    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [layer_init(nn.Linear(in_size, size)), act()]
+        in_size = size
+    layers.append(layer_init(nn.Linear(in_size, out_size), std=out_std))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Actor and critic MLPs for Discrete, MultiDiscrete and Box action spaces.
+
+    Continuous actions come from a Gaussian with a state-independent log-std; `EnvSpec`
+    maps them onto the env's bounds. Discrete actions are stored as floats holding indices.
+    """
+
+    def __init__(self, spec: EnvSpec, config: PolicyConfig, normalize_obs: bool = False, obs_clip: float = 10.0):
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        obs_dim = spec.obs_dim
+        self.obs_normalizer = ObsNormalizer(obs_dim, obs_clip, normalize_obs)
+        self.critic = mlp(obs_dim, config.hidden_sizes, 1, config.activation, out_std=1.0)
+        if spec.action_kind == CONTINUOUS:
+            self.actor = mlp(obs_dim, config.hidden_sizes, spec.action_dim, config.activation, out_std=0.01)
+            self.log_std = nn.Parameter(torch.full((spec.action_dim,), float(config.log_std_init)))
+        else:
+            self.actor = mlp(obs_dim, config.hidden_sizes, int(sum(spec.action_dims)), config.activation, out_std=0.01)
+            self.log_std = None
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """Critic's value estimate, shape [B]."""
+        return self.critic(self.obs_normalizer(obs)).squeeze(-1)
+
+    def _distributions(self, x: torch.Tensor) -> list:
+        out = self.actor(x)
+        if self.spec.action_kind == CONTINUOUS:
+            return [Normal(out, self.log_std.exp().expand_as(out), validate_args=False)]
+        if self.spec.action_kind == DISCRETE:
+            return [Categorical(logits=out, validate_args=False)]
+        return [
+            Categorical(logits=logits, validate_args=False)
+            for logits in torch.split(out, list(self.spec.action_dims), dim=-1)
+        ]
+
+    def get_action_and_value(
+        self, obs: torch.Tensor, action: Optional[torch.Tensor] = None, deterministic: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B]."""
+        x = self.obs_normalizer(obs)
+        dists = self._distributions(x)
+        if self.spec.action_kind == CONTINUOUS:
+            dist = dists[0]
+            if action is None:
+                action = dist.mean if deterministic else dist.sample()
+            return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.critic(x).squeeze(-1)
+        if action is None:
+            parts = [d.probs.argmax(-1) if deterministic else d.sample() for d in dists]
+            action = torch.stack(parts, dim=-1).to(torch.float32)
+        indices = action.long()
+        logprob = sum(d.log_prob(indices[:, i]) for i, d in enumerate(dists))
+        entropy = sum(d.entropy() for d in dists)
+        return action, logprob, entropy, self.critic(x).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions only, for evaluation: the mean or most likely action when deterministic."""
+        x = self.obs_normalizer(obs)
+        dists = self._distributions(x)
+        if self.spec.action_kind == CONTINUOUS:
+            return dists[0].mean if deterministic else dists[0].sample()
+        parts = [d.probs.argmax(-1) if deterministic else d.sample() for d in dists]
+        return torch.stack(parts, dim=-1).to(torch.float32)
+
+
+def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: bool, obs_clip: float) -> ActorCritic:
+    """The one place a policy is constructed, so learner and workers build identical networks."""
+    return ActorCritic(spec, policy, normalize_obs=normalize_obs, obs_clip=obs_clip)

@@ -1,0 +1,227 @@
+"""ActorPool: starts the worker processes, hands out trajectory slots, and shuts everything down.
+
+Process protocol
+================
+Channels. Each worker has one duplex pipe to the parent. Parent -> worker carries free slot
+indices (an int: "fill this slot") or None ("exit"). Worker -> parent carries tuples:
+("ready", w, None), ("slot", w, slot) when a slot is full, ("error", w, (type, message,
+traceback)) when anything raised. Trajectories and weights never travel through pipes: they
+live in shared tensors (`prl.buffers`), and only slot indices move.
+
+Start. The parent allocates the shared buffer and weights, publishes version 0, and starts
+W daemon processes with forkserver (or spawn; never plain fork, which is unsafe once CUDA is
+up). Each worker ignores SIGINT, sets one torch thread, seeds its sampler and envs from
+(seed, worker, env index), builds its envs and policy, loads the weights, resets, and sends
+"ready". The parent waits for every "ready" within `worker_timeout`; an error message, a dead
+process or the timeout aborts the start, closes what did start, and raises.
+
+Collection. Worker w owns slot w. `collect()` sends each worker its slot, then waits on all
+pipes and all process sentinels at once (`multiprocessing.connection.wait`, with a timeout)
+until every slot is reported full. A worker loads new weights, if their version moved, before
+it starts a rollout, and stamps the slot with the version it used. Because the parent sends
+slots only after `publish()`, every rollout in a batch was collected with the latest weights:
+the default mode is exactly on-policy, and runs with a fixed seed repeat exactly.
+
+Errors. A worker's exception travels as data and is raised in the parent as WorkerError
+("in worker N" plus the traceback), or as ConfigError when the user can fix it. A worker that
+dies is seen at once through its sentinel. A worker that reports nothing within
+`worker_timeout` is declared stuck. Any of these closes the pool before raising.
+
+Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
+not, it exits, so killing the parent leaves no worker behind.
+
+Shutdown (`close()`, idempotent, also run by the context manager and at interpreter exit):
+send None to every live worker, join each for up to `JOIN_S`, terminate and then kill what is
+left, close the pipes. The shared tensors are unlinked segments held by file descriptor, so
+no /dev/shm entry outlives the processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import weakref
+from multiprocessing.connection import wait
+
+import torch
+
+from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
+from prl.config import Config, resolve_start_method
+from prl.envs import EnvFactory
+from prl.errors import ConfigError, WorkerError
+from prl.policy import ActorCritic
+from prl.worker import worker_main
+
+JOIN_S = 5.0
+"""How long `close()` waits for a worker to exit by itself before terminating it."""
+
+
+def _shutdown(processes: list, conns: list) -> None:
+    """Stop worker processes in protocol order; safe to call more than once."""
+    for conn in conns:
+        try:
+            conn.send(None)
+        except (OSError, EOFError, ValueError):
+            pass
+    deadline = time.monotonic() + JOIN_S
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=1.0)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1.0)
+    for conn in conns:
+        conn.close()
+    processes.clear()
+    conns.clear()
+
+
+class ActorPool:
+    """Worker processes that collect rollouts into shared memory with the latest published weights.
+
+    Use as a context manager (or call `close()`):
+
+        with ActorPool(config, learner.policy) as pool:
+            batch = pool.collect(learner.device)   # one rollout from every worker
+            learner.update(batch)
+            pool.publish(learner.policy)           # workers use it for their next rollout
+
+    Args:
+        config: the run's options (workers, envs_per_worker, rollout_steps, seed, ...).
+        policy: the learner's policy; its architecture and env spec are rebuilt in each worker,
+            and its current weights are published as version 0.
+    """
+
+    def __init__(self, config: Config, policy: ActorCritic):
+        self.config = config
+        self.spec = policy.spec
+        method = resolve_start_method(config)
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(["torch", "gymnasium", "prl.worker"])
+        self.buffer = TrajectoryBuffer(
+            config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_dim, self.spec.action_dim
+        )
+        self.weights = SharedWeights(policy, context.Lock())
+        self.weights.publish(policy)
+        self._processes: list = []
+        self._conns: list = []
+        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
+        factory = EnvFactory(config.env, config.env_kwargs)
+        try:
+            for index in range(config.workers):
+                parent_conn, child_conn = context.Pipe(duplex=True)
+                process = context.Process(
+                    target=worker_main,
+                    name=f"prl-worker-{index}",
+                    args=(
+                        index,
+                        child_conn,
+                        os.getpid(),
+                        factory,
+                        self.spec,
+                        policy.config,
+                        policy.obs_normalizer.enabled,
+                        policy.obs_normalizer.clip,
+                        self.buffer,
+                        self.weights,
+                        config.envs_per_worker,
+                        config.seed,
+                    ),
+                    daemon=True,
+                )
+                process.start()
+                child_conn.close()
+                self._processes.append(process)
+                self._conns.append(parent_conn)
+            self._await({"ready"}, set(range(config.workers)), "start")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def version(self) -> int:
+        """Version of the latest published weights (0 = the weights the pool started with)."""
+        return self.weights.current_version()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return [process.pid for process in self._processes]
+
+    def publish(self, policy: torch.nn.Module) -> int:
+        """Make `policy`'s weights the ones workers use for their next rollout; returns the new version."""
+        return self.weights.publish(policy)
+
+    def collect(self, device: torch.device | str = "cpu") -> Batch:
+        """Collect one rollout from every worker with the latest weights; return them as one batch on `device`."""
+        if not self._processes:
+            raise RuntimeError("the pool is closed; create a new ActorPool to collect again.")
+        workers = set(range(self.config.workers))
+        try:
+            for worker in workers:
+                self._conns[worker].send(worker)
+            slots = self._await({"slot"}, workers, "rollout")
+        except BaseException:
+            self.close()
+            raise
+        return self.buffer.gather([slots[w] for w in sorted(slots)], device)
+
+    def _await(self, kinds: set, workers: set, what: str) -> dict:
+        """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}."""
+        received: dict = {}
+        conn_to_worker = {id(self._conns[w]): w for w in workers}
+        sentinel_to_worker = {self._processes[w].sentinel: w for w in workers}
+        deadline = time.monotonic() + self.config.worker_timeout
+        while len(received) < len(workers):
+            pending = [w for w in workers if w not in received]
+            ready = wait(
+                [self._conns[w] for w in pending] + [self._processes[w].sentinel for w in pending],
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+            if not ready:
+                raise WorkerError(
+                    f"worker(s) {sorted(pending)} sent no {what} within {self.config.worker_timeout:.0f} s; "
+                    "raise worker_timeout if the env is slow."
+                )
+            for item in ready:
+                if isinstance(item, int):
+                    worker = sentinel_to_worker[item]
+                    if self._conns[worker].poll():
+                        continue  # read its last message (an error report) before treating it as dead
+                    raise self._death(worker, what)
+                worker = conn_to_worker[id(item)]
+                try:
+                    kind, _, payload = item.recv()
+                except (EOFError, OSError):
+                    raise self._death(worker, what) from None
+                if kind == "error":
+                    self._raise_worker_error(worker, payload)
+                if kind in kinds:
+                    received[worker] = payload
+        return received
+
+    def _death(self, worker: int, what: str) -> WorkerError:
+        self._processes[worker].join(timeout=1.0)
+        code = self._processes[worker].exitcode
+        return WorkerError(f"worker {worker} died during {what} (exit code {code}).")
+
+    def _raise_worker_error(self, worker: int, payload: tuple) -> None:
+        error_type, message, trace = payload
+        if error_type == "ConfigError":
+            raise ConfigError(message)
+        raise WorkerError(f"{error_type} in worker {worker}: {message}\n{trace}")
+
+    def close(self) -> None:
+        """Stop every worker and release the pipes; no process is left running. Safe to call twice."""
+        self._finalizer()
+
+    def __enter__(self) -> ActorPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

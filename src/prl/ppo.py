@@ -1,0 +1,98 @@
+"""PPO math as pure functions over tensors: GAE, the clipped loss, explained variance."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and returns over a [T, N] rollout.
+
+    `values` is [T + 1, N]: row T is the value of the observation after the last step.
+    A step that ends its episode by termination bootstraps from nothing; one that ends it by
+    truncation bootstraps from `final_values` (the value of the real final observation, since
+    the env has already reset). Either way the recursion stops there, so no advantage leaks
+    across episodes. Returns (advantages [T, N], returns [T, N]).
+    """
+    steps = rewards.shape[0]
+    terminated = terminated.to(rewards.dtype)
+    truncated = truncated.to(rewards.dtype)
+    episode_ended = torch.clamp(terminated + truncated, max=1.0)
+    advantages = torch.zeros_like(rewards)
+    last_advantage = torch.zeros_like(rewards[0])
+    for t in reversed(range(steps)):
+        next_value = (1.0 - episode_ended[t]) * values[t + 1] + truncated[t] * (1.0 - terminated[t]) * final_values[t]
+        delta = rewards[t] + gamma * next_value - values[t]
+        last_advantage = delta + gamma * gae_lambda * (1.0 - episode_ended[t]) * last_advantage
+        advantages[t] = last_advantage
+    return advantages, advantages + values[:-1]
+
+
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std (per minibatch, as PPO implementations do)."""
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+class LossParts(NamedTuple):
+    """The PPO loss and the quantities worth logging about it."""
+
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def ppo_loss(
+    new_logprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    clip_coef: float,
+    vf_coef: float,
+    ent_coef: float,
+    clip_vloss: bool,
+) -> LossParts:
+    """Clipped surrogate objective + value loss - entropy bonus, for one minibatch (all 1-D tensors).
+
+    The value loss is 0.5 * mean squared error (optionally clipped around `old_values`);
+    approx_kl is the low-variance estimator mean((ratio - 1) - log ratio).
+    """
+    log_ratio = new_logprob - old_logprob
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    policy_loss = torch.max(unclipped, clipped).mean()
+    if clip_vloss:
+        values_clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+        value_loss = 0.5 * torch.max((new_values - returns) ** 2, (values_clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * ((new_values - returns) ** 2).mean()
+    entropy_mean = entropy.mean()
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    return LossParts(loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> Optional[float]:
+    """1 - Var[target - predicted] / Var[target]; None when the target has no variance."""
+    target_var = target.var()
+    if target_var.item() == 0:
+        return None
+    return float(1.0 - (target - predicted).var() / target_var)

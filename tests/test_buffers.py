@@ -1,0 +1,68 @@
+"""Shared buffers: data written by another process arrives intact, and weights round-trip."""
+
+import multiprocessing
+
+import torch
+from torch import nn
+
+from prl.buffers import SharedWeights, TrajectoryBuffer
+
+
+def write_pattern(buffer: TrajectoryBuffer, slot: int) -> None:
+    """Runs in a child process: fill one slot with values derived from their positions."""
+    views = buffer.numpy_views(slot)
+    for array in views.values():
+        array[...] = (torch.arange(array.size).reshape(array.shape) % 7 + slot).numpy()
+    buffer.policy_versions[slot] = 40 + slot
+    buffer.worker_ids[slot] = slot
+    buffer.env_ids[slot] = torch.arange(buffer.envs_per_worker) + slot * buffer.envs_per_worker
+
+
+def test_slots_start_unwritten_and_round_trip_from_a_child_process(no_leaks):
+    buffer = TrajectoryBuffer(num_slots=3, rollout_steps=4, envs_per_worker=2, obs_dim=5, action_dim=1)
+    assert torch.isnan(buffer.obs).all() and torch.isnan(buffer.rewards).all()
+    assert (buffer.policy_versions == -1).all()
+    context = multiprocessing.get_context("spawn")
+    for slot in (2, 0):
+        process = context.Process(target=write_pattern, args=(buffer, slot))
+        process.start()
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert torch.isnan(buffer.obs[1]).all(), "a slot nobody wrote must keep its sentinel"
+
+    batch = buffer.gather([2, 0])
+    assert batch.obs.shape == (5, 4, 5) and batch.rewards.shape == (4, 4) and batch.values.shape == (5, 4)
+    # Columns 0-1 come from slot 2, columns 2-3 from slot 0.
+    expected_obs_slot2 = (torch.arange(5 * 2 * 5).reshape(5, 2, 5) % 7 + 2).float()
+    assert torch.equal(batch.obs[:, :2], expected_obs_slot2)
+    assert torch.equal(batch.obs[:, 2:], expected_obs_slot2 - 2)
+    assert batch.policy_versions.tolist() == [42, 40]
+    assert batch.env_ids.tolist() == [4, 5, 0, 1]
+    assert not torch.isnan(batch.rewards).any()
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(3, 4)
+        self.second = nn.Linear(4, 2)
+        self.register_buffer("stat", torch.zeros(2, dtype=torch.float64))
+
+
+def test_weights_publish_and_load_only_when_newer():
+    source, target = TwoLayers(), TwoLayers()
+    source.stat.fill_(3.0)
+    weights = SharedWeights(source, multiprocessing.get_context("spawn").Lock())
+    assert weights.current_version() == -1
+    assert weights.publish(source) == 0
+    assert weights.load_into(target, -1) == 0
+    for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items()):
+        assert torch.equal(a.float(), b.float()), name
+
+    with torch.no_grad():
+        target.first.weight.zero_()
+    assert weights.load_into(target, 0) == 0
+    assert (target.first.weight == 0).all(), "an unchanged version must not be copied again"
+    assert weights.publish(source) == 1
+    assert weights.load_into(target, 0) == 1
+    assert torch.equal(target.first.weight, source.first.weight)

@@ -1,0 +1,45 @@
+"""scripts/train.py refuses bad input with one sentence and exit code 2, leaving nothing running."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_script
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+
+
+def run_train(args, tmp_path):
+    return run_script([TRAIN, "--out", tmp_path / "run", "--no-progress", *args], cwd=tmp_path, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "CartPol-v1"], "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (["--env", "FrozenLake-v1"], "FrozenLake-v1 has a Discrete () observation space, which prl does not support"),
+        (["--workers", "0"], "workers must be between 1 and 256, got 0."),
+        (["--minibatch-size", "999999"], "is larger than the batch"),
+        (["--lr", "-0.1"], "lr must be a positive number"),
+    ],
+)
+def test_user_errors_exit_2_with_one_sentence(args, message, tmp_path, no_leaks):
+    result, survivors = run_train(args, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not survivors
+
+
+def test_unknown_flag_is_an_argparse_error(tmp_path):
+    result, _ = run_train(["--wrokers", "2"], tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: --wrokers" in result.stderr
+
+
+def test_help_lists_options_with_their_docs(tmp_path):
+    result = subprocess.run([sys.executable, str(TRAIN), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--envs-per-worker" in result.stdout and "--rollout-steps" in result.stdout
+    assert "Adam learning rate." in result.stdout

@@ -1,0 +1,97 @@
+"""Config validation, the flat view of the tree, presets, and the generated command line."""
+
+import dataclasses
+
+import pytest
+
+from prl import Config, ConfigError, PPOConfig, tuned_config
+from prl.cli import build_parser, field_docs, parse_config
+from prl.config import flat_fields, from_flat, to_flat
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(workers=0), "workers must be between 1 and"),
+        (dict(workers=10_000), "workers must be between 1 and"),
+        (dict(envs_per_worker=0), "envs_per_worker must be at least 1"),
+        (dict(lr=-1.0), "lr must be a positive number"),
+        (dict(gamma=1.5), r"gamma must lie in \[0, 1\]"),
+        (dict(clip_coef=0.0), r"clip_coef must lie in \(0, 1\)"),
+        (dict(minibatch_size=4096), r"minibatch_size \(4096\) is larger than the batch of 1024"),
+        (dict(steps=100), r"steps \(100\) is smaller than one batch of 1024"),
+        (dict(device="tpu"), "device must be auto, cpu, cuda"),
+        (dict(activation="gelu"), "activation must be tanh or relu"),
+        (dict(hidden_sizes=()), "hidden_sizes must be one or more"),
+        (dict(speed=3), r"unknown option\(s\) speed"),
+    ],
+)
+def test_bad_values_fail_with_one_sentence(options, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        from_flat(options)
+    text = str(caught.value)
+    assert text.endswith(".") or text.endswith("?"), text
+    assert "\n" not in text
+
+
+def test_config_is_frozen_and_replace_reaches_nested_fields():
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.workers = 4
+    changed = config.replace(lr=1e-3, workers=4)
+    assert changed.ppo.lr == 1e-3 and changed.workers == 4
+    assert config.ppo.lr == PPOConfig().lr
+    assert from_flat(to_flat(changed)) == changed
+
+
+def test_batch_size_and_updates():
+    config = Config(workers=2, envs_per_worker=16, rollout_steps=32, steps=100_000)
+    assert config.batch_size == 1024 and config.num_envs == 32 and config.num_updates == 98
+
+
+def test_tuned_defaults_load_and_options_override_them():
+    pendulum = tuned_config("Pendulum-v1")
+    assert pendulum.ppo.gamma == 0.9 and pendulum.rollout_steps == 256
+    assert tuned_config("Pendulum-v1", gamma=0.95).ppo.gamma == 0.95
+    assert tuned_config("Acrobot-v1") == Config(env="Acrobot-v1")
+
+
+def test_every_option_has_a_flag_with_its_docstring_as_help():
+    parser = build_parser()
+    flags = {action.dest: action for action in parser._actions}
+    for name in flat_fields():
+        assert name in flags, name
+        assert flags[name].help and not flags[name].help.startswith(" ("), f"--{name} has no help text"
+    assert "Environments stepped together by each worker" in flags["envs_per_worker"].help
+    assert field_docs(PPOConfig)["gae_lambda"] == "Lambda of generalized advantage estimation."
+
+
+def test_command_line_builds_the_config():
+    config = parse_config(
+        [
+            "--env",
+            "Pendulum-v1",
+            "--workers",
+            "3",
+            "--envs-per-worker",
+            "4",
+            "--lr",
+            "3e-4",
+            "--hidden-sizes",
+            "32",
+            "32",
+            "--no-anneal-lr",
+            "--target-kl",
+            "0.02",
+            "--env-kwargs",
+            '{"g": 9.0}',
+            "--out",
+            "somewhere",
+        ]
+    )
+    assert config.env == "Pendulum-v1" and config.workers == 3 and config.envs_per_worker == 4
+    assert config.ppo.lr == 3e-4 and config.ppo.anneal_lr is False and config.ppo.target_kl == 0.02
+    assert config.policy.hidden_sizes == (32, 32)
+    assert config.env_kwargs == {"g": 9.0} and config.out == "somewhere"
+    assert config.ppo.gamma == 0.9, "the Pendulum preset must still apply under the flags"
+    assert parse_config(["--target-kl", "none"]).ppo.target_kl is None

@@ -1,0 +1,134 @@
+"""ActorPool: slot contents, autoreset handling, weight versions, errors and clean shutdown."""
+
+import functools
+
+import numpy as np
+import psutil
+import pytest
+import torch
+import toy_envs
+
+from prl import ActorPool, Config, ConfigError, Learner, WorkerError
+from prl.config import from_flat
+
+
+def toy_config(**options) -> Config:
+    defaults = dict(
+        workers=2, envs_per_worker=3, rollout_steps=8, steps=1000, minibatch_size=16, progress=False, seed=3
+    )
+    defaults.update(options)
+    return from_flat(defaults)
+
+
+def test_batch_shapes_env_ids_and_versions(no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+        assert batch.obs.shape == (9, 6, 2)
+        assert batch.actions.shape == (8, 6, 1)
+        assert batch.values.shape == (9, 6)
+        for name in ("logprobs", "rewards", "terminated", "truncated", "final_values", "episode_returns"):
+            assert getattr(batch, name).shape == (8, 6), name
+        assert batch.env_ids.tolist() == list(range(6))
+        assert batch.worker_ids.tolist() == [0, 1]
+        assert batch.policy_versions.tolist() == [0, 0]
+        for name in ("obs", "actions", "logprobs", "values", "rewards", "final_values"):
+            assert not torch.isnan(getattr(batch, name)).any(), f"{name} holds unwritten entries"
+
+        learner.update(batch)
+        assert pool.publish(learner.policy) == 1
+        second = pool.collect()
+        assert second.policy_versions.tolist() == [1, 1]
+        # Each env carries on where the previous rollout stopped.
+        assert torch.equal(second.obs[0], batch.obs[-1])
+        # Rollouts are collected with the weights just published: the learner scores them exactly.
+        _, logprob, _, value = learner.policy.get_action_and_value(
+            second.obs[:-1].reshape(48, 2), second.actions.reshape(48, 1)
+        )
+        assert torch.allclose(logprob, second.logprobs.reshape(-1), atol=1e-5)
+        assert torch.allclose(value, second.values[:-1].reshape(-1), atol=1e-5)
+
+
+def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(no_leaks):
+    config = toy_config(
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=4, truncate_at=6), workers=1, envs_per_worker=2
+    )
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        first = pool.collect()
+        learner.update(first)
+        pool.publish(learner.policy)
+        batch = pool.collect()
+    counts = batch.obs[..., 0]
+    # Terminates after 4 steps: the count runs 0,1,2,3 then the reset observation 0 follows at once.
+    assert torch.equal(counts[:, 0], torch.tensor([0.0, 1, 2, 3, 0, 1, 2, 3, 0]))
+    assert (batch.rewards == 1.0).all(), "every stored step must be a real transition"
+    assert batch.terminated[:, 0].nonzero().flatten().tolist() == [3, 7]
+    assert not batch.truncated.any()
+    assert (batch.episode_returns[3, 0] == 4.0) and torch.isnan(batch.episode_returns[2, 0])
+
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, truncate_at=3), workers=1, envs_per_worker=2)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+    truncated_steps = batch.truncated[:, 0].nonzero().flatten().tolist()
+    assert truncated_steps == [2, 5] and not batch.terminated.any()
+    tag = batch.obs[0, 0, 1]
+    final_value = learner.policy.get_value(torch.tensor([[3.0, tag]])).item()
+    assert torch.allclose(batch.final_values[truncated_steps, 0], torch.tensor(final_value), atol=1e-5)
+    assert (batch.final_values[~batch.truncated] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["multi_discrete", "box"])
+def test_other_action_spaces_produce_valid_actions(kind, no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5, action_kind=kind), workers=1)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+    assert batch.actions.shape == (8, 3, 2)
+    if kind == "multi_discrete":
+        assert set(batch.actions[..., 0].unique().tolist()) <= {0.0, 1.0}
+        assert set(batch.actions[..., 1].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    stats = learner.update(batch)
+    assert np.isfinite(stats["policy_loss"])
+
+
+def test_env_error_in_worker_is_raised_with_worker_and_workers_stop(no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, fail_at=5))
+    learner = Learner(config)
+    pool = ActorPool(config, learner.policy)
+    pids = pool.pids
+    with pytest.raises(WorkerError, match=r"RuntimeError in worker \d: toy env failure"):
+        pool.collect()
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
+def test_mismatched_spaces_in_worker_are_a_config_error(no_leaks):
+    config = toy_config(env=toy_envs.CountingEnv)
+    learner = Learner(config)
+    config_with_other_env = toy_config(env=functools.partial(toy_envs.CountingEnv, action_kind="box"))
+    with pytest.raises(ConfigError, match="different spaces"):
+        ActorPool(config_with_other_env, learner.policy)
+
+
+def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
+    config = toy_config(env=toy_envs.CountingEnv)
+    learner = Learner(config)
+    pool = ActorPool(config, learner.policy)
+    pids = pool.pids
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    pool.close()
+    pool.close()
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.collect()
+
+
+def test_killed_worker_is_reported_not_waited_for(no_leaks):
+    config = toy_config(env=toy_envs.CountingEnv)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        psutil.Process(pool.pids[1]).kill()
+        with pytest.raises(WorkerError, match="worker 1 died"):
+            pool.collect()

@@ -1,0 +1,124 @@
+"""End-to-end runs: the acceptance commands, the README's commands and loop, and repeatability."""
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from conftest import run_script
+
+from prl import train, tuned_config
+from prl.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+METRIC_FIELDS = (
+    "env_steps",
+    "steps_per_s",
+    "episode_return_mean",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clipfrac",
+    "explained_variance",
+    "collect_s",
+    "learn_s",
+)
+
+
+def train_command(tmp_path, *args):
+    """Run scripts/train.py with `args`; check it exits cleanly and leaves nothing behind; return the run folder."""
+    out = tmp_path / "run"
+    result, survivors = run_script([TRAIN, *args, "--out", out, "--no-progress"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not survivors, f"processes left behind: {survivors}"
+    return out
+
+
+def test_cartpole_command_solves_and_writes_the_run_folder(tmp_path, no_leaks):
+    out = train_command(
+        tmp_path,
+        "--env",
+        "CartPole-v1",
+        "--workers",
+        "2",
+        "--envs-per-worker",
+        "16",
+        "--steps",
+        "100000",
+        "--seed",
+        "1",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_return_mean"] >= 475, summary
+    for key in ("env", "env_steps", "wall_s", "steps_per_s", "eval_return_std", "eval_episodes"):
+        assert key in summary, key
+    assert summary["env"] == "CartPole-v1" and summary["env_steps"] >= 100_000 and summary["eval_episodes"] == 20
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["workers"] == 2 and config["envs_per_worker"] == 16 and config["ppo"]["gamma"] == 0.98
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 98
+    for field in METRIC_FIELDS:
+        assert field in lines[-1], field
+    assert lines[-1]["episode_return_mean"] > lines[0]["episode_return_mean"]
+
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["learner"]["env_steps"] == summary["env_steps"]
+    assert checkpoint["config"]["env"] == "CartPole-v1"
+
+
+def test_pendulum_command_reaches_the_target(tmp_path, no_leaks):
+    out = train_command(
+        tmp_path, "--env", "Pendulum-v1", "--workers", "2", "--envs-per-worker", "8", "--steps", "200000", "--seed", "1"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_return_mean"] >= -250, summary
+
+
+def test_readme_train_command_learns_cartpole(tmp_path, no_leaks):
+    readme = (ROOT / "README.md").read_text()
+    assert "python scripts/train.py --workers 8 --envs-per-worker 4" in readme
+    out = train_command(tmp_path, "--workers", "8", "--envs-per-worker", "4")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == "CartPole-v1"
+    assert summary["eval_return_mean"] >= 475, summary
+
+
+def test_readme_custom_loop_runs_and_learns(tmp_path, no_leaks):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- custom-loop:start -->\n```python\n(.*?)```\n<!-- custom-loop:end -->", readme, re.S)
+    assert block, "README.md has lost its custom-loop block"
+    script = tmp_path / "loop.py"
+    script.write_text(block.group(1))
+    result, survivors = run_script([script], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not survivors
+    returns = [float(value) for value in re.findall(r"return (-?[\d.]+)", result.stdout)]
+    steps = [int(value) for value in re.findall(r"^(\d+) steps", result.stdout, re.M)]
+    assert steps[-1] >= 30_000
+    assert returns[-1] > 3 * returns[0] and returns[-1] > 100, result.stdout[-2000:]
+
+
+def test_fixed_seed_repeats_exactly(no_leaks):
+    config = tuned_config(
+        "CartPole-v1", workers=2, envs_per_worker=4, steps=4096, seed=7, progress=False, eval_episodes=3
+    )
+    first, second = train(config), train(config)
+    for key in ("env_steps", "episode_return_mean", "eval_return_mean", "eval_return_std"):
+        assert first[key] == second[key], key
+    different = train(config.replace(seed=8))
+    assert different["episode_return_mean"] != first["episode_return_mean"]
+
+
+def test_learner_runs_on_cuda_when_present():
+    if not torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("no CUDA device here")
+    config = tuned_config(
+        "CartPole-v1", workers=1, envs_per_worker=4, steps=1024, progress=False, eval_episodes=1, device="cuda"
+    )
+    summary = train(config)
+    assert summary["env_steps"] == 1024

@@ -1,0 +1,54 @@
+"""Small envs with known dynamics for the tests (pickled by value so workers can build them)."""
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """Observation = steps taken since reset (plus the env's tag); reward 1 per step.
+
+    Terminates after `terminate_at` steps or truncates after `truncate_at` steps, whichever
+    is set and comes first. The action space is chosen by `action_kind`.
+    """
+
+    def __init__(self, terminate_at=None, truncate_at=None, action_kind="discrete", fail_at=None):
+        self.terminate_at, self.truncate_at, self.fail_at = terminate_at, truncate_at, fail_at
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = {
+            "discrete": gym.spaces.Discrete(3),
+            "multi_discrete": gym.spaces.MultiDiscrete([2, 4]),
+            "box": gym.spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32),
+        }[action_kind]
+        self.count = 0
+        self.total_steps = 0
+        self.tag = 0.0
+
+    def _obs(self):
+        return np.array([self.count, self.tag], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.tag = float(seed % 1000)
+        self.count = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(
+            np.asarray(action, dtype=self.action_space.dtype).reshape(self.action_space.shape)
+        ), action
+        self.count += 1
+        self.total_steps += 1
+        if self.fail_at is not None and self.total_steps >= self.fail_at:
+            raise RuntimeError("toy env failure")
+        terminated = self.terminate_at is not None and self.count >= self.terminate_at
+        truncated = self.truncate_at is not None and self.count >= self.truncate_at
+        return self._obs(), 1.0, terminated, truncated, {}
+
+
+class DictObsEnv(CountingEnv):
+    """A CountingEnv whose observation space is a Dict, which prl refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Dict({"count": gym.spaces.Box(0, 10, shape=(1,))})
