@@ -1,0 +1,85 @@
+"""Learner updates: on-policy first minibatch, early stopping, lr schedule, and statistics shared with workers."""
+
+import functools
+
+import pytest
+import torch
+import toy_envs
+
+from prl import ActorPool, Learner
+from prl.checkpoint import load_checkpoint, save_checkpoint
+from prl.config import from_flat
+
+
+def make_config(**options):
+    defaults = dict(
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=7, action_kind="box"),
+        workers=2,
+        envs_per_worker=4,
+        rollout_steps=16,
+        steps=1280,
+        minibatch_size=32,
+        progress=False,
+    )
+    return from_flat({**defaults, **options})
+
+
+@pytest.fixture
+def first_batch():
+    config = make_config()
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        return pool.collect()
+
+
+def test_single_full_minibatch_has_ratio_exactly_one(first_batch):
+    learner = Learner(make_config(epochs=1, minibatch_size=128))
+    stats = learner.update(first_batch)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert stats["clipfrac"] == 0.0
+    assert learner.updates == 1 and learner.env_steps == 128
+
+
+def test_target_kl_stops_the_epochs_early(first_batch):
+    assert Learner(make_config(epochs=8, lr=0.05)).update(first_batch)["epochs"] == 8
+    assert Learner(make_config(epochs=8, lr=0.05, target_kl=1e-9)).update(first_batch)["epochs"] == 1
+
+
+def test_learning_rate_anneals_linearly_to_zero(first_batch):
+    learner = Learner(make_config(lr=1e-3))
+    rates = [learner.update(first_batch)["lr"] for _ in range(10)]
+    assert rates[0] == pytest.approx(1e-3) and rates[5] == pytest.approx(0.5e-3)
+    assert learner.current_lr() == 0.0
+    constant = Learner(make_config(lr=1e-3, anneal_lr=False))
+    assert {constant.update(first_batch)["lr"] for _ in range(3)} == {1e-3}
+
+
+def test_observation_statistics_travel_to_the_workers(no_leaks):
+    config = make_config(normalize_obs=True, normalize_reward=True)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+        learner.update(batch)
+        raw = batch.obs[:-1].reshape(-1, 2)
+        assert torch.allclose(learner.policy.obs_normalizer.mean, raw.mean(0), atol=1e-3)
+        pool.publish(learner.policy)
+        second = pool.collect()
+    _, logprob, _, value = learner.policy.get_action_and_value(
+        second.obs[:-1].reshape(-1, 2), second.actions.reshape(-1, 2)
+    )
+    assert torch.allclose(logprob, second.logprobs.reshape(-1), atol=1e-4)
+    assert torch.allclose(value, second.values[:-1].reshape(-1), atol=1e-5)
+
+
+def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_path):
+    config = make_config(normalize_reward=True)
+    learner = Learner(config)
+    learner.update(first_batch)
+    save_checkpoint(tmp_path / "checkpoint.pt", learner.state_dict(), config)
+    restored = Learner(config)
+    restored.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["learner"])
+    assert restored.updates == 1 and restored.env_steps == learner.env_steps
+    for (name, a), b in zip(learner.policy.state_dict().items(), restored.policy.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(restored.reward_scaler.returns, learner.reward_scaler.returns)
+    assert learner.update(first_batch)["policy_loss"] == restored.update(first_batch)["policy_loss"]
