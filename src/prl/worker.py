@@ -1,4 +1,4 @@
-"""The worker process: steps its envs with a CPU copy of the policy and fills trajectory slots.
+"""The worker process: steps its envs with a numpy copy of the policy and fills trajectory slots.
 
 `worker_main` is the process entry point; the protocol it follows is written in `prl.pool`.
 `RolloutCollector` holds the envs and the step loop, and also runs in-process for tests.
@@ -14,25 +14,27 @@ from typing import Optional
 import numpy as np
 import psutil
 import torch
+from threadpoolctl import threadpool_limits
 
 from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.config import PolicyConfig
 from prl.envs import EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
 from prl.errors import ConfigError
-from prl.policy import ActorCritic, build_policy
+from prl.inference import NumpyActor
+from prl.policy import build_policy
 
 POLL_S = 0.5
 """How often a waiting worker wakes to check that its parent is still alive."""
 
 
 class RolloutCollector:
-    """A worker's envs, its policy copy and the episode state that carries across rollouts."""
+    """A worker's envs, its numpy copy of the policy, and the episode state that carries across rollouts."""
 
     def __init__(
-        self, factory: EnvFactory, spec: EnvSpec, policy: ActorCritic, num_envs: int, seed: int, worker_index: int
+        self, factory: EnvFactory, spec: EnvSpec, actor: NumpyActor, num_envs: int, seed: int, worker_index: int
     ):
         self.spec = spec
-        self.policy = policy
+        self.actor = actor
         self.envs = [make_env(factory) for _ in range(num_envs)]
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
@@ -42,6 +44,7 @@ class RolloutCollector:
                 f"the env built in worker {worker_index} has different spaces from the one probed at start; "
                 "make the env callable return the same spaces every time."
             )
+        self.flat_obs = len(spec.obs_shape) == 1
         first_obs = []
         for index, env in enumerate(self.envs):
             env_seed = seed_for(seed, worker_index, index)
@@ -49,10 +52,9 @@ class RolloutCollector:
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(np.asarray(obs, dtype=np.float32).reshape(-1))
         self.obs = np.stack(first_obs)
-        self.episode_return = np.zeros(num_envs, dtype=np.float64)
-        self.episode_length = np.zeros(num_envs, dtype=np.int64)
+        self.episode_return = [0.0] * num_envs
+        self.episode_length = [0] * num_envs
 
-    @torch.inference_mode()
     def collect(self, views: dict[str, np.ndarray]) -> None:
         """Run one rollout, writing every field of the slot behind `views` (see `TrajectoryBuffer`)."""
         obs, rewards = views["obs"], views["rewards"]
@@ -67,35 +69,38 @@ class RolloutCollector:
         episode_lengths.fill(math.nan)
         obs[0] = self.obs
         steps = rewards.shape[0]
+        envs, flat_obs = self.envs, self.flat_obs
+        episode_return, episode_length = self.episode_return, self.episode_length
         for t in range(steps):
-            action, logprob, _, value = self.policy.get_action_and_value(torch.from_numpy(obs[t]))
-            action_np = action.numpy()
-            views["actions"][t] = action_np
-            views["logprobs"][t] = logprob.numpy()
-            views["values"][t] = value.numpy()
-            truncated_envs, truncated_obs = [], []
-            for i, (env, env_action) in enumerate(zip(self.envs, self.spec.to_env_actions(action_np))):
-                next_obs, reward, term, trunc, _ = env.step(env_action)
-                self.episode_return[i] += reward
-                self.episode_length[i] += 1
-                rewards[t, i] = reward
-                terminated[t, i] = term
-                truncated[t, i] = trunc and not term
+            actions, views["logprobs"][t], views["values"][t] = self.actor.act(obs[t])
+            views["actions"][t] = actions
+            next_obs_row, reward_row, terminated_row, truncated_row = (
+                obs[t + 1],
+                rewards[t],
+                terminated[t],
+                truncated[t],
+            )
+            truncated_envs = []
+            for i, env_action in enumerate(self.spec.to_env_actions(actions)):
+                next_obs, reward, term, trunc, _ = envs[i].step(env_action)
+                episode_return[i] += reward
+                episode_length[i] += 1
+                reward_row[i] = reward
+                terminated_row[i] = term
+                truncated_row[i] = trunc and not term
                 if term or trunc:
                     if not term:
-                        truncated_envs.append(i)
-                        truncated_obs.append(np.asarray(next_obs, dtype=np.float32).reshape(-1))
-                    episode_returns[t, i] = self.episode_return[i]
-                    episode_lengths[t, i] = self.episode_length[i]
-                    self.episode_return[i] = 0.0
-                    self.episode_length[i] = 0
-                    next_obs, _ = env.reset()
-                obs[t + 1, i] = np.asarray(next_obs, dtype=np.float32).reshape(-1)
+                        truncated_envs.append((i, np.asarray(next_obs, dtype=np.float32).reshape(-1)))
+                    episode_returns[t, i] = episode_return[i]
+                    episode_lengths[t, i] = episode_length[i]
+                    episode_return[i] = 0.0
+                    episode_length[i] = 0
+                    next_obs, _ = envs[i].reset()
+                next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
             if truncated_envs:
-                final_values[t, truncated_envs] = self.policy.get_value(
-                    torch.from_numpy(np.stack(truncated_obs))
-                ).numpy()
-        views["values"][steps] = self.policy.get_value(torch.from_numpy(obs[steps])).numpy()
+                indices = [i for i, _ in truncated_envs]
+                final_values[t, indices] = self.actor.value(np.stack([o for _, o in truncated_envs]))
+        views["values"][steps] = self.actor.value(obs[steps])
         self.obs = obs[steps].copy()
 
     def close(self) -> None:
@@ -135,21 +140,27 @@ def worker_main(
 ) -> None:
     """Entry point of a worker process; follows the protocol written in `prl.pool`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # One thread for torch and for numpy's BLAS: a worker's matrices are tiny, and idle BLAS
+    # threads spin-wait, which starves the other processes once they outnumber the cores.
     torch.set_num_threads(1)
-    torch.manual_seed(seed_for(seed, worker_index, 1 << 20))
+    threadpool_limits(limits=1)
     collector: Optional[RolloutCollector] = None
     try:
         parent = psutil.Process(parent_pid)
         policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         held_version = weights.load_into(policy, -1)
-        collector = RolloutCollector(factory, spec, policy, envs_per_worker, seed, worker_index)
+        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20)))
+        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index)
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
         conn.send(("ready", worker_index, None))
         while True:
             slot = _wait_for_message(conn, parent)
             if slot is None:
                 break
-            held_version = weights.load_into(policy, held_version)
+            version = weights.load_into(policy, held_version)
+            if version != held_version:
+                actor.load(policy)
+                held_version = version
             collector.collect(buffer.numpy_views(slot))
             buffer.policy_versions[slot] = held_version
             buffer.worker_ids[slot] = worker_index

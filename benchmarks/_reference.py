@@ -1,0 +1,178 @@
+"""What prl is measured against: raw env stepping, one-process collection, AsyncVectorEnv and SB3.
+
+Every function here runs one measurement for a fixed time or a fixed step budget and returns a
+record made by `rate()`; `throughput.py` decides what to run and prints the table. Nothing here
+uses prl's processes: prl only lends its policy network, so that every collection loop pays
+for the same forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+from functools import partial
+from typing import Iterator, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from prl.config import PolicyConfig
+from prl.envs import EnvSpec
+from prl.policy import ActorCritic, build_policy
+
+ACTION_POOL = 1024
+"""Random actions drawn before the clock starts, so that sampling does not count as stepping."""
+
+WARMUP_STEPS = 20
+"""Vector steps taken before timing, so that first-call costs (allocations, caches) are excluded."""
+
+SB3_ENVS = 8
+"""Envs of the Stable-Baselines3 runs, as in rl-baselines3-zoo's CartPole-v1 settings."""
+
+SB3_SETTINGS = dict(
+    n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=1e-3, ent_coef=0.0
+)
+"""rl-baselines3-zoo's tuned PPO for CartPole-v1 (constant rates instead of its linear schedules)."""
+
+ASYNC_ENVS = 8
+"""Envs of the AsyncVectorEnv measurement: one process each."""
+
+
+def rate(steps: int, seconds: float, **extra) -> dict:
+    """A measurement record: env steps, seconds, steps per second, and any extra fields."""
+    return {"steps": int(steps), "seconds": seconds, "steps_per_s": steps / seconds, **extra}
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` torch threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _same_step_autoreset() -> dict:
+    # prl's workers reset a finished env inside the step that ended it; gymnasium's default
+    # (NEXT_STEP) would spend one counted step per episode on a dummy transition instead.
+    mode = getattr(gym.vector, "AutoresetMode", None)
+    return {} if mode is None else {"autoreset_mode": mode.SAME_STEP}
+
+
+def step_randomly(env_id: str, seconds: float, barrier, results) -> None:
+    """Process entry point: step one env with random actions for `seconds`; put (steps, elapsed)."""
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(ACTION_POOL)]
+    env.reset(seed=0)
+    barrier.wait()  # all processes step at the same time, so the machine is really shared
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for action in actions:  # the clock is read once per pool: reading it costs as much as a step
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        steps += len(actions)
+    results.put((steps, time.perf_counter() - start))
+    env.close()
+
+
+def raw_floor(env_id: str, processes: int, seconds: float, context) -> dict:
+    """Steps/s of `processes` processes, each stepping one env with random actions, summed."""
+    barrier = context.Barrier(processes)
+    results = context.Queue()
+    workers = [
+        context.Process(target=step_randomly, args=(env_id, seconds, barrier, results)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        parts = [results.get(timeout=seconds + 120) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+    record = rate(sum(steps for steps, _ in parts), max(elapsed for _, elapsed in parts), processes=processes)
+    record["steps_per_s"] = sum(steps / elapsed for steps, elapsed in parts)  # each process ran its own clock
+    return record
+
+
+def _policy_step(vector_env: gym.vector.VectorEnv, policy: ActorCritic, spec: EnvSpec, obs: np.ndarray):
+    # the same calls a prl worker makes: action, log-prob and value in one forward pass
+    action, _, _, _ = policy.get_action_and_value(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
+    next_obs, _, _, _, _ = vector_env.step(np.asarray(spec.to_env_actions(action.numpy())))
+    return next_obs
+
+
+def drive(vector_env: gym.vector.VectorEnv, policy: ActorCritic, spec: EnvSpec, seconds: float) -> dict:
+    """Step `vector_env` for `seconds` with `policy` choosing every action in this process."""
+    obs, _ = vector_env.reset(seed=0)
+    with torch.inference_mode():
+        for _ in range(WARMUP_STEPS):
+            obs = _policy_step(vector_env, policy, spec, obs)
+        steps = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            obs = _policy_step(vector_env, policy, spec, obs)
+            steps += 1
+        elapsed = time.perf_counter() - start
+    return rate(steps * vector_env.num_envs, elapsed, envs=vector_env.num_envs)
+
+
+def mlp_policy(spec: EnvSpec) -> ActorCritic:
+    """prl's default network for `spec`, built exactly as its workers build it."""
+    return build_policy(spec, PolicyConfig(), False, 10.0)
+
+
+def collection_floor(env_id: str, spec: EnvSpec, num_envs: int, seconds: float) -> dict:
+    """Steps/s of one process stepping a SyncVectorEnv of `num_envs` envs with prl's policy, 1 thread."""
+    envs = gym.vector.SyncVectorEnv([partial(gym.make, env_id)] * num_envs, **_same_step_autoreset())
+    try:
+        with torch_threads(1):
+            return drive(envs, mlp_policy(spec), spec, seconds)
+    finally:
+        envs.close()
+
+
+def async_collection(env_id: str, spec: EnvSpec, seconds: float, start_method: str) -> dict:
+    """Steps/s of gymnasium's AsyncVectorEnv (shared memory, one process per env), policy in this process."""
+    envs = gym.vector.AsyncVectorEnv(
+        [partial(gym.make, env_id)] * ASYNC_ENVS, shared_memory=True, context=start_method, **_same_step_autoreset()
+    )
+    try:
+        with torch_threads(1):
+            return drive(envs, mlp_policy(spec), spec, seconds)
+    finally:
+        envs.close()
+
+
+def missing(package: str) -> Optional[str]:
+    """None when `package` can be imported, else a one-line reason to print when skipping."""
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed (pip install {package.replace('_', '-')})"
+    return None
+
+
+def sb3_training(env_id: str, vec_env: str, total_steps: int, threads: int, seed: int = 1) -> dict:
+    """Steps/s of Stable-Baselines3 PPO's `learn` over `total_steps`, with DummyVecEnv or SubprocVecEnv."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    vec_env_cls = {"DummyVecEnv": DummyVecEnv, "SubprocVecEnv": SubprocVecEnv}[vec_env]
+    with torch_threads(threads):
+        envs = make_vec_env(env_id, n_envs=SB3_ENVS, seed=seed, vec_env_cls=vec_env_cls)
+        try:
+            model = PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **SB3_SETTINGS)
+            start = time.perf_counter()
+            model.learn(total_timesteps=total_steps)
+            elapsed = time.perf_counter() - start
+        finally:
+            envs.close()
+    return rate(model.num_timesteps, elapsed, envs=SB3_ENVS, vec_env=vec_env, torch_threads=threads)

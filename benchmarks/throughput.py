@@ -1,0 +1,545 @@
+"""Throughput of prl on this machine, next to its floors and the systems it competes with.
+
+    python benchmarks/throughput.py            # about 10 minutes on 2 cores
+    python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
+    python benchmarks/throughput.py --out DIR  # also writes DIR/results.json and DIR/throughput.png
+
+Every figure is measured in the same run, because absolute numbers move by up to 30% between
+machines of the same kind (`../shared/ANCHORS.md` in the project notes): read the ratios.
+`benchmarks/README.md` explains each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import _reference as ref
+import gymnasium as gym
+import torch
+
+import prl
+from prl import ActorPool, ConfigError, Learner, tuned_config
+from prl.config import Config, resolve_start_method, to_flat
+from prl.envs import EnvSpec, probe_env
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = REPO / "scripts" / "train.py"
+
+ROLLOUT_STEPS = 32
+"""Steps per env per rollout in every prl run here, as in the CartPole preset and SB3's n_steps."""
+
+README_SHAPE = (8, 4)
+"""Workers x envs per worker of the command in prl's README (`--workers 8 --envs-per-worker 4`)."""
+
+DEFAULT_SHAPE = (2, 16)
+"""prl's default workers x envs per worker."""
+
+SAMPLE_FACTORY_STEPS_PER_S = 11_400
+"""Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
+
+SOLVED_RETURN = 475.0
+"""CartPole-v1's reward threshold: an evaluation at or above it counts as solved."""
+
+WARMUP_COLLECTS = 2
+"""Rollouts collected before prl's clock starts: the first ones pay for page faults and caches."""
+
+SB3_LIKE_PPO = dict(rollout_steps=ROLLOUT_STEPS, epochs=20, minibatch_size=256, gamma=0.98, gae_lambda=0.8, lr=1e-3)
+"""PPO settings of every prl training run here: the same work per env step as the SB3 runs."""
+
+DEFAULT_TORCH_THREADS = torch.get_num_threads()
+"""Torch's own thread count, kept for Stable-Baselines3, which runs with it when used as documented."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which shapes are measured and for how long; --quick shortens everything."""
+
+    workers: tuple[int, ...] = (1, 2, 4, 8)
+    envs: tuple[int, ...] = (4, 16, 64)
+    floor_s: float = 3.0
+    collect_s: float = 3.0
+    train_steps: int = 100_000
+    train_sweep: bool = True
+    sb3_steps: int = 100_000
+    solve_runs: int = 3
+
+
+QUICK = Plan(
+    workers=(1, 2, 8),
+    envs=(4, 16),
+    floor_s=1.0,
+    collect_s=1.5,
+    train_steps=20_000,
+    train_sweep=False,
+    sb3_steps=20_000,
+    solve_runs=1,
+)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so that stdout holds only the tables."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what `platform` knows elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict:
+    """What the numbers depend on: cores, CPU, versions, load, date and prl's commit."""
+    return {
+        "cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads_default": DEFAULT_TORCH_THREADS,
+        "gymnasium": gym.__version__,
+        "prl": prl.__version__,
+        "prl_commit": _git("rev-parse", "HEAD"),
+        "prl_tree_dirty": bool(_git("status", "--porcelain", "--", "src", "scripts")),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def skipped(reason: str) -> dict:
+    """A record for a measurement that did not run, with the reason printed now."""
+    log(f"skipped: {reason}")
+    return {"skipped": reason}
+
+
+# ---- prl measurements ------------------------------------------------------------------------
+
+
+def _fitted(workers: int, envs: int, steps: int) -> dict:
+    # Config rejects a minibatch larger than the batch and a run shorter than one batch, and
+    # the smallest shapes (1 x 4 x 32 = 128 samples) are both; shrink only what must shrink.
+    batch = workers * envs * ROLLOUT_STEPS
+    return {**SB3_LIKE_PPO, "minibatch_size": min(SB3_LIKE_PPO["minibatch_size"], batch), "steps": max(steps, batch)}
+
+
+def prl_collection(env_id: str, workers: int, envs: int, seconds: float) -> dict:
+    """Steps/s of `ActorPool.collect()` with `workers` x `envs`, repeated for `seconds`, learner idle."""
+    config = tuned_config(env_id, workers=workers, envs_per_worker=envs, **_fitted(workers, envs, 0))
+    learner = Learner(config)
+    started = time.perf_counter()
+    with ActorPool(config, learner.policy) as pool:
+        start_s = time.perf_counter() - started
+        for _ in range(WARMUP_COLLECTS):
+            pool.collect(learner.device)
+        collects = 0
+        begin = time.perf_counter()
+        while time.perf_counter() - begin < seconds:
+            pool.collect(learner.device)
+            collects += 1
+        elapsed = time.perf_counter() - begin
+    return ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
+
+
+def train_args(env_id: str, workers: int, envs: int, steps: int) -> list[str]:
+    """train.py flags for one end-to-end run; PPO flags appear only where they differ from the env's preset."""
+    preset = to_flat(tuned_config(env_id))
+    wanted = _fitted(workers, envs, steps)
+    args = [
+        "--env",
+        env_id,
+        "--workers",
+        str(workers),
+        "--envs-per-worker",
+        str(envs),
+        "--steps",
+        str(wanted.pop("steps")),
+    ]
+    args += ["--out", "TMP", "--no-progress", "--eval-episodes", "0"]
+    for name, value in wanted.items():
+        if preset[name] != value:
+            args += ["--" + name.replace("_", "-"), str(value)]
+    return args
+
+
+def run_train(args: list[str]) -> dict:
+    """Run scripts/train.py with `args` ("TMP" is a fresh folder) and time the whole process from outside."""
+    command = "python scripts/train.py " + " ".join(args)
+    with tempfile.TemporaryDirectory(prefix="prl-bench-") as out:
+        argv = [sys.executable, str(TRAIN_SCRIPT)] + [out if arg == "TMP" else arg for arg in args]
+        started = time.perf_counter()
+        process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        wall_s = time.perf_counter() - started
+        summary_path = Path(out) / "summary.json"
+        if process.returncode != 0 or not summary_path.exists():
+            tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
+            return skipped(f"`{command}` failed with exit code {process.returncode}: {tail}") | {"command": command}
+        summary = json.loads(summary_path.read_text())
+    return {"command": command, "process_wall_s": wall_s, **summary}
+
+
+def prl_training(env_id: str, workers: int, envs: int, steps: int) -> dict:
+    """Steps/s of a whole `scripts/train.py` run (from its summary.json), plus its wall time seen from outside."""
+    record = run_train(train_args(env_id, workers, envs, steps))
+    return {"workers": workers, "envs": envs, **record}
+
+
+def time_to_solve(runs: int) -> dict:
+    """Wall time and evaluation return of `scripts/train.py --env CartPole-v1` with its tuned defaults."""
+    records = []
+    for index in range(runs):
+        log(f"time to solve: run {index + 1} of {runs}")
+        args = ["--env", "CartPole-v1", "--out", "TMP", "--no-progress"]
+        records.append(run_train(args))
+    done = [r for r in records if "eval_return_mean" in r]
+    if not done:
+        return {"runs": records, "skipped": "no run finished"}
+    return {
+        "runs": records,
+        "median_wall_s": statistics.median(r["process_wall_s"] for r in done),
+        "median_eval_return": statistics.median(r["eval_return_mean"] for r in done),
+        "median_steps_per_s": statistics.median(r["steps_per_s"] for r in done),
+        "solved": sum(r["eval_return_mean"] >= SOLVED_RETURN for r in done),
+        "finished": len(done),
+    }
+
+
+# ---- the figures -----------------------------------------------------------------------------
+
+
+def measure_floors(env_id: str, spec: EnvSpec, plan: Plan, context) -> dict:
+    """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E."""
+    floors = {"floor": [], "collection_floor": []}
+    for processes in sorted({1, min(2, usable_cores())}):
+        log(f"floor: raw {env_id} stepping, {processes} process(es)")
+        floors["floor"].append(ref.raw_floor(env_id, processes, plan.floor_s, context))
+    for envs in plan.envs:
+        log(f"collection floor: SyncVectorEnv of {envs} envs + MLP policy")
+        floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s))
+    return floors
+
+
+def measure_prl(env_id: str, plan: Plan, floors: dict) -> dict:
+    """Figures 3, 4 and 6: prl collection over the W x E grid, and end-to-end training runs."""
+    per_core = {r["envs"]: r["steps_per_s"] for r in floors["collection_floor"]}
+    collection = []
+    for workers in plan.workers:
+        for envs in plan.envs:
+            log(f"prl collection: {workers} workers x {envs} envs")
+            record = prl_collection(env_id, workers, envs, plan.collect_s)
+            record["efficiency"] = record["steps_per_s"] / (min(workers, usable_cores()) * per_core[envs])
+            collection.append(record)
+    shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [DEFAULT_SHAPE]
+    shapes += [README_SHAPE] if README_SHAPE not in shapes else []
+    training = []
+    for workers, envs in shapes:
+        log(f"prl end-to-end: {workers} workers x {envs} envs, {plan.train_steps:,} steps")
+        training.append(prl_training(env_id, workers, envs, plan.train_steps))
+    return {"prl_collection": collection, "prl_training": training}
+
+
+def measure_references(env_id: str, spec: EnvSpec, plan: Plan, start_method: str) -> dict:
+    """Figure 5: SB3 PPO with both vector envs, and gymnasium's AsyncVectorEnv collection."""
+    references = {}
+    reason = ref.missing("stable_baselines3")
+    for name, vec_env in (("sb3_dummy", "DummyVecEnv"), ("sb3_subproc", "SubprocVecEnv")):
+        if reason:
+            references[name] = skipped(f"SB3 PPO with {vec_env}: {reason}")
+            continue
+        log(f"reference: SB3 PPO with {vec_env}, {plan.sb3_steps:,} steps")
+        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, DEFAULT_TORCH_THREADS)
+    log(f"reference: gymnasium AsyncVectorEnv, {ref.ASYNC_ENVS} envs + MLP policy")
+    references["async_vector_env"] = ref.async_collection(env_id, spec, plan.collect_s, start_method)
+    return references
+
+
+def _value(record: Optional[dict]) -> Optional[float]:
+    return None if record is None else record.get("steps_per_s")
+
+
+def ratios(results: dict) -> list[dict]:
+    """The comparisons to read: prl against SB3, against Sample Factory's figure, and the README shape against the best."""
+    training = [r for r in results["prl_training"] if "steps_per_s" in r]
+    best = max(training, key=lambda r: r["steps_per_s"], default=None)
+    readme = next((r for r in training if (r["workers"], r["envs"]) == README_SHAPE), None)
+    dummy = _value(results["reference"].get("sb3_dummy"))
+    shape = f"{best['workers']}x{best['envs']}" if best else "-"
+    rows = [
+        (f"prl end-to-end, best shape ({shape}) / SB3 DummyVecEnv", _value(best), dummy, "measured here"),
+        ("prl end-to-end, README shape (8x4) / SB3 DummyVecEnv", _value(readme), dummy, "measured here"),
+        (
+            f"prl end-to-end, best shape ({shape}) / Sample Factory 11,400",
+            _value(best),
+            SAMPLE_FACTORY_STEPS_PER_S,
+            "constant from ANCHORS.md, NOT measured here",
+        ),
+        (f"README shape (8x4) / best shape ({shape}), end-to-end", _value(readme), _value(best), "measured here"),
+    ]
+    return [
+        {
+            "ratio": name,
+            "value": top / bottom if top and bottom else None,
+            "numerator": top,
+            "denominator": bottom,
+            "source": source,
+        }
+        for name, top, bottom, source in rows
+    ]
+
+
+def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
+    """Measure every figure in order and return them with the machine description."""
+    torch.set_num_threads(1)  # this process plays prl's learner, which runs with learner_threads=1
+    start_method = resolve_start_method(Config())
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        # the same preload prl asks for, so that its workers start here as they do in a prl run
+        context.set_forkserver_preload(["torch", "gymnasium", "prl.worker"])
+    results = {
+        "machine": machine(),
+        "settings": {
+            "env": env_id,
+            **asdict(plan),
+            "start_method": start_method,
+            "ppo": SB3_LIKE_PPO,
+            "sb3": ref.SB3_SETTINGS,
+        },
+    }
+    started = time.perf_counter()
+    results.update(measure_floors(env_id, spec, plan, context))
+    results.update(measure_prl(env_id, plan, results))
+    results["reference"] = measure_references(env_id, spec, plan, start_method)
+    if env_id == "CartPole-v1" and plan.solve_runs > 0:
+        results["time_to_solve"] = time_to_solve(plan.solve_runs)
+    else:
+        results["time_to_solve"] = skipped("time to solve is measured for CartPole-v1 only")
+    results["ratios"] = ratios(results)
+    results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results["benchmark_wall_s"] = time.perf_counter() - started
+    return results
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def _number(value: Optional[float], digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _print_table(title: str, header: tuple, rows: list) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    print(f"\n{title}")
+    for index, row in enumerate([header, *rows]):
+        print(
+            "  ".join(
+                str(cell).ljust(width) if i < 2 else str(cell).rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def _row(figure: str, setting: str, record: dict, note: str = "") -> tuple:
+    if "skipped" in record:
+        return figure, setting, "-", "skipped: " + record["skipped"][:60]
+    return figure, setting, _number(record["steps_per_s"]), note
+
+
+def figure_rows(results: dict) -> list[tuple]:
+    """One table row per measurement of figures 1 to 5 and 7."""
+    rows = [_row("1 floor", f"raw env, {r['processes']} process(es)", r) for r in results["floor"]]
+    rows += [
+        _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs + MLP, 1 proc", r)
+        for r in results["collection_floor"]
+    ]
+    rows += [
+        _row(
+            "3 prl collection",
+            f"{r['workers']} workers x {r['envs']} envs",
+            r,
+            f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s",
+        )
+        for r in results["prl_collection"]
+    ]
+    rows += [
+        _row(
+            "4 prl end-to-end",
+            f"{r['workers']} workers x {r['envs']} envs",
+            r,
+            f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else "",
+        )
+        for r in results["prl_training"]
+    ]
+    reference = results["reference"]
+    for key, setting in (
+        ("sb3_dummy", "SB3 PPO, DummyVecEnv 8 envs"),
+        ("sb3_subproc", "SB3 PPO, SubprocVecEnv 8 envs"),
+    ):
+        record = reference[key]
+        rows.append(
+            _row(
+                "5 reference",
+                setting,
+                record,
+                "" if "skipped" in record else f"{record['steps']:,} steps in {record['seconds']:.1f} s",
+            )
+        )
+    rows.append(_row("5 reference", "AsyncVectorEnv 8 envs + MLP", reference["async_vector_env"], "collection only"))
+    solve = results["time_to_solve"]
+    if "median_wall_s" in solve:
+        note = (
+            f"median wall {solve['median_wall_s']:.1f} s, eval return {solve['median_eval_return']:.1f}, "
+            f"{solve['solved']}/{solve['finished']} solved"
+        )
+        rows.append(
+            (
+                "7 time to solve",
+                f"CartPole-v1 defaults, {solve['finished']} run(s)",
+                _number(solve["median_steps_per_s"]),
+                note,
+            )
+        )
+    else:
+        rows.append(_row("7 time to solve", "CartPole-v1 defaults", solve))
+    return rows
+
+
+def _grid(records: list[dict], plan: Plan, cell) -> list[tuple]:
+    by_shape = {(r["workers"], r["envs"]): r for r in records if "steps_per_s" in r}
+    return [
+        (f"W={w}", "", *(cell(by_shape[w, e]) if (w, e) in by_shape else "-" for e in plan.envs)) for w in plan.workers
+    ]
+
+
+def print_report(results: dict, plan: Plan) -> None:
+    """Print the figures, the scaling sweep and the ratios as plain tables on stdout."""
+    info = results["machine"]
+    print(
+        f"prl throughput on {results['settings']['env']}: {info['cores']} cores ({info['cpu_model']}), "
+        f"torch {info['torch']}, gymnasium {info['gymnasium']}, {info['date']}"
+    )
+    _print_table(
+        "figures (steps/s = env steps per second)", ("figure", "setting", "steps/s", "notes"), figure_rows(results)
+    )
+    header = ("sweep", "", *(f"E={e}" for e in plan.envs))
+    _print_table(
+        "6 scaling: prl collection steps/s (efficiency)",
+        header,
+        _grid(results["prl_collection"], plan, lambda r: f"{r['steps_per_s']:,.0f} ({r['efficiency']:.2f})"),
+    )
+    if plan.train_sweep:
+        _print_table(
+            "6 scaling: prl end-to-end steps/s",
+            header,
+            _grid(results["prl_training"], plan, lambda r: f"{r['steps_per_s']:,.0f}"),
+        )
+    _print_table(
+        "ratios",
+        ("ratio", "source", "value"),
+        [(r["ratio"], r["source"], _number(r["value"], 2)) for r in results["ratios"]],
+    )
+
+
+def plot(results: dict, plan: Plan, path: Path) -> None:
+    """Steps/s against workers, one line per envs-per-worker, for collection and (when swept) training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("prl collection", results["prl_collection"]), ("prl end-to-end training", results["prl_training"])]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    per_core = {r["envs"]: r["steps_per_s"] for r in results["collection_floor"]}
+    for axis, (title, records) in zip(axes, panels):
+        for index, envs in enumerate(plan.envs):
+            points = sorted(
+                (r["workers"], r["steps_per_s"]) for r in records if r["envs"] == envs and "steps_per_s" in r
+            )
+            if points:
+                axis.plot(*zip(*points), marker="o", color=f"C{index}", label=f"E={envs}")
+            if title == "prl collection":  # the ceiling: every core running the one-process floor
+                ceiling = [(w, min(w, usable_cores()) * per_core[envs]) for w in plan.workers]
+                axis.plot(*zip(*ceiling), linestyle=":", color=f"C{index}", label=f"E={envs}: cores x floor")
+        dummy = _value(results["reference"].get("sb3_dummy"))
+        if dummy and title != "prl collection":
+            axis.axhline(dummy, color="gray", linestyle="--", label="SB3 DummyVecEnv")
+        axis.set(title=title, xlabel="workers (W)", ylabel="env steps/s", xscale="log", ylim=(0, None))
+        axis.set_xticks(plan.workers, [str(w) for w in plan.workers])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(f"{results['settings']['env']}, {results['machine']['cores']} cores, {results['machine']['date']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The command line: --quick, --out, --env, --workers and --envs."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and shorter budgets (under 2 minutes)")
+    parser.add_argument("--out", type=Path, help="folder for results.json and throughput.png")
+    parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: CartPole-v1)")
+    parser.add_argument("--workers", type=int, nargs="+", help="worker counts of the sweep (default: 1 2 4 8)")
+    parser.add_argument("--envs", type=int, nargs="+", help="envs per worker of the sweep (default: 4 16 64)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the benchmark; returns the exit code (0 also when the env needs a missing package)."""
+    args = parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    plan = replace(plan, workers=tuple(args.workers or plan.workers), envs=tuple(args.envs or plan.envs))
+    try:
+        spec = probe_env(Config(env=args.env))
+    except ConfigError as error:
+        if isinstance(error.__cause__, gym.error.DependencyNotInstalled):  # e.g. HalfCheetah-v5 without mujoco
+            print(f"skipped {args.env}: {error.__cause__}")
+            return 0
+        print(f"throughput.py: error: {error}", file=sys.stderr)
+        return 2
+    results = run(args.env, spec, plan)
+    print_report(results, plan)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        if ref.missing("matplotlib"):
+            log(f"no plot: {ref.missing('matplotlib')}")
+        else:
+            plot(results, plan, args.out / "throughput.png")
+        log(f"wrote {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":  # workers start in fresh processes (forkserver or spawn), which import this file
+    sys.exit(main())
