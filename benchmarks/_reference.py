@@ -12,15 +12,16 @@ import contextlib
 import importlib.util
 import time
 from functools import partial
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from prl.config import PolicyConfig
 from prl.envs import EnvSpec
-from prl.policy import ActorCritic, build_policy
+from prl.policy import build_policy
 
 ACTION_POOL = 1024
 """Random actions drawn before the clock starts, so that sampling does not count as stepping."""
@@ -103,51 +104,74 @@ def raw_floor(env_id: str, processes: int, seconds: float, context) -> dict:
     return record
 
 
-def _policy_step(vector_env: gym.vector.VectorEnv, policy: ActorCritic, spec: EnvSpec, obs: np.ndarray):
-    # the same calls a prl worker makes: action, log-prob and value in one forward pass
-    action, _, _, _ = policy.get_action_and_value(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
-    next_obs, _, _, _, _ = vector_env.step(np.asarray(spec.to_env_actions(action.numpy())))
-    return next_obs
+def drive(
+    vector_env: gym.vector.VectorEnv, act: Callable[[np.ndarray], np.ndarray], spec: EnvSpec, seconds: float
+) -> dict:
+    """Step `vector_env` for `seconds`, `act` choosing every action in this process from float32 observations."""
 
+    def step(obs: np.ndarray) -> np.ndarray:
+        actions = act(np.asarray(obs, dtype=np.float32))
+        return vector_env.step(np.asarray(spec.to_env_actions(actions)))[0]
 
-def drive(vector_env: gym.vector.VectorEnv, policy: ActorCritic, spec: EnvSpec, seconds: float) -> dict:
-    """Step `vector_env` for `seconds` with `policy` choosing every action in this process."""
     obs, _ = vector_env.reset(seed=0)
-    with torch.inference_mode():
-        for _ in range(WARMUP_STEPS):
-            obs = _policy_step(vector_env, policy, spec, obs)
-        steps = 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            obs = _policy_step(vector_env, policy, spec, obs)
-            steps += 1
-        elapsed = time.perf_counter() - start
-    return rate(steps * vector_env.num_envs, elapsed, envs=vector_env.num_envs)
+    for _ in range(WARMUP_STEPS):
+        obs = step(obs)
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        obs = step(obs)
+        steps += 1
+    return rate(steps * vector_env.num_envs, time.perf_counter() - start, envs=vector_env.num_envs)
 
 
-def mlp_policy(spec: EnvSpec) -> ActorCritic:
-    """prl's default network for `spec`, built exactly as its workers build it."""
-    return build_policy(spec, PolicyConfig(), False, 10.0)
+def torch_actor(spec: EnvSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """prl's default torch network, called as prl's learner-side policy is: action, log-prob and value."""
+    policy = build_policy(spec, PolicyConfig(), False, 10.0)
+
+    @torch.inference_mode()
+    def act(obs: np.ndarray) -> np.ndarray:
+        action, _, _, _ = policy.get_action_and_value(torch.from_numpy(obs))
+        return action.numpy()
+
+    return act
 
 
-def collection_floor(env_id: str, spec: EnvSpec, num_envs: int, seconds: float) -> dict:
-    """Steps/s of one process stepping a SyncVectorEnv of `num_envs` envs with prl's policy, 1 thread."""
+def worker_actor(spec: EnvSpec) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """The actor prl's workers use (`prl.inference.NumpyActor`) on the same network; None if this prl has none."""
+    try:
+        from prl.inference import NumpyActor
+    except ImportError:
+        return None
+    actor = NumpyActor(build_policy(spec, PolicyConfig(), False, 10.0), np.random.default_rng(0))
+    return lambda obs: actor.act(obs)[0]  # act() also computes log-probs and values, as in a worker
+
+
+def collection_floor(env_id: str, spec: EnvSpec, num_envs: int, seconds: float, actor: str = "torch") -> dict:
+    """Steps/s of one process stepping a SyncVectorEnv of `num_envs` envs, one thread, `actor` in the loop.
+
+    `actor` is "torch" (the network under `torch.inference_mode`) or "worker" (the numpy actor
+    prl's workers use); the record is skipped when this prl has no worker actor.
+    """
+    act = torch_actor(spec) if actor == "torch" else worker_actor(spec)
+    if act is None:
+        return {"envs": num_envs, "actor": actor, "skipped": "this prl has no prl.inference.NumpyActor"}
     envs = gym.vector.SyncVectorEnv([partial(gym.make, env_id)] * num_envs, **_same_step_autoreset())
     try:
-        with torch_threads(1):
-            return drive(envs, mlp_policy(spec), spec, seconds)
+        # one thread for torch and BLAS, as in a prl worker: spinning idle threads only steal the core
+        with torch_threads(1), threadpool_limits(limits=1):
+            return {**drive(envs, act, spec, seconds), "actor": actor}
     finally:
         envs.close()
 
 
 def async_collection(env_id: str, spec: EnvSpec, seconds: float, start_method: str) -> dict:
-    """Steps/s of gymnasium's AsyncVectorEnv (shared memory, one process per env), policy in this process."""
+    """Steps/s of gymnasium's AsyncVectorEnv (shared memory, one process per env), torch policy in this process."""
     envs = gym.vector.AsyncVectorEnv(
         [partial(gym.make, env_id)] * ASYNC_ENVS, shared_memory=True, context=start_method, **_same_step_autoreset()
     )
     try:
-        with torch_threads(1):
-            return drive(envs, mlp_policy(spec), spec, seconds)
+        with torch_threads(1), threadpool_limits(limits=1):
+            return drive(envs, torch_actor(spec), spec, seconds)
     finally:
         envs.close()
 

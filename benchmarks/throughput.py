@@ -32,7 +32,7 @@ import torch
 
 import prl
 from prl import ActorPool, ConfigError, Learner, tuned_config
-from prl.config import Config, resolve_start_method, to_flat
+from prl.config import Config, to_flat
 from prl.envs import EnvSpec, probe_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +59,13 @@ WARMUP_COLLECTS = 2
 SB3_LIKE_PPO = dict(rollout_steps=ROLLOUT_STEPS, epochs=20, minibatch_size=256, gamma=0.98, gae_lambda=0.8, lr=1e-3)
 """PPO settings of every prl training run here: the same work per env step as the SB3 runs."""
 
-DEFAULT_TORCH_THREADS = torch.get_num_threads()
-"""Torch's own thread count, kept for Stable-Baselines3, which runs with it when used as documented."""
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+"""How this benchmark starts its own processes: prl's rule (never plain fork)."""
+
+SB3_TORCH_THREADS = 1
+"""Torch threads of the SB3 runs: one, as prl's learner (learner_threads=1). With torch's default of
+one per core, its OpenMP threads spin-wait, and SB3 fell to 1/8 of its speed here whenever another
+process wanted a core."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torch_threads_default": DEFAULT_TORCH_THREADS,
+        "torch_threads_default": torch.get_num_threads(),
         "gymnasium": gym.__version__,
         "prl": prl.__version__,
         "prl_commit": _git("rev-parse", "HEAD"),
@@ -237,38 +242,54 @@ def time_to_solve(runs: int) -> dict:
 # ---- the figures -----------------------------------------------------------------------------
 
 
-def measure_floors(env_id: str, spec: EnvSpec, plan: Plan, context) -> dict:
-    """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E."""
+def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
+    """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E and actor."""
+    context = multiprocessing.get_context(START_METHOD)
     floors = {"floor": [], "collection_floor": []}
     for processes in sorted({1, min(2, usable_cores())}):
         log(f"floor: raw {env_id} stepping, {processes} process(es)")
         floors["floor"].append(ref.raw_floor(env_id, processes, plan.floor_s, context))
     for envs in plan.envs:
-        log(f"collection floor: SyncVectorEnv of {envs} envs + MLP policy")
-        floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s))
+        for actor in ("torch", "worker"):
+            log(f"collection floor: SyncVectorEnv of {envs} envs + {actor} actor")
+            floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s, actor))
     return floors
 
 
-def measure_prl(env_id: str, plan: Plan, floors: dict) -> dict:
-    """Figures 3, 4 and 6: prl collection over the W x E grid, and end-to-end training runs."""
-    per_core = {r["envs"]: r["steps_per_s"] for r in floors["collection_floor"]}
-    collection = []
+def best_floor(results: dict, envs: int) -> float:
+    """The fastest one-process collection measured with `envs` envs, whichever actor it used."""
+    return max(r["steps_per_s"] for r in results["collection_floor"] if r["envs"] == envs and "steps_per_s" in r)
+
+
+def measure_collection(env_id: str, plan: Plan) -> list[dict]:
+    """Figures 3 and 6: prl collection over the W x E grid (efficiency is added once the floors exist)."""
+    records = []
     for workers in plan.workers:
         for envs in plan.envs:
             log(f"prl collection: {workers} workers x {envs} envs")
-            record = prl_collection(env_id, workers, envs, plan.collect_s)
-            record["efficiency"] = record["steps_per_s"] / (min(workers, usable_cores()) * per_core[envs])
-            collection.append(record)
+            records.append(prl_collection(env_id, workers, envs, plan.collect_s))
+    return records
+
+
+def add_efficiency(results: dict) -> None:
+    """Collection efficiency = prl collection / (min(W, cores) x best one-process floor at the same E)."""
+    for record in results["prl_collection"]:
+        ceiling = min(record["workers"], usable_cores()) * best_floor(results, record["envs"])
+        record["efficiency"] = record["steps_per_s"] / ceiling
+
+
+def measure_training(env_id: str, plan: Plan) -> list[dict]:
+    """Figures 4 and 6: whole train.py runs, over the grid when sweeping, else the default and README shapes."""
     shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [DEFAULT_SHAPE]
     shapes += [README_SHAPE] if README_SHAPE not in shapes else []
-    training = []
+    records = []
     for workers, envs in shapes:
         log(f"prl end-to-end: {workers} workers x {envs} envs, {plan.train_steps:,} steps")
-        training.append(prl_training(env_id, workers, envs, plan.train_steps))
-    return {"prl_collection": collection, "prl_training": training}
+        records.append(prl_training(env_id, workers, envs, plan.train_steps))
+    return records
 
 
-def measure_references(env_id: str, spec: EnvSpec, plan: Plan, start_method: str) -> dict:
+def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     """Figure 5: SB3 PPO with both vector envs, and gymnasium's AsyncVectorEnv collection."""
     references = {}
     reason = ref.missing("stable_baselines3")
@@ -277,9 +298,9 @@ def measure_references(env_id: str, spec: EnvSpec, plan: Plan, start_method: str
             references[name] = skipped(f"SB3 PPO with {vec_env}: {reason}")
             continue
         log(f"reference: SB3 PPO with {vec_env}, {plan.sb3_steps:,} steps")
-        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, DEFAULT_TORCH_THREADS)
+        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, SB3_TORCH_THREADS)
     log(f"reference: gymnasium AsyncVectorEnv, {ref.ASYNC_ENVS} envs + MLP policy")
-    references["async_vector_env"] = ref.async_collection(env_id, spec, plan.collect_s, start_method)
+    references["async_vector_env"] = ref.async_collection(env_id, spec, plan.collect_s, START_METHOD)
     return references
 
 
@@ -319,26 +340,23 @@ def ratios(results: dict) -> list[dict]:
 
 def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     """Measure every figure in order and return them with the machine description."""
-    torch.set_num_threads(1)  # this process plays prl's learner, which runs with learner_threads=1
-    start_method = resolve_start_method(Config())
-    context = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        # the same preload prl asks for, so that its workers start here as they do in a prl run
-        context.set_forkserver_preload(["torch", "gymnasium", "prl.worker"])
-    results = {
-        "machine": machine(),
-        "settings": {
-            "env": env_id,
-            **asdict(plan),
-            "start_method": start_method,
-            "ppo": SB3_LIKE_PPO,
-            "sb3": ref.SB3_SETTINGS,
-        },
+    settings = {
+        "env": env_id,
+        **asdict(plan),
+        "start_method": START_METHOD,
+        "ppo": SB3_LIKE_PPO,
+        "sb3": ref.SB3_SETTINGS,
     }
+    results = {"machine": machine(), "settings": settings}
+    torch.set_num_threads(1)  # this process plays prl's learner, which runs with learner_threads=1
     started = time.perf_counter()
-    results.update(measure_floors(env_id, spec, plan, context))
-    results.update(measure_prl(env_id, plan, results))
-    results["reference"] = measure_references(env_id, spec, plan, start_method)
+    # prl goes first, so that its pool starts the forkserver with the preload prl chooses; the
+    # floors and the reference systems' processes then fork from that same server.
+    results["prl_collection"] = measure_collection(env_id, plan)
+    results.update(measure_floors(env_id, spec, plan))
+    add_efficiency(results)
+    results["prl_training"] = measure_training(env_id, plan)
+    results["reference"] = measure_references(env_id, spec, plan)
     if env_id == "CartPole-v1" and plan.solve_runs > 0:
         results["time_to_solve"] = time_to_solve(plan.solve_runs)
     else:
@@ -380,7 +398,7 @@ def figure_rows(results: dict) -> list[tuple]:
     """One table row per measurement of figures 1 to 5 and 7."""
     rows = [_row("1 floor", f"raw env, {r['processes']} process(es)", r) for r in results["floor"]]
     rows += [
-        _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs + MLP, 1 proc", r)
+        _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs, {r['actor']} actor", r)
         for r in results["collection_floor"]
     ]
     rows += [
@@ -480,7 +498,6 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
 
     panels = [("prl collection", results["prl_collection"]), ("prl end-to-end training", results["prl_training"])]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    per_core = {r["envs"]: r["steps_per_s"] for r in results["collection_floor"]}
     for axis, (title, records) in zip(axes, panels):
         for index, envs in enumerate(plan.envs):
             points = sorted(
@@ -489,7 +506,7 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
             if points:
                 axis.plot(*zip(*points), marker="o", color=f"C{index}", label=f"E={envs}")
             if title == "prl collection":  # the ceiling: every core running the one-process floor
-                ceiling = [(w, min(w, usable_cores()) * per_core[envs]) for w in plan.workers]
+                ceiling = [(w, min(w, usable_cores()) * best_floor(results, envs)) for w in plan.workers]
                 axis.plot(*zip(*ceiling), linestyle=":", color=f"C{index}", label=f"E={envs}: cores x floor")
         dummy = _value(results["reference"].get("sb3_dummy"))
         if dummy and title != "prl collection":

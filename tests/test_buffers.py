@@ -52,7 +52,7 @@ class TwoLayers(nn.Module):
 def test_weights_publish_and_load_only_when_newer():
     source, target = TwoLayers(), TwoLayers()
     source.stat.fill_(3.0)
-    weights = SharedWeights(source, multiprocessing.get_context("spawn").Lock())
+    weights = SharedWeights(source)
     assert weights.current_version() == -1
     assert weights.publish(source) == 0
     assert weights.load_into(target, -1) == 0

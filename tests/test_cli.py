@@ -19,6 +19,7 @@ def run_train(args, tmp_path):
     "args, message",
     [
         (["--env", "CartPol-v1"], "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
+        (["--env", "Taxi-v1"], "gymnasium cannot make 'Taxi-v1'"),
         (["--env", "FrozenLake-v1"], "FrozenLake-v1 has a Discrete () observation space, which prl does not support"),
         (["--workers", "0"], "workers must be between 1 and 256, got 0."),
         (["--minibatch-size", "999999"], "is larger than the batch"),
@@ -43,3 +44,11 @@ def test_help_lists_options_with_their_docs(tmp_path):
     assert result.returncode == 0
     assert "--envs-per-worker" in result.stdout and "--rollout-steps" in result.stdout
     assert "Adam learning rate." in result.stdout
+
+
+def test_an_out_folder_holding_a_run_is_refused_without_overwrite(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    result, survivors = run_train(["--steps", "1024"], tmp_path)
+    assert result.returncode == 2 and "already holds a run (summary.json)" in result.stderr
+    assert "--overwrite" in result.stderr and not survivors

@@ -24,6 +24,9 @@ from prl.config import flat_fields, from_flat, to_flat
         (dict(activation="gelu"), "activation must be tanh or relu"),
         (dict(hidden_sizes=()), "hidden_sizes must be one or more"),
         (dict(speed=3), r"unknown option\(s\) speed"),
+        (dict(seed=-1), "seed must be a non-negative integer"),
+        (dict(worker_timeout=float("inf")), "worker_timeout must be a positive number of seconds"),
+        (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_values_fail_with_one_sentence(options, message):
@@ -95,3 +98,16 @@ def test_command_line_builds_the_config():
     assert config.env_kwargs == {"g": 9.0} and config.out == "somewhere"
     assert config.ppo.gamma == 0.9, "the Pendulum preset must still apply under the flags"
     assert parse_config(["--target-kl", "none"]).ppo.target_kl is None
+
+
+def test_public_names_resolve_and_the_cli_does_not_import_torch():
+    import subprocess
+    import sys
+
+    import prl
+
+    for name in prl.__all__:
+        assert getattr(prl, name).__doc__, f"prl.{name} has no docstring"
+    code = "import sys, prl.cli; prl.cli.parse_config(['--workers', '3']); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr

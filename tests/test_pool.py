@@ -7,6 +7,7 @@ import psutil
 import pytest
 import torch
 import toy_envs
+from conftest import shm_entries
 
 from prl import ActorPool, Config, ConfigError, Learner, WorkerError
 from prl.config import from_flat
@@ -67,6 +68,7 @@ def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(no_leaks):
     assert batch.terminated[:, 0].nonzero().flatten().tolist() == [3, 7]
     assert not batch.truncated.any()
     assert (batch.episode_returns[3, 0] == 4.0) and torch.isnan(batch.episode_returns[2, 0])
+    assert batch.episode_lengths[:, 0].nan_to_num(0).tolist() == [0, 0, 0, 4, 0, 0, 0, 4]
 
     config = toy_config(env=functools.partial(toy_envs.CountingEnv, truncate_at=3), workers=1, envs_per_worker=2)
     learner = Learner(config)
@@ -115,12 +117,14 @@ def test_mismatched_spaces_in_worker_are_a_config_error(no_leaks):
 def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
     config = toy_config(env=toy_envs.CountingEnv)
     learner = Learner(config)
+    before = shm_entries()
     pool = ActorPool(config, learner.policy)
     pids = pool.pids
     assert all(psutil.pid_exists(pid) for pid in pids)
     pool.close()
     pool.close()
     assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert not shm_entries() - before, "close() must release every shared-memory entry at once"
     with pytest.raises(RuntimeError, match="closed"):
         pool.collect()
 

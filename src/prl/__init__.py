@@ -1,15 +1,29 @@
-"""prl: PPO trained by many worker processes that share memory with one learner."""
+"""prl: PPO trained by many worker processes that share memory with one learner.
 
-from prl.buffers import Batch
-from prl.config import Config, PolicyConfig, PPOConfig
-from prl.errors import ConfigError, WorkerError
-from prl.evaluate import evaluate
-from prl.learner import Learner
-from prl.pool import ActorPool
-from prl.presets import tuned_config
-from prl.training import train
+Public names load on first use, so `python scripts/train.py --help` and option errors answer
+before torch is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ActorPool": "prl.pool",
+    "Batch": "prl.buffers",
+    "Config": "prl.config",
+    "ConfigError": "prl.errors",
+    "Learner": "prl.learner",
+    "PPOConfig": "prl.config",
+    "PolicyConfig": "prl.config",
+    "WorkerError": "prl.errors",
+    "evaluate": "prl.evaluate",
+    "train": "prl.training",
+    "tuned_config": "prl.presets",
+}
 
 __all__ = [
     "ActorPool",
@@ -24,3 +38,25 @@ __all__ = [
     "train",
     "tuned_config",
 ]
+
+if TYPE_CHECKING:
+    from prl.buffers import Batch
+    from prl.config import Config, PolicyConfig, PPOConfig
+    from prl.errors import ConfigError, WorkerError
+    from prl.evaluate import evaluate
+    from prl.learner import Learner
+    from prl.pool import ActorPool
+    from prl.presets import tuned_config
+    from prl.training import train
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'prl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -7,7 +7,6 @@ when the processes end, however they end. Only slot indices travel through queue
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -16,10 +15,6 @@ from torch import nn
 
 UNWRITTEN = float("nan")
 """Every float field starts as NaN (and every int field as -1), so data nobody wrote is easy to spot."""
-
-
-LOCK_TIMEOUT_S = 10.0
-"""The weights lock is held only for a memory copy; waiting longer means its holder died."""
 
 
 class Batch(NamedTuple):
@@ -128,30 +123,20 @@ def _state_entries(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
 class SharedWeights:
     """A module's state (parameters and buffers) as one flat float32 shared tensor, plus a version.
 
-    The writer copies a module in and bumps the version under a lock; a reader copies out only
-    when the version has moved past the one it holds.
+    There is no lock: the pool's protocol orders every access. The parent publishes only while
+    no rollout is in flight, and a worker reads only after a pipe message that the parent sends
+    once publishing is done (the pipe's write and read order the memory accesses around them).
+    A lock would be a named semaphore, which a killed process group leaves in /dev/shm.
     """
 
-    def __init__(self, module: nn.Module, lock):
+    def __init__(self, module: nn.Module):
         self.numel = sum(t.numel() for _, t in _state_entries(module))
         self.flat = torch.zeros(self.numel, dtype=torch.float32).share_memory_()
         self.version = torch.full((1,), -1, dtype=torch.int64).share_memory_()
-        self.lock = lock
-
-    @contextlib.contextmanager
-    def _locked(self):
-        if not self.lock.acquire(timeout=LOCK_TIMEOUT_S):
-            raise TimeoutError(
-                f"the shared weights stayed locked for {LOCK_TIMEOUT_S:.0f} s; a process died while copying them."
-            )
-        try:
-            yield
-        finally:
-            self.lock.release()
 
     def publish(self, module: nn.Module) -> int:
         """Copy the module's state in and return the new version (0 for the first publish)."""
-        with self._locked(), torch.no_grad():
+        with torch.no_grad():
             offset = 0
             for _, tensor in _state_entries(module):
                 n = tensor.numel()
@@ -166,12 +151,13 @@ class SharedWeights:
 
     def load_into(self, module: nn.Module, held_version: int) -> int:
         """Copy the latest state into `module` if it is newer than `held_version`; return the version held after."""
-        if int(self.version.item()) == held_version:
+        version = int(self.version.item())
+        if version == held_version:
             return held_version
-        with self._locked(), torch.no_grad():
+        with torch.no_grad():
             offset = 0
             for _, tensor in _state_entries(module):
                 n = tensor.numel()
                 tensor.copy_(self.flat[offset : offset + n].view(tensor.shape))
                 offset += n
-            return int(self.version.item())
+        return version

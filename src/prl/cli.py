@@ -20,8 +20,11 @@ import typing
 from typing import Any, Callable, Optional, Sequence
 
 from prl.config import SECTIONS, Config, flat_fields
+from prl.envs import probe_env
 from prl.errors import ConfigError, WorkerError
+from prl.metrics import check_run_folder
 from prl.presets import PRESETS, tuned_config
+from prl.startup import prestart
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -80,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     classes = {None: Config, **SECTIONS}
     docs = {section: field_docs(cls) for section, cls in classes.items()}
     hints = {section: typing.get_type_hints(cls) for section, cls in classes.items()}
+    default_preset = PRESETS.get(Config.env, {})
     groups = {None: parser, **{name: parser.add_argument_group(f"{name} options") for name in SECTIONS}}
     for name, (section, field) in flat_fields().items():
         flag = "--" + name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{docs[section].get(name, '')} (default: {default})"
+        preset_note = f"; {Config.env}: {default_preset[name]}" if name in default_preset else ""
+        help_text = f"{docs[section].get(name, '')} (default: {default}{preset_note})"
         hint = hints[section][name]
         if hint is bool:
             groups[section].add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
@@ -109,9 +114,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run training from the command line; returns the process exit code (2 for a user error)."""
     try:
         config = parse_config(argv)
-        from prl.training import train  # torch loads only once the flags are known to be valid
+        check_run_folder(config.out, config.overwrite)
+        spec = probe_env(config)  # a bad env fails here, before any process starts
+        prestart(config)  # the worker server imports torch while this process does
+        from prl.training import train  # torch loads only once the options and env are known to be valid
 
-        summary = train(config)
+        summary = train(config, spec)
     except ConfigError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
@@ -43,7 +43,7 @@ class PPOConfig:
     epochs: int = 4
     """Passes over each batch per update."""
     minibatch_size: int = 256
-    """Samples per gradient step; must not exceed the batch (workers x envs x rollout steps)."""
+    """Samples per gradient step, at most the batch (workers x envs x rollout steps); the batch is cut into round(batch / minibatch_size) equal parts."""
     clip_coef: float = 0.2
     """PPO ratio clipping range."""
     clip_vloss: bool = False
@@ -149,6 +149,8 @@ class Config:
     """Show a progress bar."""
     out: Optional[str] = None
     """Run folder for config.json, metrics.jsonl, checkpoint.pt and summary.json (nothing is written when unset)."""
+    overwrite: bool = False
+    """Replace a run already in the out folder; without it prl refuses to mix two runs in one folder."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -173,10 +175,15 @@ class Config:
             f"start_method must be auto, forkserver or spawn, got {self.start_method!r}.",
         )
         _require(
-            self.device == "auto" or self.device == "cpu" or self.device.split(":")[0] == "cuda",
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.",
         )
-        _require(self.worker_timeout > 0, f"worker_timeout must be positive, got {self.worker_timeout}.")
+        _require(
+            0 < self.worker_timeout < math.inf,
+            f"worker_timeout must be a positive number of seconds, got {self.worker_timeout}.",
+        )
+        _require(self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}.")
+        _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}.")
         _require(self.eval_episodes >= 0, f"eval_episodes must be non-negative, got {self.eval_episodes}.")
         _require(
             self.ppo.minibatch_size <= self.batch_size,
@@ -275,12 +282,3 @@ def default_device() -> str:
 def resolve_device(config: Config) -> str:
     """The concrete device named by `config.device`."""
     return default_device() if config.device == "auto" else config.device
-
-
-def resolve_start_method(config: Config) -> str:
-    """The multiprocessing start method to use; never plain fork (unsafe once CUDA is up)."""
-    if config.start_method != "auto":
-        return config.start_method
-    import multiprocessing
-
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() and os.name == "posix" else "spawn"

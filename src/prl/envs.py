@@ -8,6 +8,7 @@ process, so that an unknown id or an unsupported space fails before any worker s
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -103,19 +104,21 @@ class EnvSpec:
         if self.action_kind == DISCRETE:
             return [int(a) for a in actions[:, 0].astype(np.int64) + int(self.action_start[0])]
         if self.action_kind == MULTI_DISCRETE:
-            return list(actions.astype(np.int64) + self.action_start)
+            return list((actions.astype(np.int64) + self.action_start).reshape((len(actions),) + self.action_shape))
         if self.action_scale is not None:
-            mapped = np.clip(actions * self.action_scale, self.action_low, self.action_high)
+            mapped = actions * self.action_scale
         else:
+            # Dimensions bounded on both sides map [-1, 1] onto [low, high]; the others pass as they are.
             bounded = np.isfinite(self.action_low) & np.isfinite(self.action_high)
-            center = np.where(bounded, (self.action_high + self.action_low) / 2, 0.0)
-            half = np.where(bounded, (self.action_high - self.action_low) / 2, 1.0)
-            mapped = np.where(bounded, center + half * np.clip(actions, -1.0, 1.0), actions)
+            low, high = np.where(bounded, self.action_low, -1.0), np.where(bounded, self.action_high, 1.0)
+            mapped = np.where(bounded, (high + low) / 2 + (high - low) / 2 * np.clip(actions, -1.0, 1.0), actions)
+        mapped = np.clip(mapped, self.action_low, self.action_high)
         return list(mapped.astype(np.float32).reshape((len(actions),) + self.action_shape))
 
 
 def _describe(space: gym.Space) -> str:
-    return f"{type(space).__name__}{'' if not hasattr(space, 'shape') else ' ' + str(space.shape)}"
+    shape = getattr(space, "shape", None)
+    return type(space).__name__ if shape is None else f"{type(space).__name__} {shape}"
 
 
 def spec_from_spaces(
@@ -134,7 +137,7 @@ def spec_from_spaces(
         )
     if isinstance(action_space, gym.spaces.MultiDiscrete):
         nvec = action_space.nvec.reshape(-1)
-        start = np.asarray(action_space.start).reshape(-1).astype(np.int64)
+        start = np.asarray(action_space.start, dtype=np.int64).reshape(-1)
         return EnvSpec(
             name, obs_shape, MULTI_DISCRETE, tuple(int(n) for n in nvec), tuple(action_space.shape), action_start=start
         )
@@ -168,13 +171,24 @@ def _unknown_id_message(env_id: str, error: Exception) -> str:
 
 
 def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
-    """Build an env, turning the errors a user causes into ConfigError with a fix."""
+    """Build an env, turning the errors a user causes into ConfigError with a fix.
+
+    Gymnasium's warnings are held back while the env is made: when making fails, the error
+    says everything in one sentence; when it succeeds, they are re-issued.
+    """
     try:
-        return factory(render_mode=render_mode)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            env = factory(render_mode=render_mode)
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return env
     except gym.error.UnregisteredEnv as error:
         raise ConfigError(_unknown_id_message(factory.env_id or "", error)) from error
     except gym.error.DependencyNotInstalled as error:
         raise ConfigError(f"{factory.name} needs a package that is not installed: {error}") from error
+    except gym.error.Error as error:
+        raise ConfigError(f"gymnasium cannot make {factory.name!r}: {error}") from error
     except TypeError as error:
         if factory.kwargs:
             raise ConfigError(f"{factory.name} does not accept env_kwargs {factory.kwargs}: {error}") from error

@@ -18,6 +18,15 @@ from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_l
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 
 
+def make_adam(parameters, lr: float, eps: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has it for the device (~10% faster steps), else the default."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(parameters, lr=lr, eps=eps)
+
+
 class Learner:
     """Owns the policy, the optimizer and the running statistics, and runs PPO updates.
 
@@ -44,7 +53,7 @@ class Learner:
         self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
             self.device
         )
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=ppo.lr, eps=ppo.adam_eps)
+        self.optimizer = make_adam(self.policy.parameters(), ppo.lr, ppo.adam_eps)
         self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if ppo.normalize_reward else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.updates = 0
@@ -84,12 +93,13 @@ class Learner:
         totals = dict.fromkeys(LOSS_STATS, 0.0)
         minibatches = 0
         epochs_run = 0
+        # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch.
+        num_minibatches = max(1, round(size / ppo.minibatch_size))
         for _ in range(ppo.epochs):
             order = torch.randperm(size, generator=self.generator).to(self.device)
             epoch_kl = 0.0
             epoch_minibatches = 0
-            for first in range(0, size - ppo.minibatch_size + 1, ppo.minibatch_size):
-                mb = order[first : first + ppo.minibatch_size]
+            for mb in order.tensor_split(num_minibatches):
                 _, new_logprob, entropy, new_values = self.policy.get_action_and_value(b_obs[mb], b_actions[mb])
                 mb_advantages = normalize_advantages(b_advantages[mb]) if ppo.norm_adv else b_advantages[mb]
                 parts = ppo_loss(

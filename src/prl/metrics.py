@@ -8,6 +8,8 @@ from collections import deque
 from pathlib import Path
 from typing import Optional, Union
 
+from prl.errors import ConfigError
+
 
 class EpisodeWindow:
     """The most recent episodes' returns and lengths, for a smoothed 'mean episode return'."""
@@ -38,12 +40,28 @@ def _clean(value):
     return value
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json")
+"""What a run folder holds; any of them present means the folder already holds a run."""
+
+
+def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
+    """Refuse an out folder that already holds a run, unless overwriting was asked for."""
+    if out is None or overwrite:
+        return
+    existing = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if existing:
+        raise ConfigError(
+            f"the out folder {out} already holds a run ({', '.join(existing)}); "
+            "choose another --out or pass --overwrite to replace it."
+        )
+
+
 class MetricsLog:
-    """Appends one JSON object per update to `metrics.jsonl`, flushed at once so a crash loses nothing."""
+    """Writes one JSON object per update to `metrics.jsonl`, flushed at once so a crash loses nothing."""
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         """Append one record (non-finite floats become null, so every line is valid JSON)."""

@@ -20,7 +20,10 @@ pipes and all process sentinels at once (`multiprocessing.connection.wait`, with
 until every slot is reported full. A worker loads new weights, if their version moved, before
 it starts a rollout, and stamps the slot with the version it used. Because the parent sends
 slots only after `publish()`, every rollout in a batch was collected with the latest weights:
-the default mode is exactly on-policy, and runs with a fixed seed repeat exactly.
+the default mode is exactly on-policy, and runs with a fixed seed repeat exactly. The same
+ordering makes the shared weights safe without a lock: `publish()` runs only between
+collections (it refuses to run during one), and workers read weights only after a slot
+message sent once publishing is done.
 
 Errors. A worker's exception travels as data and is raised in the parent as WorkerError
 ("in worker N" plus the traceback), or as ConfigError when the user can fix it. A worker that
@@ -32,13 +35,12 @@ not, it exits, so killing the parent leaves no worker behind.
 
 Shutdown (`close()`, idempotent, also run by the context manager and at interpreter exit):
 send None to every live worker, join each for up to `JOIN_S`, terminate and then kill what is
-left, close the pipes. The shared tensors are unlinked segments held by file descriptor, so
-no /dev/shm entry outlives the processes.
+left, close the pipes. The shared tensors are unlinked segments held by file descriptor, and
+prl creates no named semaphore, so nothing in /dev/shm outlives the processes, however they end.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 import weakref
@@ -47,10 +49,11 @@ from multiprocessing.connection import wait
 import torch
 
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
-from prl.config import Config, resolve_start_method
+from prl.config import Config
 from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic
+from prl.startup import sigint_ignored, worker_context
 from prl.worker import worker_main
 
 JOIN_S = 5.0
@@ -99,14 +102,12 @@ class ActorPool:
     def __init__(self, config: Config, policy: ActorCritic):
         self.config = config
         self.spec = policy.spec
-        method = resolve_start_method(config)
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            context.set_forkserver_preload(["torch", "gymnasium", "prl.worker"])
+        context = worker_context(config)
         self.buffer = TrajectoryBuffer(
             config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_dim, self.spec.action_dim
         )
-        self.weights = SharedWeights(policy, context.Lock())
+        self.weights = SharedWeights(policy)
+        self._collecting = False
         self.weights.publish(policy)
         self._processes: list = []
         self._conns: list = []
@@ -134,7 +135,8 @@ class ActorPool:
                     ),
                     daemon=True,
                 )
-                process.start()
+                with sigint_ignored():
+                    process.start()
                 child_conn.close()
                 self._processes.append(process)
                 self._conns.append(parent_conn)
@@ -155,6 +157,8 @@ class ActorPool:
 
     def publish(self, policy: torch.nn.Module) -> int:
         """Make `policy`'s weights the ones workers use for their next rollout; returns the new version."""
+        if self._collecting:
+            raise RuntimeError("publish() was called while collect() is running; call it between collections.")
         return self.weights.publish(policy)
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
@@ -162,6 +166,7 @@ class ActorPool:
         if not self._processes:
             raise RuntimeError("the pool is closed; create a new ActorPool to collect again.")
         workers = set(range(self.config.workers))
+        self._collecting = True
         try:
             for worker in workers:
                 self._conns[worker].send(worker)
@@ -169,6 +174,8 @@ class ActorPool:
         except BaseException:
             self.close()
             raise
+        finally:
+            self._collecting = False
         return self.buffer.gather([slots[w] for w in sorted(slots)], device)
 
     def _await(self, kinds: set, workers: set, what: str) -> dict:

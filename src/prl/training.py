@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from prl.checkpoint import save_checkpoint
 from prl.config import Config
-from prl.envs import EnvFactory, probe_env
+from prl.envs import EnvFactory, EnvSpec, probe_env
 from prl.evaluate import evaluate
 from prl.learner import Learner
-from prl.metrics import EpisodeWindow, MetricsLog, write_json
+from prl.metrics import EpisodeWindow, MetricsLog, check_run_folder, write_json
 from prl.pool import ActorPool
 
 
@@ -21,15 +21,18 @@ def _format_return(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def train(config: Config) -> dict:
+def train(config: Config, spec: Optional[EnvSpec] = None) -> dict:
     """Train PPO as `config` says and return the run summary.
+
+    `spec` is the env's description when the caller has already probed it (`prl.envs.probe_env`).
 
     With `config.out` set, the run folder receives `config.json`, `metrics.jsonl` (one line per
     update), `checkpoint.pt` and `summary.json`. The summary holds the env, env steps, wall
     time, steps/s and, unless `eval_episodes` is 0, the deterministic evaluation's results.
     """
     started = time.perf_counter()
-    spec = probe_env(config)
+    check_run_folder(config.out, config.overwrite)
+    spec = spec if spec is not None else probe_env(config)
     learner = Learner(config, spec)
     out = Path(config.out) if config.out else None
     log = None

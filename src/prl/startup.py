@@ -1,0 +1,63 @@
+"""Process start-up: the multiprocessing context workers start from, and starting it early.
+
+Workers start with forkserver where the OS has it (spawn elsewhere), never plain fork: a fork
+of a process that has initialized CUDA is unsafe. The forkserver imports the worker module
+once, and every worker is forked from it, so workers start in milliseconds instead of each
+importing torch. `prestart` launches that server before the main process imports torch, so
+the two imports overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+
+from prl.config import Config
+
+WORKER_MODULE = "prl.worker"
+
+
+def resolve_start_method(config: Config) -> str:
+    """The start method to use: `config.start_method`, or forkserver where available, else spawn."""
+    if config.start_method != "auto":
+        return config.start_method
+    return "forkserver" if os.name == "posix" and "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def worker_context(config: Config):
+    """The multiprocessing context for `config`'s workers, with the worker module preloaded."""
+    method = resolve_start_method(config)
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([WORKER_MODULE])
+    return context
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ignore SIGINT while child processes launch, so they inherit the ignore (it survives exec).
+
+    Ctrl-C reaches every process of the terminal's group; only the parent should act on it,
+    and a forkserver interrupted while importing torch would print a stray traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def prestart(config: Config) -> None:
+    """Launch the forkserver now (it imports the worker module in the background); no-op for spawn."""
+    if resolve_start_method(config) == "forkserver":
+        worker_context(config)
+        from multiprocessing import forkserver
+
+        with sigint_ignored():
+            forkserver.ensure_running()
