@@ -49,20 +49,27 @@ class TwoLayers(nn.Module):
         self.register_buffer("stat", torch.zeros(2, dtype=torch.float64))
 
 
-def test_weights_publish_and_load_only_when_newer():
+def test_weights_publish_and_load_by_version():
     source, target = TwoLayers(), TwoLayers()
     source.stat.fill_(3.0)
     weights = SharedWeights(source)
     assert weights.current_version() == -1
     assert weights.publish(source) == 0
-    assert weights.load_into(target, -1) == 0
+    assert weights.load_into(target, -1, 0) == 0
     for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items()):
         assert torch.equal(a.float(), b.float()), name
 
     with torch.no_grad():
         target.first.weight.zero_()
-    assert weights.load_into(target, 0) == 0
-    assert (target.first.weight == 0).all(), "an unchanged version must not be copied again"
+    assert weights.load_into(target, 0, 0) == 0
+    assert (target.first.weight == 0).all(), "a version already held must not be copied again"
+
+    version_zero = source.first.weight.detach().clone()
+    with torch.no_grad():
+        source.first.weight.add_(1.0)
     assert weights.publish(source) == 1
-    assert weights.load_into(target, 0) == 1
+    assert weights.load_into(target, 0, 0) == 0 and (target.first.weight == 0).all()
+    assert weights.load_into(target, -1, 0) == 0
+    assert torch.equal(target.first.weight, version_zero), "version 0 must still be readable after version 1"
+    assert weights.load_into(target, 0, 1) == 1
     assert torch.equal(target.first.weight, source.first.weight)

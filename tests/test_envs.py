@@ -11,7 +11,9 @@ BOX_OBS = gym.spaces.Box(-1, 1, shape=(3,))
 
 
 def test_bounded_box_maps_unit_interval_onto_the_bounds():
-    spec = spec_from_spaces("env", BOX_OBS, gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32)))
+    spec = spec_from_spaces(
+        "env", BOX_OBS, gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32))
+    )
     actions = spec.to_env_actions(np.array([[-1.0, 1.0], [0.5, 0.0], [3.0, -7.0]], dtype=np.float32))
     np.testing.assert_allclose(np.stack(actions), [[-2.0, 10.0], [1.0, 5.0], [2.0, 0.0]])
 

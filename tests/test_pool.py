@@ -1,5 +1,6 @@
 """ActorPool: slot contents, autoreset handling, weight versions, errors and clean shutdown."""
 
+import copy
 import functools
 
 import numpy as np
@@ -136,3 +137,28 @@ def test_killed_worker_is_reported_not_waited_for(no_leaks):
         psutil.Process(pool.pids[1]).kill()
         with pytest.raises(WorkerError, match="worker 1 died"):
             pool.collect()
+
+
+def test_overlap_mode_collects_with_weights_exactly_one_update_old(no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True)
+    learner = Learner(config)
+    snapshots = {0: copy.deepcopy(learner.policy)}
+    with ActorPool(config, learner.policy) as pool:
+        versions = []
+        for update in range(4):
+            batch = pool.collect()
+            versions.append(batch.policy_versions.tolist())
+            stats = learner.update(batch)
+            assert stats["policy_lag"] == (0 if update == 0 else 1)
+            pool.publish(learner.policy)
+            snapshots[update + 1] = copy.deepcopy(learner.policy)
+            with pytest.raises(RuntimeError, match="publish\\(\\) was called twice"):
+                pool.publish(learner.policy)
+        # Batch 0 and batch 1 (collected during update 0) act with version 0; then batch b with b - 1.
+        assert versions == [[0, 0], [0, 0], [1, 1], [2, 2]]
+        # The weights that collected a batch score it exactly.
+        _, logprob, _, value = snapshots[2].get_action_and_value(
+            batch.obs[:-1].reshape(48, 2), batch.actions.reshape(48, 1)
+        )
+        assert torch.allclose(logprob, batch.logprobs.reshape(-1), atol=1e-5)
+        assert torch.allclose(value, batch.values[:-1].reshape(-1), atol=1e-5)

@@ -121,43 +121,50 @@ def _state_entries(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 class SharedWeights:
-    """A module's state (parameters and buffers) as one flat float32 shared tensor, plus a version.
+    """A module's state (parameters and buffers) in shared memory, double-buffered, with a version.
 
-    There is no lock: the pool's protocol orders every access. The parent publishes only while
-    no rollout is in flight, and a worker reads only after a pipe message that the parent sends
-    once publishing is done (the pipe's write and read order the memory accesses around them).
-    A lock would be a named semaphore, which a killed process group leaves in /dev/shm.
+    Version v lives in buffer v % 2, so workers can read version v while the learner writes
+    v + 1. There is no lock: the pool's protocol orders every access. A worker reads the
+    version its slot message names, only after that message arrives (the pipe's write and read
+    order the memory accesses around them), and the pool never publishes into a buffer that an
+    in-flight rollout reads. A lock would be a named semaphore, which a killed process group
+    leaves in /dev/shm.
     """
 
     def __init__(self, module: nn.Module):
         self.numel = sum(t.numel() for _, t in _state_entries(module))
-        self.flat = torch.zeros(self.numel, dtype=torch.float32).share_memory_()
+        self.flat = torch.zeros(2, self.numel, dtype=torch.float32).share_memory_()
         self.version = torch.full((1,), -1, dtype=torch.int64).share_memory_()
 
     def publish(self, module: nn.Module) -> int:
-        """Copy the module's state in and return the new version (0 for the first publish)."""
+        """Copy the module's state into the next version's buffer and return that version (0 first)."""
+        version = int(self.version.item()) + 1
+        target = self.flat[version % 2]
         with torch.no_grad():
             offset = 0
             for _, tensor in _state_entries(module):
                 n = tensor.numel()
-                self.flat[offset : offset + n].copy_(tensor.detach().reshape(-1))
+                target[offset : offset + n].copy_(tensor.detach().reshape(-1))
                 offset += n
-            self.version += 1
-            return int(self.version.item())
+        self.version[0] = version
+        return version
 
     def current_version(self) -> int:
         """The latest published version (-1 before the first publish)."""
         return int(self.version.item())
 
-    def load_into(self, module: nn.Module, held_version: int) -> int:
-        """Copy the latest state into `module` if it is newer than `held_version`; return the version held after."""
-        version = int(self.version.item())
+    def load_into(self, module: nn.Module, held_version: int, version: int) -> int:
+        """Copy `version` into `module` unless it already holds it; returns `version`.
+
+        `version` must be the latest or the one before it (the other buffer).
+        """
         if version == held_version:
             return held_version
+        source = self.flat[version % 2]
         with torch.no_grad():
             offset = 0
             for _, tensor in _state_entries(module):
                 n = tensor.numel()
-                tensor.copy_(self.flat[offset : offset + n].view(tensor.shape))
+                tensor.copy_(source[offset : offset + n].view(tensor.shape))
                 offset += n
         return version

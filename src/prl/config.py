@@ -137,6 +137,8 @@ class Config:
     """Seed of the learner, the workers' samplers and every env."""
     device: str = "auto"
     """Learner device: auto (CUDA when available), cpu, cuda or cuda:N."""
+    overlap: bool = False
+    """Collect the next batch while the learner trains on this one (rollouts then act with weights one update old; still reproducible)."""
     learner_threads: int = 1
     """Torch threads of the learner on the CPU."""
     start_method: str = "auto"

@@ -12,19 +12,11 @@ from prl.config import Config, resolve_device
 from prl.envs import EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.normalize import RewardScaler
+from prl.optim import Adam
 from prl.policy import ActorCritic, build_policy
 from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
 
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
-
-
-def make_adam(parameters, lr: float, eps: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where this torch has it for the device (~10% faster steps), else the default."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(parameters, lr=lr, eps=eps)
 
 
 class Learner:
@@ -53,7 +45,7 @@ class Learner:
         self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
             self.device
         )
-        self.optimizer = make_adam(self.policy.parameters(), ppo.lr, ppo.adam_eps)
+        self.optimizer = Adam(self.policy.parameters(), lr=ppo.lr, eps=ppo.adam_eps)
         self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if ppo.normalize_reward else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.updates = 0
@@ -87,8 +79,7 @@ class Learner:
         b_returns = returns.reshape(-1)
 
         lr = self.current_lr()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
         size = b_obs.shape[0]
         totals = dict.fromkeys(LOSS_STATS, 0.0)
         minibatches = 0
@@ -115,7 +106,7 @@ class Learner:
                     ppo.ent_coef,
                     ppo.clip_vloss,
                 )
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad()
                 parts.loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
                 self.optimizer.step()
@@ -132,6 +123,7 @@ class Learner:
         self.env_steps += size
         stats = {name: totals[name] / minibatches for name in LOSS_STATS}
         stats.update(
+            policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
             explained_variance=explained_variance(b_values, b_returns),
             lr=lr,
             epochs=epochs_run,

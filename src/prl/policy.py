@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Normal
 
 from prl.config import PolicyConfig
 from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
 from prl.normalize import ObsNormalizer
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
@@ -57,45 +59,56 @@ class ActorCritic(nn.Module):
         """Critic's value estimate, shape [B]."""
         return self.critic(self.obs_normalizer(obs)).squeeze(-1)
 
-    def _distributions(self, x: torch.Tensor) -> list:
+    def _heads(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Log-probabilities of each categorical head [B, n_i], or the Gaussian mean [B, d] alone."""
         out = self.actor(x)
         if self.spec.action_kind == CONTINUOUS:
-            return [Normal(out, self.log_std.exp().expand_as(out), validate_args=False)]
+            return [out]
         if self.spec.action_kind == DISCRETE:
-            return [Categorical(logits=out, validate_args=False)]
-        return [
-            Categorical(logits=logits, validate_args=False)
-            for logits in torch.split(out, list(self.spec.action_dims), dim=-1)
-        ]
+            return [out.log_softmax(-1)]
+        return [logits.log_softmax(-1) for logits in torch.split(out, list(self.spec.action_dims), dim=-1)]
+
+    def _choose(self, heads: list[torch.Tensor], deterministic: bool) -> torch.Tensor:
+        if self.spec.action_kind == CONTINUOUS:
+            mean = heads[0]
+            return mean if deterministic else mean + self.log_std.exp() * torch.randn_like(mean)
+        if deterministic:
+            parts = [log_probs.argmax(-1) for log_probs in heads]
+        else:
+            parts = [torch.multinomial(log_probs.exp(), 1).squeeze(-1) for log_probs in heads]
+        return torch.stack(parts, dim=-1).to(torch.float32)
+
+    def _score(self, heads: list[torch.Tensor], action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability and entropy of `action` [B, action_dim], summed over dimensions or heads.
+
+        Written out rather than through torch.distributions: the learner calls this for every
+        minibatch, and the distribution objects add a large share of its per-step overhead.
+        """
+        if self.spec.action_kind == CONTINUOUS:
+            log_std = self.log_std.expand_as(heads[0])
+            z = (action - heads[0]) / log_std.exp()
+            logprob = (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
+            return logprob, (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
+        indices = action.long()
+        logprob = sum(log_probs.gather(-1, indices[:, i : i + 1]).squeeze(-1) for i, log_probs in enumerate(heads))
+        entropy = sum(-(log_probs.exp() * log_probs).sum(-1) for log_probs in heads)
+        return logprob, entropy
 
     def get_action_and_value(
         self, obs: torch.Tensor, action: Optional[torch.Tensor] = None, deterministic: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B]."""
         x = self.obs_normalizer(obs)
-        dists = self._distributions(x)
-        if self.spec.action_kind == CONTINUOUS:
-            dist = dists[0]
-            if action is None:
-                action = dist.mean if deterministic else dist.sample()
-            return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.critic(x).squeeze(-1)
+        heads = self._heads(x)
         if action is None:
-            parts = [d.probs.argmax(-1) if deterministic else d.sample() for d in dists]
-            action = torch.stack(parts, dim=-1).to(torch.float32)
-        indices = action.long()
-        logprob = sum(d.log_prob(indices[:, i]) for i, d in enumerate(dists))
-        entropy = sum(d.entropy() for d in dists)
+            action = self._choose(heads, deterministic)
+        logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation: the mean or most likely action when deterministic."""
-        x = self.obs_normalizer(obs)
-        dists = self._distributions(x)
-        if self.spec.action_kind == CONTINUOUS:
-            return dists[0].mean if deterministic else dists[0].sample()
-        parts = [d.probs.argmax(-1) if deterministic else d.sample() for d in dists]
-        return torch.stack(parts, dim=-1).to(torch.float32)
+        return self._choose(self._heads(self.obs_normalizer(obs)), deterministic)
 
 
 def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: bool, obs_clip: float) -> ActorCritic:

@@ -2,28 +2,38 @@
 
 Process protocol
 ================
-Channels. Each worker has one duplex pipe to the parent. Parent -> worker carries free slot
-indices (an int: "fill this slot") or None ("exit"). Worker -> parent carries tuples:
-("ready", w, None), ("slot", w, slot) when a slot is full, ("error", w, (type, message,
-traceback)) when anything raised. Trajectories and weights never travel through pipes: they
-live in shared tensors (`prl.buffers`), and only slot indices move.
+Channels. Each worker has one duplex pipe to the parent. Parent -> worker carries rollout
+requests, (slot, weight version): "fill this slot acting with this version", or None ("exit").
+Worker -> parent carries tuples: ("ready", w, None), ("slot", w, slot) when a slot is full,
+("error", w, (type, message, traceback)) when anything raised. Trajectories and weights never
+travel through pipes: they live in shared tensors (`prl.buffers`), and only slot indices and
+version numbers move.
 
 Start. The parent allocates the shared buffer and weights, publishes version 0, and starts
 W daemon processes with forkserver (or spawn; never plain fork, which is unsafe once CUDA is
-up). Each worker ignores SIGINT, sets one torch thread, seeds its sampler and envs from
-(seed, worker, env index), builds its envs and policy, loads the weights, resets, and sends
-"ready". The parent waits for every "ready" within `worker_timeout`; an error message, a dead
-process or the timeout aborts the start, closes what did start, and raises.
+up). Each worker ignores SIGINT, uses one thread, seeds its sampler and envs from (seed,
+worker, env index), builds its envs and policy, loads the weights, resets, and sends "ready".
+The parent waits for every "ready" within `worker_timeout`; an error message, a dead process
+or the timeout aborts the start, closes what did start, and raises.
 
-Collection. Worker w owns slot w. `collect()` sends each worker its slot, then waits on all
-pipes and all process sentinels at once (`multiprocessing.connection.wait`, with a timeout)
-until every slot is reported full. A worker loads new weights, if their version moved, before
-it starts a rollout, and stamps the slot with the version it used. Because the parent sends
-slots only after `publish()`, every rollout in a batch was collected with the latest weights:
-the default mode is exactly on-policy, and runs with a fixed seed repeat exactly. The same
-ordering makes the shared weights safe without a lock: `publish()` runs only between
-collections (it refuses to run during one), and workers read weights only after a slot
-message sent once publishing is done.
+Collection. Worker w owns slot w. A request names the slot and the weight version; the worker
+loads that version if it does not hold it yet, runs one rollout, stamps the slot with the
+version, and reports it. `collect()` waits on all pipes and all process sentinels at once
+(`multiprocessing.connection.wait`, with a timeout) until every slot is reported, then copies
+the slots into a batch, which frees them.
+- Synchronous mode (default): `collect()` sends the requests itself, after the caller's
+  `publish()`, so every rollout in a batch used the latest weights: exactly on-policy.
+- Overlap mode: before returning, `collect()` already requests the next rollouts with the
+  weights published so far, so workers collect while the learner trains; each batch is then
+  learned one update after the weights that collected it.
+Either way the version each rollout uses is fixed by the parent, not by timing, so a run with
+a fixed seed repeats exactly.
+
+Weights. Version v lives in buffer v % 2 of the shared weights, so a worker can read version v
+while the parent writes v + 1. No lock is needed: a worker reads only after the request
+naming the version arrives, `publish()` never runs during `collect()`, and it refuses to write
+the buffer that in-flight rollouts read (two publishes with no collect between, in overlap
+mode).
 
 Errors. A worker's exception travels as data and is raised in the parent as WorkerError
 ("in worker N" plus the traceback), or as ConfigError when the user can fix it. A worker that
@@ -108,6 +118,7 @@ class ActorPool:
         )
         self.weights = SharedWeights(policy)
         self._collecting = False
+        self._inflight_version: int | None = None
         self.weights.publish(policy)
         self._processes: list = []
         self._conns: list = []
@@ -156,27 +167,46 @@ class ActorPool:
         return [process.pid for process in self._processes]
 
     def publish(self, policy: torch.nn.Module) -> int:
-        """Make `policy`'s weights the ones workers use for their next rollout; returns the new version."""
+        """Make `policy`'s weights the ones workers use from their next rollout request on; returns the new version."""
         if self._collecting:
             raise RuntimeError("publish() was called while collect() is running; call it between collections.")
+        if self._inflight_version is not None and (self.version + 1) % 2 == self._inflight_version % 2:
+            raise RuntimeError(
+                "publish() was called twice while rollouts run with older weights (overlap mode); call collect() in between."
+            )
         return self.weights.publish(policy)
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
-        """Collect one rollout from every worker with the latest weights; return them as one batch on `device`."""
+        """One rollout from every worker, as one batch on `device`.
+
+        Synchronous mode: the rollouts start now, with the latest published weights. Overlap
+        mode: they were started by the previous call, and the next ones start before this
+        returns, with the weights published by then (so they are one update old when learned).
+        """
         if not self._processes:
             raise RuntimeError("the pool is closed; create a new ActorPool to collect again.")
-        workers = set(range(self.config.workers))
         self._collecting = True
         try:
-            for worker in workers:
-                self._conns[worker].send(worker)
-            slots = self._await({"slot"}, workers, "rollout")
+            if self._inflight_version is None:
+                self._request_rollouts()
+            slots = self._await({"slot"}, set(range(self.config.workers)), "rollout")
+            self._inflight_version = None
+            batch = self.buffer.gather([slots[w] for w in sorted(slots)], device)  # a copy: slots are free again
+            if self.config.overlap:
+                self._request_rollouts()
         except BaseException:
             self.close()
             raise
         finally:
             self._collecting = False
-        return self.buffer.gather([slots[w] for w in sorted(slots)], device)
+        return batch
+
+    def _request_rollouts(self) -> None:
+        """Send every worker its slot and the weight version to act with."""
+        version = self.version
+        for worker, conn in enumerate(self._conns):
+            conn.send((worker, version))
+        self._inflight_version = version
 
     def _await(self, kinds: set, workers: set, what: str) -> dict:
         """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}."""

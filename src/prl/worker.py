@@ -148,19 +148,19 @@ def worker_main(
     try:
         parent = psutil.Process(parent_pid)
         policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-        held_version = weights.load_into(policy, -1)
+        held_version = weights.load_into(policy, -1, weights.current_version())
         actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20)))
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index)
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
         conn.send(("ready", worker_index, None))
         while True:
-            slot = _wait_for_message(conn, parent)
-            if slot is None:
+            request = _wait_for_message(conn, parent)
+            if request is None:
                 break
-            version = weights.load_into(policy, held_version)
+            slot, version = request
             if version != held_version:
+                held_version = weights.load_into(policy, held_version, version)
                 actor.load(policy)
-                held_version = version
             collector.collect(buffer.numpy_views(slot))
             buffer.policy_versions[slot] = held_version
             buffer.worker_ids[slot] = worker_index

@@ -1,0 +1,45 @@
+"""prl's Adam takes the same steps as torch.optim.Adam."""
+
+import torch
+
+from prl.optim import Adam
+
+
+def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate():
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+    reference_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+    reference_model.load_state_dict(ours_model.state_dict())
+    ours = Adam(ours_model.parameters(), lr=3e-3, eps=1e-5)
+    reference = torch.optim.Adam(reference_model.parameters(), lr=3e-3, eps=1e-5)
+    for step in range(25):
+        lr = 3e-3 * (1 - step / 25)
+        ours.lr = lr
+        for group in reference.param_groups:
+            group["lr"] = lr
+        x = torch.randn(16, 5)
+        for model, optimizer in ((ours_model, ours), (reference_model, reference)):
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+    for a, b in zip(ours_model.parameters(), reference_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_state_round_trip_continues_identically():
+    torch.manual_seed(1)
+    weight = torch.nn.Parameter(torch.randn(4))
+    optimizer = Adam([weight], lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (weight**2).sum().backward()
+        optimizer.step()
+    state = optimizer.state_dict()
+    copy = torch.nn.Parameter(weight.detach().clone())
+    restored = Adam([copy], lr=0.5)
+    restored.load_state_dict(state)
+    for optimizer_, parameter in ((optimizer, weight), (restored, copy)):
+        optimizer_.zero_grad()
+        (parameter**2).sum().backward()
+        optimizer_.step()
+    assert torch.equal(weight, copy) and restored.lr == 0.1
