@@ -1,4 +1,4 @@
-"""prl's Adam takes the same steps as torch.optim.Adam."""
+"""prl's Adam (and its gradient clip) takes the same steps as torch.optim.Adam with clip_grad_norm_."""
 
 import torch
 
@@ -18,10 +18,14 @@ def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate():
         for group in reference.param_groups:
             group["lr"] = lr
         x = torch.randn(16, 5)
-        for model, optimizer in ((ours_model, ours), (reference_model, reference)):
-            optimizer.zero_grad()
-            model(x).pow(2).sum().backward()
-            optimizer.step()
+        ours.zero_grad()
+        ours_model(x).pow(2).sum().backward()
+        ours.clip_grad_norm(1.0)
+        ours.step()
+        reference.zero_grad()
+        reference_model(x).pow(2).sum().backward()
+        torch.nn.utils.clip_grad_norm_(reference_model.parameters(), 1.0)
+        reference.step()
     for a, b in zip(ours_model.parameters(), reference_model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 
@@ -43,3 +47,17 @@ def test_state_round_trip_continues_identically():
         (parameter**2).sum().backward()
         optimizer_.step()
     assert torch.equal(weight, copy) and restored.lr == 0.1
+
+
+def test_gradients_land_in_the_flat_buffer_and_zero_grad_keeps_them_there():
+    model = torch.nn.Linear(3, 2)
+    optimizer = Adam(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    assert optimizer.flat_grad.abs().sum() > 0
+    assert model.weight.grad.data_ptr() == optimizer.flat_grad.data_ptr()
+    optimizer.zero_grad()
+    model(torch.ones(1, 3)).sum().backward()
+    assert torch.equal(optimizer.flat_grad[:6], torch.ones(6)), "backward must accumulate into the same buffer"
+    before = model.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(model.weight, before)

@@ -108,7 +108,7 @@ class Learner:
                 )
                 self.optimizer.zero_grad()
                 parts.loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
+                self.optimizer.clip_grad_norm(ppo.max_grad_norm)
                 self.optimizer.step()
                 for name in LOSS_STATS:
                     totals[name] += float(getattr(parts, name).detach())
