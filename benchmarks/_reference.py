@@ -74,7 +74,7 @@ def step_randomly(env_id: str, seconds: float, barrier, results) -> None:
     steps = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        for action in actions:  # the clock is read once per pool: reading it costs as much as a step
+        for action in actions:  # the clock is read once per pass over the pool, not once per step
             _, _, terminated, truncated, _ = env.step(action)
             if terminated or truncated:
                 env.reset()
@@ -125,7 +125,7 @@ def drive(
 
 
 def torch_actor(spec: EnvSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """prl's default torch network, called as prl's learner-side policy is: action, log-prob and value."""
+    """prl's default network under `torch.inference_mode`: action, log-prob and value in one call."""
     policy = build_policy(spec, PolicyConfig(), False, 10.0)
 
     @torch.inference_mode()

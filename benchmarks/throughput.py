@@ -1,11 +1,11 @@
 """Throughput of prl on this machine, next to its floors and the systems it competes with.
 
-    python benchmarks/throughput.py            # about 10 minutes on 2 cores
+    python benchmarks/throughput.py            # roughly 10 minutes on 2 cores
     python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
     python benchmarks/throughput.py --out DIR  # also writes DIR/results.json and DIR/throughput.png
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
-machines of the same kind (`../shared/ANCHORS.md` in the project notes): read the ratios.
+machines of the same kind (see the project's ANCHORS.md): read the ratios.
 `benchmarks/README.md` explains each figure.
 """
 
@@ -44,8 +44,8 @@ ROLLOUT_STEPS = 32
 README_SHAPE = (8, 4)
 """Workers x envs per worker of the command in prl's README (`--workers 8 --envs-per-worker 4`)."""
 
-DEFAULT_SHAPE = (2, 16)
-"""prl's default workers x envs per worker."""
+DEFAULT_SHAPE = (2, 32)
+"""prl's default workers x envs per worker with the CartPole preset."""
 
 SAMPLE_FACTORY_STEPS_PER_S = 11_400
 """Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
@@ -53,11 +53,16 @@ SAMPLE_FACTORY_STEPS_PER_S = 11_400
 SOLVED_RETURN = 475.0
 """CartPole-v1's reward threshold: an evaluation at or above it counts as solved."""
 
+TRAIN_TIMEOUT_S = 1800
+"""A train.py run that takes longer than this is stuck, not slow: it is reported and the benchmark goes on."""
+
 WARMUP_COLLECTS = 2
 """Rollouts collected before prl's clock starts: the first ones pay for page faults and caches."""
 
-SB3_LIKE_PPO = dict(rollout_steps=ROLLOUT_STEPS, epochs=20, minibatch_size=256, gamma=0.98, gae_lambda=0.8, lr=1e-3)
-"""PPO settings of every prl training run here: the same work per env step as the SB3 runs."""
+SB3_LIKE_PPO = dict(
+    rollout_steps=ROLLOUT_STEPS, epochs=20, minibatch_size=256, gamma=0.98, gae_lambda=0.8, lr=1e-3, ent_coef=0.0
+)
+"""SB3's tuned CartPole PPO settings: one extra prl run uses them, to compare the systems at equal work per step."""
 
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 """How this benchmark starts its own processes: prl's rule (never plain fork)."""
@@ -73,7 +78,7 @@ class Plan:
     """Which shapes are measured and for how long; --quick shortens everything."""
 
     workers: tuple[int, ...] = (1, 2, 4, 8)
-    envs: tuple[int, ...] = (4, 16, 64)
+    envs: tuple[int, ...] = (4, 16, 32, 64)  # 32: the shape of the collection-efficiency target (2 x 32)
     floor_s: float = 3.0
     collect_s: float = 3.0
     train_steps: int = 100_000
@@ -84,7 +89,7 @@ class Plan:
 
 QUICK = Plan(
     workers=(1, 2, 8),
-    envs=(4, 16),
+    envs=(4, 32),
     floor_s=1.0,
     collect_s=1.5,
     train_steps=20_000,
@@ -151,16 +156,19 @@ def skipped(reason: str) -> dict:
 # ---- prl measurements ------------------------------------------------------------------------
 
 
-def _fitted(workers: int, envs: int, steps: int) -> dict:
-    # Config rejects a minibatch larger than the batch and a run shorter than one batch, and
-    # the smallest shapes (1 x 4 x 32 = 128 samples) are both; shrink only what must shrink.
-    batch = workers * envs * ROLLOUT_STEPS
-    return {**SB3_LIKE_PPO, "minibatch_size": min(SB3_LIKE_PPO["minibatch_size"], batch), "steps": max(steps, batch)}
+def _fitted(env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None) -> dict:
+    # Config rejects a minibatch larger than the batch and a run shorter than one batch, and the
+    # smallest shapes can be both; shrink only what must shrink.
+    ppo = ppo or {}
+    probe = tuned_config(env_id, workers=workers, envs_per_worker=envs, **{**ppo, "minibatch_size": 2, "steps": 1 << 40})
+    wanted_minibatch = ppo.get("minibatch_size", tuned_config(env_id).ppo.minibatch_size)
+    return {**ppo, "minibatch_size": min(wanted_minibatch, probe.batch_size), "steps": max(steps, probe.batch_size)}
 
 
 def prl_collection(env_id: str, workers: int, envs: int, seconds: float) -> dict:
     """Steps/s of `ActorPool.collect()` with `workers` x `envs`, repeated for `seconds`, learner idle."""
-    config = tuned_config(env_id, workers=workers, envs_per_worker=envs, **_fitted(workers, envs, 0))
+    fixed = {"rollout_steps": ROLLOUT_STEPS}
+    config = tuned_config(env_id, workers=workers, envs_per_worker=envs, **_fitted(env_id, workers, envs, 0, fixed))
     learner = Learner(config)
     started = time.perf_counter()
     with ActorPool(config, learner.policy) as pool:
@@ -176,21 +184,15 @@ def prl_collection(env_id: str, workers: int, envs: int, seconds: float) -> dict
     return ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
 
 
-def train_args(env_id: str, workers: int, envs: int, steps: int) -> list[str]:
-    """train.py flags for one end-to-end run; PPO flags appear only where they differ from the env's preset."""
-    preset = to_flat(tuned_config(env_id))
-    wanted = _fitted(workers, envs, steps)
-    args = [
-        "--env",
-        env_id,
-        "--workers",
-        str(workers),
-        "--envs-per-worker",
-        str(envs),
-        "--steps",
-        str(wanted.pop("steps")),
-    ]
-    args += ["--out", "TMP", "--no-progress", "--eval-episodes", "0"]
+def train_args(
+    env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None, overlap: bool = False
+) -> list[str]:
+    """train.py flags for one end-to-end run: the env's tuned defaults, or the `ppo` settings where they differ."""
+    preset = to_flat(tuned_config(env_id, workers=workers, envs_per_worker=envs))
+    wanted = _fitted(env_id, workers, envs, steps, ppo)
+    flags = {"env": env_id, "workers": workers, "envs-per-worker": envs, "steps": wanted.pop("steps"), "out": "TMP"}
+    args = [part for name, value in flags.items() for part in (f"--{name}", str(value))]
+    args += ["--no-progress", "--eval-episodes", "0"] + (["--overlap"] if overlap else [])
     for name, value in wanted.items():
         if preset[name] != value:
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -203,7 +205,10 @@ def run_train(args: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="prl-bench-") as out:
         argv = [sys.executable, str(TRAIN_SCRIPT)] + [out if arg == "TMP" else arg for arg in args]
         started = time.perf_counter()
-        process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        try:
+            process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return skipped(f"`{command}` ran past {TRAIN_TIMEOUT_S} s") | {"command": command}
         wall_s = time.perf_counter() - started
         summary_path = Path(out) / "summary.json"
         if process.returncode != 0 or not summary_path.exists():
@@ -213,24 +218,27 @@ def run_train(args: list[str]) -> dict:
     return {"command": command, "process_wall_s": wall_s, **summary}
 
 
-def prl_training(env_id: str, workers: int, envs: int, steps: int) -> dict:
+def prl_training(
+    env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None, overlap: bool = False
+) -> dict:
     """Steps/s of a whole `scripts/train.py` run (from its summary.json), plus its wall time seen from outside."""
-    record = run_train(train_args(env_id, workers, envs, steps))
-    return {"workers": workers, "envs": envs, **record}
+    record = run_train(train_args(env_id, workers, envs, steps, ppo, overlap))
+    return {"workers": workers, "envs": envs, "overlap": overlap, "sb3_settings": ppo is not None, **record}
 
 
-def time_to_solve(runs: int) -> dict:
+def time_to_solve(runs: int, overlap: bool) -> dict:
     """Wall time and evaluation return of `scripts/train.py --env CartPole-v1` with its tuned defaults."""
     records = []
     for index in range(runs):
-        log(f"time to solve: run {index + 1} of {runs}")
-        args = ["--env", "CartPole-v1", "--out", "TMP", "--no-progress"]
-        records.append(run_train(args))
+        log(f"time to solve{' (overlap)' if overlap else ''}: run {index + 1} of {runs}")
+        args = ["--env", "CartPole-v1", "--out", "TMP", "--no-progress", "--seed", str(index + 1)]
+        records.append(run_train(args + (["--overlap"] if overlap else [])))
     done = [r for r in records if "eval_return_mean" in r]
     if not done:
         return {"runs": records, "skipped": "no run finished"}
     return {
         "runs": records,
+        "overlap": overlap,
         "median_wall_s": statistics.median(r["process_wall_s"] for r in done),
         "median_eval_return": statistics.median(r["eval_return_mean"] for r in done),
         "median_steps_per_s": statistics.median(r["steps_per_s"] for r in done),
@@ -247,7 +255,7 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     context = multiprocessing.get_context(START_METHOD)
     floors = {"floor": [], "collection_floor": []}
     for processes in sorted({1, min(2, usable_cores())}):
-        log(f"floor: raw {env_id} stepping, {processes} process(es)")
+        log(f"floor: raw {env_id} stepping, processes={processes}")
         floors["floor"].append(ref.raw_floor(env_id, processes, plan.floor_s, context))
     for envs in plan.envs:
         for actor in ("torch", "worker"):
@@ -279,13 +287,22 @@ def add_efficiency(results: dict) -> None:
 
 
 def measure_training(env_id: str, plan: Plan) -> list[dict]:
-    """Figures 4 and 6: whole train.py runs, over the grid when sweeping, else the default and README shapes."""
+    """Figures 4 and 6: whole train.py runs with the env's tuned defaults, over the grid when sweeping.
+
+    Beside the grid: the default and README shapes in overlap mode, and the default shape with
+    SB3's PPO settings (the same learner work per env step as the SB3 rows).
+    """
     shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [DEFAULT_SHAPE]
-    shapes += [README_SHAPE] if README_SHAPE not in shapes else []
+    shapes += [shape for shape in (DEFAULT_SHAPE, README_SHAPE) if shape not in shapes]
+    runs = [(w, e, None, False) for w, e in shapes]
+    runs += [(*DEFAULT_SHAPE, None, True), (*README_SHAPE, None, True)]
+    if env_id == "CartPole-v1":
+        runs.append((*DEFAULT_SHAPE, SB3_LIKE_PPO, False))
     records = []
-    for workers, envs in shapes:
-        log(f"prl end-to-end: {workers} workers x {envs} envs, {plan.train_steps:,} steps")
-        records.append(prl_training(env_id, workers, envs, plan.train_steps))
+    for workers, envs, ppo, overlap in runs:
+        label = " overlap" if overlap else " SB3 settings" if ppo else ""
+        log(f"prl end-to-end{label}: {workers} workers x {envs} envs, {plan.train_steps:,} steps")
+        records.append(prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap))
     return records
 
 
@@ -308,23 +325,55 @@ def _value(record: Optional[dict]) -> Optional[float]:
     return None if record is None else record.get("steps_per_s")
 
 
-def ratios(results: dict) -> list[dict]:
-    """The comparisons to read: prl against SB3, against Sample Factory's figure, and the README shape against the best."""
-    training = [r for r in results["prl_training"] if "steps_per_s" in r]
-    best = max(training, key=lambda r: r["steps_per_s"], default=None)
-    readme = next((r for r in training if (r["workers"], r["envs"]) == README_SHAPE), None)
-    dummy = _value(results["reference"].get("sb3_dummy"))
-    shape = f"{best['workers']}x{best['envs']}" if best else "-"
-    rows = [
-        (f"prl end-to-end, best shape ({shape}) / SB3 DummyVecEnv", _value(best), dummy, "measured here"),
-        ("prl end-to-end, README shape (8x4) / SB3 DummyVecEnv", _value(readme), dummy, "measured here"),
+def plain_runs(records: list[dict]) -> list[dict]:
+    """End-to-end runs in the default synchronous mode with the env's tuned defaults (the sweep)."""
+    return [r for r in records if not r.get("overlap") and not r.get("sb3_settings")]
+
+
+def _find(records: list[dict], shape: tuple, overlap: bool = False, sb3_settings: bool = False) -> Optional[dict]:
+    return next(
         (
-            f"prl end-to-end, best shape ({shape}) / Sample Factory 11,400",
-            _value(best),
+            r
+            for r in records
+            if (r["workers"], r["envs"]) == shape and r["overlap"] == overlap and r["sb3_settings"] == sb3_settings
+        ),
+        None,
+    )
+
+
+def ratios(results: dict) -> list[dict]:
+    """The comparisons to read: prl against SB3 and Sample Factory, and the README shape against the best."""
+    training = [r for r in results["prl_training"] if "steps_per_s" in r]
+    plain = plain_runs(training)
+    best_plain = max(plain, key=_value, default=None)
+    best_any = max([r for r in training if not r["sb3_settings"]], key=_value, default=None)
+    default = _find(training, DEFAULT_SHAPE)
+    readme = _find(training, README_SHAPE)
+    equal_work = _find(training, DEFAULT_SHAPE, sb3_settings=True)
+    dummy = _value(results["reference"].get("sb3_dummy"))
+
+    def shape(record: Optional[dict]) -> str:
+        if not record:
+            return "-"
+        return f"{record['workers']}x{record['envs']}{', overlap' if record['overlap'] else ''}"
+
+    here = "measured here"
+    rows = [
+        (f"prl end-to-end, default ({shape(default)}) / SB3 DummyVecEnv", _value(default), dummy, here),
+        (f"prl end-to-end, best ({shape(best_any)}) / SB3 DummyVecEnv", _value(best_any), dummy, here),
+        (f"prl at SB3's PPO settings ({shape(equal_work)}) / SB3 DummyVecEnv", _value(equal_work), dummy, here),
+        (
+            f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
+            _value(best_any),
             SAMPLE_FACTORY_STEPS_PER_S,
             "constant from ANCHORS.md, NOT measured here",
         ),
-        (f"README shape (8x4) / best shape ({shape}), end-to-end", _value(readme), _value(best), "measured here"),
+        (
+            f"README shape ({shape(readme)}) / best synchronous shape ({shape(best_plain)})",
+            _value(readme),
+            _value(best_plain),
+            here,
+        ),
     ]
     return [
         {
@@ -358,9 +407,9 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     results["prl_training"] = measure_training(env_id, plan)
     results["reference"] = measure_references(env_id, spec, plan)
     if env_id == "CartPole-v1" and plan.solve_runs > 0:
-        results["time_to_solve"] = time_to_solve(plan.solve_runs)
+        results["time_to_solve"] = [time_to_solve(plan.solve_runs, overlap) for overlap in (False, True)]
     else:
-        results["time_to_solve"] = skipped("time to solve is measured for CartPole-v1 only")
+        results["time_to_solve"] = [skipped("time to solve is measured for CartPole-v1 only")]
     results["ratios"] = ratios(results)
     results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     results["benchmark_wall_s"] = time.perf_counter() - started
@@ -394,9 +443,17 @@ def _row(figure: str, setting: str, record: dict, note: str = "") -> tuple:
     return figure, setting, _number(record["steps_per_s"]), note
 
 
+def _scaling(record: dict, single: Optional[float]) -> str:
+    # below 1 the machine itself does not scale (shared cores, turbo, other load): prl cannot beat that
+    if record.get("processes", 1) == 1 or not single or "steps_per_s" not in record:
+        return ""
+    return f"scaling {record['steps_per_s'] / (record['processes'] * single):.2f} (1.00 = {record['processes']} x 1 process)"
+
+
 def figure_rows(results: dict) -> list[tuple]:
     """One table row per measurement of figures 1 to 5 and 7."""
-    rows = [_row("1 floor", f"raw env, {r['processes']} process(es)", r) for r in results["floor"]]
+    single = _value(results["floor"][0])
+    rows = [_row("1 floor", f"raw env, processes={r['processes']}", r, _scaling(r, single)) for r in results["floor"]]
     rows += [
         _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs, {r['actor']} actor", r)
         for r in results["collection_floor"]
@@ -404,21 +461,16 @@ def figure_rows(results: dict) -> list[tuple]:
     rows += [
         _row(
             "3 prl collection",
-            f"{r['workers']} workers x {r['envs']} envs",
+            f"W={r['workers']} x E={r['envs']}",
             r,
             f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s",
         )
         for r in results["prl_collection"]
     ]
-    rows += [
-        _row(
-            "4 prl end-to-end",
-            f"{r['workers']} workers x {r['envs']} envs",
-            r,
-            f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else "",
-        )
-        for r in results["prl_training"]
-    ]
+    for r in results["prl_training"]:
+        mode = " overlap" if r.get("overlap") else " SB3's PPO settings" if r.get("sb3_settings") else ""
+        note = f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else ""
+        rows.append(_row("4 prl end-to-end", f"W={r['workers']} x E={r['envs']}{mode}", r, note))
     reference = results["reference"]
     for key, setting in (
         ("sb3_dummy", "SB3 PPO, DummyVecEnv 8 envs"),
@@ -433,23 +485,21 @@ def figure_rows(results: dict) -> list[tuple]:
                 "" if "skipped" in record else f"{record['steps']:,} steps in {record['seconds']:.1f} s",
             )
         )
-    rows.append(_row("5 reference", "AsyncVectorEnv 8 envs + MLP", reference["async_vector_env"], "collection only"))
-    solve = results["time_to_solve"]
-    if "median_wall_s" in solve:
+    rows.append(
+        _row("5 reference", "AsyncVectorEnv 8 envs, torch actor", reference["async_vector_env"], "collection only")
+    )
+    for solve in results["time_to_solve"]:
+        setting = "CartPole-v1 defaults" + (", --overlap" if solve.get("overlap") else "")
+        if "median_wall_s" not in solve:
+            rows.append(_row("7 time to solve", setting, solve))
+            continue
         note = (
             f"median wall {solve['median_wall_s']:.1f} s, eval return {solve['median_eval_return']:.1f}, "
             f"{solve['solved']}/{solve['finished']} solved"
         )
         rows.append(
-            (
-                "7 time to solve",
-                f"CartPole-v1 defaults, {solve['finished']} run(s)",
-                _number(solve["median_steps_per_s"]),
-                note,
-            )
+            ("7 time to solve", f"{setting}, {solve['finished']} run(s)", _number(solve["median_steps_per_s"]), note)
         )
-    else:
-        rows.append(_row("7 time to solve", "CartPole-v1 defaults", solve))
     return rows
 
 
@@ -480,7 +530,7 @@ def print_report(results: dict, plan: Plan) -> None:
         _print_table(
             "6 scaling: prl end-to-end steps/s",
             header,
-            _grid(results["prl_training"], plan, lambda r: f"{r['steps_per_s']:,.0f}"),
+            _grid(plain_runs(results["prl_training"]), plan, lambda r: f"{r['steps_per_s']:,.0f}"),
         )
     _print_table(
         "ratios",
@@ -496,7 +546,10 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("prl collection", results["prl_collection"]), ("prl end-to-end training", results["prl_training"])]
+    panels = [
+        ("prl collection", results["prl_collection"]),
+        ("prl end-to-end training", plain_runs(results["prl_training"])),
+    ]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for axis, (title, records) in zip(axes, panels):
         for index, envs in enumerate(plan.envs):
@@ -511,10 +564,12 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
         dummy = _value(results["reference"].get("sb3_dummy"))
         if dummy and title != "prl collection":
             axis.axhline(dummy, color="gray", linestyle="--", label="SB3 DummyVecEnv")
-        axis.set(title=title, xlabel="workers (W)", ylabel="env steps/s", xscale="log", ylim=(0, None))
+        axis.set_xscale("log", base=2)
+        axis.set(title=title, xlabel="workers (W)", ylabel="env steps/s", ylim=(0, axis.get_ylim()[1] * 1.1))
         axis.set_xticks(plan.workers, [str(w) for w in plan.workers])
+        axis.minorticks_off()
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="best")
     figure.suptitle(f"{results['settings']['env']}, {results['machine']['cores']} cores, {results['machine']['date']}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

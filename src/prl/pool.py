@@ -119,6 +119,8 @@ class ActorPool:
         self.weights = SharedWeights(policy)
         self._collecting = False
         self._inflight_version: int | None = None
+        self.last_wait_s = 0.0
+        """Seconds the last `collect()` spent waiting for workers (near zero when the learner is the bottleneck)."""
         self.weights.publish(policy)
         self._processes: list = []
         self._conns: list = []
@@ -189,7 +191,9 @@ class ActorPool:
         try:
             if self._inflight_version is None:
                 self._request_rollouts()
+            waiting = time.perf_counter()
             slots = self._await({"slot"}, set(range(self.config.workers)), "rollout")
+            self.last_wait_s = time.perf_counter() - waiting
             self._inflight_version = None
             batch = self.buffer.gather([slots[w] for w in sorted(slots)], device)  # a copy: slots are free again
             if self.config.overlap:

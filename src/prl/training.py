@@ -62,6 +62,7 @@ def train(config: Config, spec: Optional[EnvSpec] = None) -> dict:
                     "episodes": window.total,
                     **stats,
                     "collect_s": collect_s,
+                    "wait_s": pool.last_wait_s,
                     "wall_s": time.perf_counter() - started,
                 }
                 if log is not None:
