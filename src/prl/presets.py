@@ -13,16 +13,17 @@ from typing import Any
 from prl.config import Config, EnvSource, from_flat
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tuned for speed to a solved policy: ~1,600 gradient steps of 256 samples over 100k env steps
-    # reach a deterministic return of 500 on every seed tried (1 to 11) in about 3 s on 2 cores.
+    # Tuned for speed to a solved policy: ~1,200 gradient steps of 256 samples over 100k env steps
+    # reach a deterministic return of 500 on every seed tried (1 to 12, synchronous, overlapped, and
+    # 8 workers x 4 envs), in about 2 s of training on 2 cores.
     "CartPole-v1": dict(
         envs_per_worker=32,
         batch_steps=2048,
         steps=100_000,
-        lr=2e-3,
+        lr=3e-3,
         gamma=0.99,
         gae_lambda=0.95,
-        epochs=4,
+        epochs=3,
         minibatch_size=256,
         ent_coef=0.0,
     ),
