@@ -160,7 +160,9 @@ def _fitted(env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict
     # Config rejects a minibatch larger than the batch and a run shorter than one batch, and the
     # smallest shapes can be both; shrink only what must shrink.
     ppo = ppo or {}
-    probe = tuned_config(env_id, workers=workers, envs_per_worker=envs, **{**ppo, "minibatch_size": 2, "steps": 1 << 40})
+    probe = tuned_config(
+        env_id, workers=workers, envs_per_worker=envs, **{**ppo, "minibatch_size": 2, "steps": 1 << 40}
+    )
     wanted_minibatch = ppo.get("minibatch_size", tuned_config(env_id).ppo.minibatch_size)
     return {**ppo, "minibatch_size": min(wanted_minibatch, probe.batch_size), "steps": max(steps, probe.batch_size)}
 
