@@ -49,6 +49,6 @@ def test_help_lists_options_with_their_docs(tmp_path):
 def test_an_out_folder_holding_a_run_is_refused_without_overwrite(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("{}")
-    result, survivors = run_train(["--steps", "1024"], tmp_path)
+    result, survivors = run_train(["--steps", "2048"], tmp_path)
     assert result.returncode == 2 and "already holds a run (summary.json)" in result.stderr
     assert "--overwrite" in result.stderr and not survivors

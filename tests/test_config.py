@@ -56,6 +56,8 @@ def test_cartpole_preset_keeps_its_batch_whatever_the_worker_layout():
     assert tuned_config("CartPole-v1").batch_size == 2048
     assert tuned_config("CartPole-v1", workers=8, envs_per_worker=4).rollout_steps == 64
     assert tuned_config("CartPole-v1", workers=8, envs_per_worker=4, rollout_steps=8).batch_size == 256
+    with pytest.raises(ConfigError, match="workers must be between 1 and"):
+        tuned_config("CartPole-v1", workers=0)
 
 
 def test_tuned_defaults_load_and_options_override_them():

@@ -52,5 +52,6 @@ def tuned_config(env: EnvSource = "CartPole-v1", **options: Any) -> Config:
     values = {**preset, **options, "env": env}
     if batch_steps is not None and "rollout_steps" not in options:
         envs = values.get("workers", Config.workers) * values.get("envs_per_worker", Config.envs_per_worker)
-        values["rollout_steps"] = max(1, round(batch_steps / envs))
+        if envs >= 1:  # otherwise Config says what is wrong with workers or envs_per_worker
+            values["rollout_steps"] = max(1, round(batch_steps / envs))
     return from_flat(values)
