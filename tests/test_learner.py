@@ -75,7 +75,7 @@ def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_pa
     config = make_config(normalize_reward=True)
     learner = Learner(config)
     learner.update(first_batch)
-    save_checkpoint(tmp_path / "checkpoint.pt", learner.state_dict(), config)
+    save_checkpoint(tmp_path / "checkpoint.pt", {"learner": learner.state_dict(), "config": config.to_dict()})
     restored = Learner(config)
     restored.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["learner"])
     assert restored.updates == 1 and restored.env_steps == learner.env_steps

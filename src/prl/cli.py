@@ -19,7 +19,7 @@ import time
 import typing
 from typing import Any, Callable, Optional, Sequence
 
-from prl.config import SECTIONS, Config, flat_fields
+from prl.config import SECTIONS, Config, flat_fields, flatten_dict, from_flat
 from prl.envs import probe_env
 from prl.errors import ConfigError, WorkerError
 from prl.metrics import check_run_folder
@@ -96,38 +96,66 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         convert, extra = _converter(hint)
         groups[section].add_argument(flag, type=convert, help=help_text, metavar=name.upper(), **extra)
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="Continue the run in DIR (or from a checkpoint file) to its step budget; flags given here override its options.",
+    )
     return parser
 
 
-def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
-    """Parse command-line flags into a Config (tuned defaults for the env first, then the flags)."""
+def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[str]]:
+    """Parse command-line flags into (Config, run folder to resume or None).
+
+    A new run starts from the env's tuned defaults; a resumed run from the config stored in its
+    checkpoint. Explicit flags override either.
+    """
     options = vars(build_parser().parse_args(argv))
+    resume = options.pop("resume", None)
+    if resume is not None:
+        from prl.checkpoint import checkpoint_path, load_checkpoint  # torch is needed to read it
+
+        stored = flatten_dict(load_checkpoint(resume)["config"])
+        return from_flat({**stored, "out": str(checkpoint_path(resume).parent), **options}), resume
     env = options.pop("env", Config.env)
     if options.get("out") is None:
         options["out"] = (
             f"runs/{env.replace('/', '_')}-seed{options.get('seed', Config.seed)}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    return tuned_config(env, **options)
+    return tuned_config(env, **options), None
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse command-line flags into a Config (see `parse_args`)."""
+    return parse_args(argv)[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run training from the command line; returns the process exit code (2 for a user error)."""
+    config = None
     try:
-        config = parse_config(argv)
-        check_run_folder(config.out, config.overwrite)
+        config, resume = parse_args(argv)
+        if resume is None:
+            check_run_folder(config.out, config.overwrite)
         spec = probe_env(config)  # a bad env fails here, before any process starts
         prestart(config)  # the worker server imports torch while this process does
         from prl.training import train  # torch loads only once the options and env are known to be valid
 
-        summary = train(config, spec)
+        summary = train(config, spec, resume_from=resume)
     except ConfigError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     except WorkerError as error:
         print(f"train.py: a worker failed: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("train.py: interrupted; workers stopped.", file=sys.stderr)
+    except KeyboardInterrupt as stopped:
+        if str(stopped) and config is not None and config.out:  # a StopRequested: the checkpoint is saved
+            print(
+                f"train.py: stopped by {stopped}; continue with: python scripts/train.py --resume {config.out}",
+                file=sys.stderr,
+            )
+        else:
+            print("train.py: interrupted; workers stopped.", file=sys.stderr)
         return 130
     print(f"run folder: {config.out}")
     print(

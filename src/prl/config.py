@@ -146,7 +146,11 @@ class Config:
     worker_timeout: float = 60.0
     """Seconds to wait for a worker's start-up or rollout before declaring it stuck."""
     eval_episodes: int = 20
-    """Episodes of the deterministic evaluation at the end of training (0 skips it)."""
+    """Episodes of each deterministic evaluation (at the end, and every eval_every updates); 0 skips them."""
+    eval_every: int = 0
+    """Evaluate every this many updates, log eval_return_mean and keep the best policy in checkpoint_best.pt (0: only at the end)."""
+    save_every: int = 50
+    """Write checkpoint.pt every this many updates, besides the end of the run (0: only at the end)."""
     progress: bool = True
     """Show a progress bar."""
     out: Optional[str] = None
@@ -187,6 +191,12 @@ class Config:
         _require(self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}.")
         _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}.")
         _require(self.eval_episodes >= 0, f"eval_episodes must be non-negative, got {self.eval_episodes}.")
+        _require(self.eval_every >= 0, f"eval_every must be non-negative, got {self.eval_every}.")
+        _require(self.save_every >= 0, f"save_every must be non-negative, got {self.save_every}.")
+        _require(
+            self.eval_every == 0 or self.eval_episodes > 0,
+            "eval_every needs eval_episodes above 0; set --eval-episodes or turn eval_every off.",
+        )
         _require(
             self.ppo.minibatch_size <= self.batch_size,
             f"minibatch_size ({self.ppo.minibatch_size}) is larger than the batch of {self.batch_size} "
@@ -247,6 +257,14 @@ def flat_fields() -> dict[str, tuple[Optional[str], dataclasses.Field]]:
         else:
             leaves[top.name] = (None, top)
     return leaves
+
+
+def flatten_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn `Config.to_dict()` output ({..., "ppo": {...}, "policy": {...}}) into {leaf name: value}."""
+    flat = {key: value for key, value in data.items() if key not in SECTIONS}
+    for section in SECTIONS:
+        flat.update(data.get(section, {}))
+    return flat
 
 
 def to_flat(config: Config) -> dict[str, Any]:

@@ -29,6 +29,17 @@ class EpisodeWindow:
         """Mean return of the window, None before any episode has finished."""
         return sum(self.returns) / len(self.returns) if self.returns else None
 
+    def state_dict(self) -> dict:
+        """The window's contents, for checkpoints."""
+        return {"returns": list(self.returns), "lengths": list(self.lengths), "total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+        self.returns.clear()
+        self.lengths.clear()
+        self.add(list(state["returns"]), list(state["lengths"]))
+        self.total = int(state["total"])
+
     def length_mean(self) -> Optional[float]:
         """Mean length of the window, None before any episode has finished."""
         return sum(self.lengths) / len(self.lengths) if self.lengths else None
@@ -57,11 +68,26 @@ def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
 
 
 class MetricsLog:
-    """Writes one JSON object per update to `metrics.jsonl`, flushed at once so a crash loses nothing."""
+    """Writes one JSON object per update to `metrics.jsonl`, flushed at once so a crash loses nothing.
 
-    def __init__(self, path: Union[str, Path]):
+    A new run starts the file afresh. A resumed run passes `keep_updates`, the update count of
+    its checkpoint: lines up to it are kept, later ones (written after that checkpoint by the
+    run that stopped) are dropped, since the resumed run does those updates again.
+    """
+
+    def __init__(self, path: Union[str, Path], keep_updates: Optional[int] = None):
         self.path = Path(path)
+        kept = []
+        if keep_updates is not None and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("update", 0) <= keep_updates:
+                        kept.append(line + "\n")
+                except json.JSONDecodeError:
+                    break  # a line cut short by a crash ends what can be kept
         self._file = open(self.path, "w", encoding="utf-8")
+        self._file.writelines(kept)
+        self._file.flush()
 
     def write(self, record: dict) -> None:
         """Append one record (non-finite floats become null, so every line is valid JSON)."""

@@ -107,9 +107,11 @@ class ActorPool:
         config: the run's options (workers, envs_per_worker, rollout_steps, seed, ...).
         policy: the learner's policy; its architecture and env spec are rebuilt in each worker,
             and its current weights are published as version 0.
+        seed_stream: mixed into the workers' seeds; a resumed run passes its update count so
+            its envs do not replay the episodes the run started with.
     """
 
-    def __init__(self, config: Config, policy: ActorCritic):
+    def __init__(self, config: Config, policy: ActorCritic, seed_stream: int = 0):
         self.config = config
         self.spec = policy.spec
         context = worker_context(config)
@@ -145,6 +147,7 @@ class ActorPool:
                         self.weights,
                         config.envs_per_worker,
                         config.seed,
+                        seed_stream,
                     ),
                     daemon=True,
                 )

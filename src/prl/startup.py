@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from typing import Optional
 
 from prl.config import Config
 
@@ -61,3 +62,30 @@ def prestart(config: Config) -> None:
 
         with sigint_ignored():
             forkserver.ensure_running()
+
+
+class StopRequests:
+    """Turns the first Ctrl-C or SIGTERM into a request to stop between updates; a second Ctrl-C stops at once.
+
+    Use as a context manager around a training loop and check `requested` after each update.
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -1,49 +1,148 @@
-"""`train(config)`: the one place where env, learner, pool, logs, checkpoint and evaluation meet."""
+"""`train(config)`: the one place where env, learner, pool, logs, checkpoints and evaluation meet."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Optional
 
+import torch
 from tqdm import tqdm
 
-from prl.checkpoint import save_checkpoint
-from prl.config import Config
+from prl.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
+from prl.config import Config, flatten_dict, to_flat
 from prl.envs import EnvFactory, EnvSpec, probe_env
+from prl.errors import ConfigError
 from prl.evaluate import evaluate
 from prl.learner import Learner
 from prl.metrics import EpisodeWindow, MetricsLog, check_run_folder, write_json
 from prl.pool import ActorPool
+from prl.startup import StopRequests
+
+RESUMABLE_CHANGES = {
+    "steps",
+    "progress",
+    "worker_timeout",
+    "save_every",
+    "eval_every",
+    "eval_episodes",
+    "overwrite",
+    "out",
+}
+"""Options a resumed run may change; anything else would make it a different run."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message says when."""
+
+
+class Run:
+    """The state of one training run outside the learner: its folder, log, episode window and best evaluation."""
+
+    def __init__(self, config: Config, learner: Learner, resume: Optional[dict]):
+        self.config = config
+        self.learner = learner
+        self.window = EpisodeWindow()
+        self.best_eval_return = -math.inf
+        self.out = Path(config.out) if config.out else None
+        self.log: Optional[MetricsLog] = None
+        if resume is not None:
+            learner.load_state_dict(resume["learner"])
+            self.window.load_state_dict(resume["window"])
+            self.best_eval_return = float(resume["best_eval_return"])
+            torch.set_rng_state(resume["torch_rng"])
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / "config.json", config.to_dict())
+            self.log = MetricsLog(self.out / "metrics.jsonl", keep_updates=learner.updates if resume else None)
+
+    def payload(self) -> dict:
+        """Everything a checkpoint holds (see `prl.checkpoint`)."""
+        return {
+            "learner": self.learner.state_dict(),
+            "window": self.window.state_dict(),
+            "best_eval_return": self.best_eval_return,
+            "torch_rng": torch.get_rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def save(self, name: str = CHECKPOINT) -> None:
+        """Write a checkpoint into the run folder (nothing without one)."""
+        if self.out is not None:
+            save_checkpoint(self.out / name, self.payload())
+
+    def evaluate(self) -> dict:
+        """Deterministic evaluation of the current policy; keeps the best one as checkpoint_best.pt."""
+        config = self.config
+        result = evaluate(
+            self.learner.policy, EnvFactory(config.env, config.env_kwargs), config.eval_episodes, config.seed
+        )
+        if result["return_mean"] > self.best_eval_return:
+            self.best_eval_return = result["return_mean"]
+            self.save(BEST_CHECKPOINT)
+        return result
+
+    def close(self) -> None:
+        """Close the metrics log."""
+        if self.log is not None:
+            self.log.close()
+
+
+def resume_checkpoint(config: Config, resume_from: str) -> dict:
+    """Load the checkpoint to resume from and check that `config` continues the same run."""
+    payload = load_checkpoint(resume_from)
+    saved = flatten_dict(payload["config"])
+    current = to_flat(config)
+    for name, value in saved.items():
+        if name in RESUMABLE_CHANGES or name not in current:
+            continue
+        if name == "env" and not isinstance(current["env"], str):
+            continue  # a callable env is stored by name only
+        if isinstance(value, list):
+            value = tuple(value)
+        if current[name] != value and not (isinstance(current[name], dict) and dict(current[name]) == value):
+            raise ConfigError(
+                f"the checkpoint in {resume_from} was made with {name}={value!r}, not {current[name]!r}; "
+                "resume with the same options (only steps and the logging options may change)."
+            )
+    return payload
 
 
 def _format_return(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def train(config: Config, spec: Optional[EnvSpec] = None) -> dict:
+def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[str] = None) -> dict:
     """Train PPO as `config` says and return the run summary.
 
     `spec` is the env's description when the caller has already probed it (`prl.envs.probe_env`).
+    `resume_from` names a run folder or checkpoint to continue from: the learner, optimizer,
+    statistics, counters and RNG states are restored and training goes on to `config.steps`.
 
     With `config.out` set, the run folder receives `config.json`, `metrics.jsonl` (one line per
-    update), `checkpoint.pt` and `summary.json`. The summary holds the env, env steps, wall
-    time, steps/s and, unless `eval_episodes` is 0, the deterministic evaluation's results.
+    update), `checkpoint.pt` (every `save_every` updates and at the end), `checkpoint_best.pt`
+    (with `eval_every`) and `summary.json`. The summary holds the env, env steps, wall time,
+    steps/s and, unless `eval_episodes` is 0, the final deterministic evaluation.
     """
     started = time.perf_counter()
-    check_run_folder(config.out, config.overwrite)
+    resume = resume_checkpoint(config, resume_from) if resume_from else None
+    if resume is None:
+        check_run_folder(config.out, config.overwrite)
     spec = spec if spec is not None else probe_env(config)
     learner = Learner(config, spec)
-    out = Path(config.out) if config.out else None
-    log = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
-        log = MetricsLog(out / "metrics.jsonl")
-    window = EpisodeWindow()
-    bar = tqdm(total=config.steps, unit="step", disable=not config.progress, dynamic_ncols=True, desc=config.env_name)
+    run = Run(config, learner, resume)
+    first_steps = learner.env_steps
+    bar = tqdm(
+        total=config.steps,
+        initial=min(first_steps, config.steps),
+        unit="step",
+        disable=not config.progress,
+        dynamic_ncols=True,
+        desc=config.env_name,
+    )
     try:
-        with ActorPool(config, learner.policy) as pool:
+        with StopRequests() as stop, ActorPool(config, learner.policy, seed_stream=learner.updates) as pool:
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()
@@ -51,43 +150,47 @@ def train(config: Config, spec: Optional[EnvSpec] = None) -> dict:
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
                 pool.publish(learner.policy)
-                window.add(*batch.finished_episodes())
-                elapsed = time.perf_counter() - train_started
+                run.window.add(*batch.finished_episodes())
                 record = {
                     "update": learner.updates,
                     "env_steps": learner.env_steps,
-                    "steps_per_s": learner.env_steps / elapsed,
-                    "episode_return_mean": window.return_mean(),
-                    "episode_length_mean": window.length_mean(),
-                    "episodes": window.total,
+                    "steps_per_s": (learner.env_steps - first_steps) / (time.perf_counter() - train_started),
+                    "episode_return_mean": run.window.return_mean(),
+                    "episode_length_mean": run.window.length_mean(),
+                    "episodes": run.window.total,
                     **stats,
                     "collect_s": collect_s,
                     "wait_s": pool.last_wait_s,
-                    "wall_s": time.perf_counter() - started,
                 }
-                if log is not None:
-                    log.write(record)
+                if config.eval_every and learner.updates % config.eval_every == 0:
+                    record["eval_return_mean"] = run.evaluate()["return_mean"]
+                record["wall_s"] = time.perf_counter() - started
+                if run.log is not None:
+                    run.log.write(record)
+                if config.save_every and learner.updates % config.save_every == 0:
+                    run.save()
                 bar.update(min(learner.env_steps, config.steps) - bar.n)
                 bar.set_postfix_str(
                     f"{record['steps_per_s']:,.0f} steps/s, return {_format_return(record['episode_return_mean'])}"
                 )
+                if stop.requested:
+                    run.save()  # between updates, so the saved state is whole
+                    raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
+        train_s = time.perf_counter() - train_started
     finally:
         bar.close()
-        if log is not None:
-            log.close()
-    train_s = time.perf_counter() - train_started
+        run.close()
+    run.save()
     summary = {
         "env": config.env_name,
         "env_steps": learner.env_steps,
         "updates": learner.updates,
         "train_s": train_s,
-        "steps_per_s": learner.env_steps / train_s,
-        "episode_return_mean": window.return_mean(),
+        "steps_per_s": (learner.env_steps - first_steps) / train_s,
+        "episode_return_mean": run.window.return_mean(),
     }
-    if out is not None:
-        save_checkpoint(out / "checkpoint.pt", learner.state_dict(), config)
     if config.eval_episodes > 0:
-        result = evaluate(learner.policy, EnvFactory(config.env, config.env_kwargs), config.eval_episodes, config.seed)
+        result = run.evaluate()
         summary.update(
             eval_return_mean=result["return_mean"],
             eval_return_std=result["return_std"],
@@ -95,6 +198,6 @@ def train(config: Config, spec: Optional[EnvSpec] = None) -> dict:
             eval_episodes=config.eval_episodes,
         )
     summary["wall_s"] = time.perf_counter() - started
-    if out is not None:
-        write_json(out / "summary.json", summary)
+    if run.out is not None:
+        write_json(run.out / "summary.json", summary)
     return summary

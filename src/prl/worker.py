@@ -31,7 +31,14 @@ class RolloutCollector:
     """A worker's envs, its numpy copy of the policy, and the episode state that carries across rollouts."""
 
     def __init__(
-        self, factory: EnvFactory, spec: EnvSpec, actor: NumpyActor, num_envs: int, seed: int, worker_index: int
+        self,
+        factory: EnvFactory,
+        spec: EnvSpec,
+        actor: NumpyActor,
+        num_envs: int,
+        seed: int,
+        worker_index: int,
+        seed_stream: int = 0,
     ):
         self.spec = spec
         self.actor = actor
@@ -47,7 +54,7 @@ class RolloutCollector:
         self.flat_obs = len(spec.obs_shape) == 1
         first_obs = []
         for index, env in enumerate(self.envs):
-            env_seed = seed_for(seed, worker_index, index)
+            env_seed = seed_for(seed, worker_index, index, *([seed_stream] if seed_stream else []))
             env.action_space.seed(env_seed)
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(np.asarray(obs, dtype=np.float32).reshape(-1))
@@ -137,6 +144,7 @@ def worker_main(
     weights: SharedWeights,
     envs_per_worker: int,
     seed: int,
+    seed_stream: int = 0,
 ) -> None:
     """Entry point of a worker process; follows the protocol written in `prl.pool`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -149,8 +157,9 @@ def worker_main(
         parent = psutil.Process(parent_pid)
         policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         held_version = weights.load_into(policy, -1, weights.current_version())
-        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20)))
-        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index)
+        stream = [seed_stream] if seed_stream else []  # stream 0 keeps the seeds of a fresh run
+        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *stream)))
+        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_stream)
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
         conn.send(("ready", worker_index, None))
         while True:

@@ -1,0 +1,166 @@
+"""Checkpoints and resume: same counters and statistics as not stopping, safe writes, Ctrl-C, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_script, session_processes
+
+from prl import ConfigError, train, tuned_config
+from prl.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
+from prl.training import StopRequested
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+BATCH = 2 * 4 * 16
+
+
+def small_config(out, updates, **options):
+    values = dict(
+        workers=2,
+        envs_per_worker=4,
+        rollout_steps=16,
+        minibatch_size=64,
+        steps=updates * BATCH,
+        seed=5,
+        normalize_obs=True,
+        normalize_reward=True,
+        progress=False,
+        eval_episodes=2,
+        out=str(out),
+        save_every=0,
+    )
+    return tuned_config("CartPole-v1", **{**values, **options})
+
+
+def learner_state(folder):
+    return load_checkpoint(folder)["learner"]
+
+
+def stop_after(folder, updates):
+    """From a thread: send this process SIGTERM once the run in `folder` has logged `updates` updates."""
+
+    def watch():
+        metrics = Path(folder) / "metrics.jsonl"
+        while not metrics.exists() or len(metrics.read_text().splitlines()) < updates:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_resuming_gives_the_same_counters_and_statistics_as_not_stopping(tmp_path, no_leaks):
+    whole = tmp_path / "whole"
+    train(small_config(whole, 12))
+    split = tmp_path / "split"
+    watcher = stop_after(split, 3)
+    with pytest.raises(StopRequested, match="SIGTERM at"):
+        train(small_config(split, 12))
+    watcher.join()
+    stopped_at = learner_state(split)["updates"]
+    assert 3 <= stopped_at < 12
+    train(small_config(split, 12), resume_from=str(split))
+
+    expected, resumed = learner_state(whole), learner_state(split)
+    for key in ("updates", "env_steps"):
+        assert resumed[key] == expected[key] == (12 if key == "updates" else 12 * BATCH)
+    assert resumed["optimizer"]["steps"] == expected["optimizer"]["steps"]
+    assert float(resumed["policy"]["obs_normalizer.count"]) == float(expected["policy"]["obs_normalizer.count"])
+    assert resumed["reward_scaler"]["count"] == expected["reward_scaler"]["count"]
+    lines = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
+    whole_lines = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [line["update"] for line in lines] == list(range(1, 13))
+    assert [line["lr"] for line in lines] == [line["lr"] for line in whole_lines], "the lr schedule must carry on"
+    # Up to the stop, both folders hold the same run.
+    assert [line["policy_loss"] for line in lines[:stopped_at]] == [
+        line["policy_loss"] for line in whole_lines[:stopped_at]
+    ]
+
+
+def test_resume_refuses_options_that_make_another_run(tmp_path):
+    train(small_config(tmp_path, 1, eval_episodes=0))
+    with pytest.raises(ConfigError, match="was made with lr=0.003, not 0.001"):
+        train(small_config(tmp_path, 2, lr=1e-3), resume_from=str(tmp_path))
+
+
+def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"learner": {"updates": 1}, "config": {}})
+
+    def crash(payload, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"learner": {"updates": 2}, "config": {}})
+    assert load_checkpoint(path)["learner"]["updates"] == 1
+
+
+def test_unusable_checkpoints_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="is not a prl checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_periodic_evaluation_is_logged_and_keeps_the_best_policy(tmp_path, no_leaks):
+    train(small_config(tmp_path, 4, eval_every=2))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [("eval_return_mean" in line) for line in lines] == [False, True, False, True]
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
+    best_return = max(line["eval_return_mean"] for line in lines if "eval_return_mean" in line)
+    assert best["best_eval_return"] >= best_return
+    policy, config = load_policy(tmp_path / BEST_CHECKPOINT)
+    assert config.env == "CartPole-v1" and policy.act(torch.zeros(1, 4)).shape == (1, 1)
+
+
+def test_cli_resume_errors_are_one_sentence(tmp_path):
+    result, survivors = run_script([TRAIN, "--resume", tmp_path / "missing"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "no checkpoint at" in result.stderr and not survivors
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, no_leaks):
+    out = tmp_path / "run"
+    args = [sys.executable, str(TRAIN), "--steps", "5000000", "--save-every", "0", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()[1]
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert process.returncode == 130
+    assert f"continue with: python scripts/train.py --resume {out}" in stderr
+    deadline = time.monotonic() + 5
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not session_processes(process.pid)
+    stopped_at = load_checkpoint(out)["learner"]["updates"]
+    assert stopped_at >= 3
+
+    target = (stopped_at + 2) * 2048
+    result, survivors = run_script(
+        [TRAIN, "--resume", out, "--steps", target, "--no-progress", "--eval-episodes", "0"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not survivors
+    assert load_checkpoint(out)["learner"]["updates"] == stopped_at + 2
