@@ -164,3 +164,14 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, no_leaks):
     assert result.returncode == 0, result.stderr[-2000:]
     assert not survivors
     assert load_checkpoint(out)["learner"]["updates"] == stopped_at + 2
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path, no_leaks):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(small_config(tmp_path, 2, eval_every=2))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"charts/episode_return_mean", "charts/eval_return_mean", "losses/policy_loss", "perf/steps_per_s"} <= tags
+    assert [event.step for event in events.Scalars("losses/value_loss")] == [BATCH, 2 * BATCH]

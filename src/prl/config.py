@@ -155,6 +155,8 @@ class Config:
     """Show a progress bar."""
     out: Optional[str] = None
     """Run folder for config.json, metrics.jsonl, checkpoint.pt and summary.json (nothing is written when unset)."""
+    tensorboard: bool = True
+    """Also write the metrics as TensorBoard event files into the out folder."""
     overwrite: bool = False
     """Replace a run already in the out folder; without it prl refuses to mix two runs in one folder."""
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -105,3 +105,33 @@ def write_json(path: Union[str, Path], data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+TENSORBOARD_TAGS = {
+    "charts": ("episode_return_mean", "episode_length_mean", "eval_return_mean", "episodes", "lr"),
+    "losses": ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"),
+    "perf": ("steps_per_s", "collect_s", "wait_s", "learn_s", "policy_lag", "epochs"),
+}
+"""Which metrics.jsonl fields go to TensorBoard, under which tag prefix."""
+
+
+class TensorBoardLog:
+    """The same scalars as metrics.jsonl, as TensorBoard event files in the run folder, against env steps."""
+
+    def __init__(self, folder: Union[str, Path]):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: only runs that log need it
+
+        self._writer = SummaryWriter(log_dir=str(folder))
+
+    def write(self, record: dict) -> None:
+        """Add one update's scalars; missing or non-finite values are skipped."""
+        step = record["env_steps"]
+        for prefix, names in TENSORBOARD_TAGS.items():
+            for name in names:
+                value = record.get(name)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self._writer.close()

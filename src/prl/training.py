@@ -16,7 +16,7 @@ from prl.envs import EnvFactory, EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.evaluate import evaluate
 from prl.learner import Learner
-from prl.metrics import EpisodeWindow, MetricsLog, check_run_folder, write_json
+from prl.metrics import EpisodeWindow, MetricsLog, TensorBoardLog, check_run_folder, write_json
 from prl.pool import ActorPool
 from prl.startup import StopRequests
 
@@ -47,6 +47,7 @@ class Run:
         self.best_eval_return = -math.inf
         self.out = Path(config.out) if config.out else None
         self.log: Optional[MetricsLog] = None
+        self.tensorboard: Optional[TensorBoardLog] = None
         if resume is not None:
             learner.load_state_dict(resume["learner"])
             self.window.load_state_dict(resume["window"])
@@ -56,6 +57,8 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", config.to_dict())
             self.log = MetricsLog(self.out / "metrics.jsonl", keep_updates=learner.updates if resume else None)
+            if config.tensorboard:
+                self.tensorboard = TensorBoardLog(self.out)
 
     def payload(self) -> dict:
         """Everything a checkpoint holds (see `prl.checkpoint`)."""
@@ -83,10 +86,17 @@ class Run:
             self.save(BEST_CHECKPOINT)
         return result
 
+    def write(self, record: dict) -> None:
+        """Log one update's record to metrics.jsonl and TensorBoard."""
+        for log in (self.log, self.tensorboard):
+            if log is not None:
+                log.write(record)
+
     def close(self) -> None:
-        """Close the metrics log."""
-        if self.log is not None:
-            self.log.close()
+        """Close the metrics log and the TensorBoard writer."""
+        for log in (self.log, self.tensorboard):
+            if log is not None:
+                log.close()
 
 
 def resume_checkpoint(config: Config, resume_from: str) -> dict:
@@ -165,8 +175,7 @@ def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[
                 if config.eval_every and learner.updates % config.eval_every == 0:
                     record["eval_return_mean"] = run.evaluate()["return_mean"]
                 record["wall_s"] = time.perf_counter() - started
-                if run.log is not None:
-                    run.log.write(record)
+                run.write(record)
                 if config.save_every and learner.updates % config.save_every == 0:
                     run.save()
                 bar.update(min(learner.env_steps, config.steps) - bar.n)
