@@ -13,10 +13,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ActorPool": "prl.pool",
+    "AsyncPPO": "prl.compat",
     "Batch": "prl.buffers",
     "Config": "prl.config",
     "ConfigError": "prl.errors",
     "Learner": "prl.learner",
+    "PPO": "prl.compat",
     "PPOConfig": "prl.config",
     "PolicyConfig": "prl.config",
     "WorkerError": "prl.errors",
@@ -27,10 +29,12 @@ _EXPORTS = {
 
 __all__ = [
     "ActorPool",
+    "AsyncPPO",
     "Batch",
     "Config",
     "ConfigError",
     "Learner",
+    "PPO",
     "PPOConfig",
     "PolicyConfig",
     "WorkerError",
@@ -41,6 +45,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from prl.buffers import Batch
+    from prl.compat import PPO, AsyncPPO
     from prl.config import Config, PolicyConfig, PPOConfig
     from prl.errors import ConfigError, WorkerError
     from prl.evaluate import evaluate

@@ -63,7 +63,7 @@ from prl.config import Config
 from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic
-from prl.startup import sigint_ignored, worker_context
+from prl.startup import main_script_hidden, sigint_ignored, worker_context
 from prl.worker import worker_main
 
 JOIN_S = 5.0
@@ -151,7 +151,7 @@ class ActorPool:
                     ),
                     daemon=True,
                 )
-                with sigint_ignored():
+                with sigint_ignored(), main_script_hidden():
                     process.start()
                 child_conn.close()
                 self._processes.append(process)

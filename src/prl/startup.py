@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from typing import Optional
 
@@ -54,13 +55,38 @@ def sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def main_script_hidden():
+    """Start child processes without them re-running the user's main script.
+
+    Spawn and forkserver children import the parent's `__main__` (from its spec or its file)
+    before unpickling their target, so a script without an `if __name__ == "__main__":` guard
+    would start training again inside every worker. prl's workers need nothing from that
+    script (their target lives in prl, env callables travel by value through cloudpickle), so
+    while they start, the main module shows neither a spec nor a file, as in an interactive
+    session.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def prestart(config: Config) -> None:
     """Launch the forkserver now (it imports the worker module in the background); no-op for spawn."""
     if resolve_start_method(config) == "forkserver":
         worker_context(config)
         from multiprocessing import forkserver
 
-        with sigint_ignored():
+        with sigint_ignored(), main_script_hidden():
             forkserver.ensure_running()
 
 

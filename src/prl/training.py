@@ -124,11 +124,22 @@ def _format_return(value: Optional[float]) -> str:
 
 
 def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[str] = None) -> dict:
-    """Train PPO as `config` says and return the run summary.
+    """Train PPO as `config` says and return the run summary (see `run_training`)."""
+    return run_training(config, spec, resume_from)[0]
+
+
+def run_training(
+    config: Config,
+    spec: Optional[EnvSpec] = None,
+    resume_from: Optional[str] = None,
+    initial_policy: Optional[dict] = None,
+) -> tuple[dict, Learner]:
+    """Train PPO as `config` says; return the run summary and the trained learner.
 
     `spec` is the env's description when the caller has already probed it (`prl.envs.probe_env`).
     `resume_from` names a run folder or checkpoint to continue from: the learner, optimizer,
     statistics, counters and RNG states are restored and training goes on to `config.steps`.
+    `initial_policy` is a policy state dict to start from instead of a fresh initialization.
 
     With `config.out` set, the run folder receives `config.json`, `metrics.jsonl` (one line per
     update), `checkpoint.pt` (every `save_every` updates and at the end), `checkpoint_best.pt`
@@ -141,6 +152,8 @@ def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[
         check_run_folder(config.out, config.overwrite)
     spec = spec if spec is not None else probe_env(config)
     learner = Learner(config, spec)
+    if initial_policy is not None:
+        learner.policy.load_state_dict(initial_policy)
     run = Run(config, learner, resume)
     first_steps = learner.env_steps
     bar = tqdm(
@@ -209,4 +222,4 @@ def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[
     summary["wall_s"] = time.perf_counter() - started
     if run.out is not None:
         write_json(run.out / "summary.json", summary)
-    return summary
+    return summary, learner

@@ -1,0 +1,111 @@
+"""scripts/evaluate.py evaluates a run's checkpoint, records a video, and refuses bad input with one sentence."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+EVALUATE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+STAT_KEYS = {"return_mean", "return_std", "return_min", "return_max", "length_mean", "length_std", "length_min"}
+
+
+def import_evaluate_script():
+    """scripts/evaluate.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("prl_evaluate_script", EVALUATE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate_script = import_evaluate_script()
+
+
+def video_support_missing() -> bool:
+    """True when imageio, its ffmpeg backend or CartPole's renderer (pygame) is not installed."""
+    return any(importlib.util.find_spec(name) is None for name in ("imageio", "imageio_ffmpeg", "pygame"))
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A real, tiny CartPole run (128 env steps, about 2 s), trained once for this module."""
+    from prl import train, tuned_config
+
+    folder = tmp_path_factory.mktemp("evaluate") / "run"
+    config = tuned_config(
+        "CartPole-v1",
+        workers=1,
+        envs_per_worker=4,
+        rollout_steps=16,
+        minibatch_size=64,
+        steps=128,
+        progress=False,
+        eval_episodes=0,
+        out=str(folder),
+    )
+    train(config)
+    return folder
+
+
+def run_json(capsys, *args) -> dict:
+    """main(ARGS --json) must succeed; its stdout parsed as one JSON object."""
+    assert evaluate_script.main([*map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def error_line(capsys, *args) -> str:
+    """main(ARGS) must fail with exit code 2 and one line on stderr; that line."""
+    assert evaluate_script.main(list(map(str, args))) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and not captured.out, captured.err
+    return lines[0]
+
+
+def test_run_folder_evaluates_deterministically_with_statistics(run_folder, capsys):
+    report = run_json(capsys, run_folder, "--episodes", "3")
+    assert STAT_KEYS <= report.keys()
+    assert report["env"] == "CartPole-v1" and report["deterministic"] is True
+    assert report["checkpoint"].endswith("checkpoint.pt")
+    assert len(report["returns"]) == len(report["lengths"]) == 3
+    assert report["return_min"] <= report["return_mean"] <= report["return_max"]
+    assert report["return_mean"] == pytest.approx(sum(report["returns"]) / 3)
+    assert report == run_json(capsys, run_folder, "--episodes", "3")  # the run's seed makes it repeatable
+
+
+def test_checkpoint_file_and_text_output(run_folder, capsys):
+    assert evaluate_script.main([str(run_folder / "checkpoint.pt"), "--episodes", "2", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1, 2 episodes, deterministic policy, seed 5" in out
+    assert "return " in out and "length " in out
+
+
+def test_stochastic_policy(run_folder, capsys):
+    report = run_json(capsys, run_folder, "--episodes", "3", "--stochastic")
+    assert report["deterministic"] is False and len(report["returns"]) == 3
+
+
+def test_missing_folder_is_one_sentence(tmp_path, capsys):
+    assert "no checkpoint at" in error_line(capsys, tmp_path / "nothing-here")
+
+
+def test_corrupt_checkpoint_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert "is corrupt or not a prl checkpoint" in error_line(capsys, tmp_path)
+
+
+def test_bad_episodes_and_missing_best_are_one_sentence(run_folder, capsys):
+    assert "--episodes must be at least 1, got 0." in error_line(capsys, run_folder, "--episodes", "0")
+    assert "has no checkpoint_best.pt" in error_line(capsys, run_folder, "--best")
+
+
+def test_video_is_an_mp4_or_names_the_missing_package(run_folder, tmp_path, capsys):
+    video = tmp_path / "episode.mp4"
+    args = [run_folder, "--episodes", "1", "--video", video, "--video-episodes", "2"]
+    if video_support_missing():
+        assert "pip install" in error_line(capsys, *args)
+        assert not video.exists()
+        return
+    report = run_json(capsys, *args)
+    assert report["video_frames"] > 2  # two episodes: each reset frame and at least one step
+    assert video.stat().st_size > 0 and video.read_bytes()[4:8] == b"ftyp"
