@@ -68,6 +68,16 @@ class PPOConfig:
     """Clip normalized observations to [-obs_clip, obs_clip]."""
     reward_clip: float = 10.0
     """Clip scaled rewards to [-reward_clip, reward_clip]."""
+    rnd: bool = False
+    """Add Random Network Distillation intrinsic rewards for exploration."""
+    ext_coef: float = 2.0
+    """With rnd: weight of the extrinsic advantages."""
+    int_coef: float = 1.0
+    """With rnd: weight of the intrinsic advantages (the original program's beta)."""
+    int_gamma: float = 0.99
+    """With rnd: discount of the (non-episodic) intrinsic returns."""
+    rnd_update_fraction: float = 0.25
+    """With rnd: fraction of each minibatch the predictor trains on."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}.")
@@ -86,6 +96,12 @@ class PPOConfig:
         _require(self.adam_eps > 0, f"adam_eps must be positive, got {self.adam_eps}.")
         _require(self.obs_clip > 0, f"obs_clip must be positive, got {self.obs_clip}.")
         _require(self.reward_clip > 0, f"reward_clip must be positive, got {self.reward_clip}.")
+        _require(self.ext_coef >= 0 and self.int_coef >= 0, "ext_coef and int_coef must be non-negative.")
+        _require(0.0 <= self.int_gamma <= 1.0, f"int_gamma must lie in [0, 1], got {self.int_gamma}.")
+        _require(
+            0.0 < self.rnd_update_fraction <= 1.0,
+            f"rnd_update_fraction must lie in (0, 1], got {self.rnd_update_fraction}.",
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from prl.normalize import RewardScaler
 from prl.optim import Adam
 from prl.policy import ActorCritic, build_policy
 from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
+from prl.rnd import RND
 
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 
@@ -45,7 +46,15 @@ class Learner:
         self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
             self.device
         )
-        self.optimizer = Adam(self.policy.parameters(), lr=ppo.lr, eps=ppo.adam_eps)
+        self.rnd: Optional[RND] = None
+        self.int_scaler: Optional[RewardScaler] = None
+        trainable = list(self.policy.parameters())
+        if ppo.rnd:
+            self.rnd = RND(self.spec.obs_dim, config.policy.hidden_sizes, config.policy.activation).to(self.device)
+            # Intrinsic returns are non-episodic and their scale only matters relatively: no clip.
+            self.int_scaler = RewardScaler(config.num_envs, ppo.int_gamma, clip=float("inf"))
+            trainable += [p for p in self.rnd.parameters() if p.requires_grad]
+        self.optimizer = Adam(trainable, lr=ppo.lr, eps=ppo.adam_eps)
         self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if ppo.normalize_reward else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.updates = 0
@@ -77,6 +86,12 @@ class Learner:
         b_values = batch.values[:-1].reshape(-1)
         b_advantages = advantages.reshape(-1)
         b_returns = returns.reshape(-1)
+        intrinsic_stats = {}
+        if self.rnd is not None:
+            int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
+            b_advantages = ppo.ext_coef * b_advantages + ppo.int_coef * int_advantages.reshape(-1)
+            b_int_returns = int_returns.reshape(-1)
+            b_next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
 
         lr = self.current_lr()
         self.optimizer.lr = lr
@@ -106,8 +121,16 @@ class Learner:
                     ppo.ent_coef,
                     ppo.clip_vloss,
                 )
+                loss = parts.loss
+                if self.rnd is not None:
+                    int_values = self.rnd.intrinsic_value(self.policy.obs_normalizer(b_obs[mb]))
+                    int_value_loss = 0.5 * (int_values - b_int_returns[mb]).pow(2).mean()
+                    rnd_loss = self.rnd.predictor_loss(b_next_obs[mb], ppo.rnd_update_fraction, self.generator)
+                    loss = loss + ppo.vf_coef * int_value_loss + rnd_loss
+                    totals["rnd_loss"] = totals.get("rnd_loss", 0.0) + float(rnd_loss.detach())
+                    totals["int_value_loss"] = totals.get("int_value_loss", 0.0) + float(int_value_loss.detach())
                 self.optimizer.zero_grad()
-                parts.loss.backward()
+                loss.backward()
                 self.optimizer.clip_grad_norm(ppo.max_grad_norm)
                 self.optimizer.step()
                 for name in LOSS_STATS:
@@ -121,7 +144,8 @@ class Learner:
         self.policy.obs_normalizer.update(b_obs)
         self.updates += 1
         self.env_steps += size
-        stats = {name: totals[name] / minibatches for name in LOSS_STATS}
+        stats = {name: total / minibatches for name, total in totals.items()}
+        stats.update(intrinsic_stats)
         stats.update(
             policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
             explained_variance=explained_variance(b_values, b_returns),
@@ -131,12 +155,35 @@ class Learner:
         )
         return stats
 
+    def _intrinsic(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """RND's intrinsic advantages and returns [T, N] for a batch (non-episodic), and their statistics."""
+        ppo = self.config.ppo
+        steps, num_envs = batch.rewards.shape
+        next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
+        with torch.no_grad():
+            self.rnd.obs_normalizer.update(next_obs)
+            raw = self.rnd.prediction_error(next_obs).reshape(steps, num_envs)
+            never = torch.zeros_like(raw, dtype=torch.bool)
+            rewards = self.int_scaler(raw, never)
+            policy_input = self.policy.obs_normalizer(batch.obs.reshape((steps + 1) * num_envs, -1))
+            values = self.rnd.intrinsic_value(policy_input).reshape(steps + 1, num_envs)
+            advantages, returns = compute_gae(
+                rewards, values, never, never, torch.zeros_like(raw), ppo.int_gamma, ppo.gae_lambda
+            )
+        return (
+            advantages,
+            returns,
+            {"intrinsic_reward": float(raw.mean()), "intrinsic_reward_scaled": float(rewards.mean())},
+        )
+
     def state_dict(self) -> dict:
         """Everything needed to continue training: policy, optimizer, statistics, counters, RNG."""
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
+            "rnd": self.rnd.state_dict() if self.rnd is not None else None,
+            "int_scaler": self.int_scaler.state_dict() if self.int_scaler is not None else None,
             "generator": self.generator.get_state(),
             "updates": self.updates,
             "env_steps": self.env_steps,
@@ -148,6 +195,11 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+        if self.rnd is not None:
+            if state.get("rnd") is None:
+                raise ConfigError("the checkpoint was trained without RND; resume without --rnd.")
+            self.rnd.load_state_dict(state["rnd"])
+            self.int_scaler.load_state_dict(state["int_scaler"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
         self.env_steps = int(state["env_steps"])

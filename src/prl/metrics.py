@@ -108,8 +108,17 @@ def write_json(path: Union[str, Path], data: dict) -> None:
 
 
 TENSORBOARD_TAGS = {
-    "charts": ("episode_return_mean", "episode_length_mean", "eval_return_mean", "episodes", "lr"),
-    "losses": ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"),
+    "charts": ("episode_return_mean", "episode_length_mean", "eval_return_mean", "episodes", "lr", "intrinsic_reward"),
+    "losses": (
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clipfrac",
+        "explained_variance",
+        "rnd_loss",
+        "int_value_loss",
+    ),
     "perf": ("steps_per_s", "collect_s", "wait_s", "learn_s", "policy_lag", "epochs"),
 }
 """Which metrics.jsonl fields go to TensorBoard, under which tag prefix."""
