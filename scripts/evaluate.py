@@ -123,17 +123,6 @@ def record_video(
     return frames
 
 
-def summarize(result: dict) -> dict:
-    """The evaluation result with the std, min and max of the episode lengths added."""
-    lengths = np.asarray(result["lengths"])
-    return {
-        **result,
-        "length_std": float(lengths.std()),
-        "length_min": int(lengths.min()),
-        "length_max": int(lengths.max()),
-    }
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Evaluate a checkpoint from the command line; returns the process exit code (2 for a user error)."""
     try:
@@ -159,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         frames = None
         if args.video is not None:  # first, so a render failure also comes before the evaluation episodes
             frames = record_video(policy, factory, Path(args.video), args.video_episodes, seed, deterministic)
-        result = summarize(evaluate(policy, factory, args.episodes, seed, deterministic=deterministic))
+        result = evaluate(policy, factory, args.episodes, seed, deterministic=deterministic)
     except ConfigError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ def evaluate(
     """Run `episodes` episodes (one per env, stepped together) and return their returns and lengths.
 
     Uses a CPU copy of the policy, so the learner's device is left alone. Returns a dict with
-    `returns` and `lengths` lists and their mean, std, min and max.
+    `returns` and `lengths` lists and the mean, std, min and max of each.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}.")
@@ -66,4 +66,7 @@ def evaluate(
         "return_min": float(returns.min()),
         "return_max": float(returns.max()),
         "length_mean": float(lengths.mean()),
+        "length_std": float(lengths.std()),
+        "length_min": int(lengths.min()),
+        "length_max": int(lengths.max()),
     }
