@@ -72,3 +72,17 @@ def test_bad_env_ids_are_config_errors(env_id, message):
 def test_env_callable_must_return_an_env():
     with pytest.raises(ConfigError, match="returned int, not a gymnasium.Env"):
         make_env(EnvFactory(lambda: 3))
+
+
+def test_a_missing_dependency_names_the_extra_to_install():
+    from prl.envs import _missing_dependency_message
+
+    mujoco = _missing_dependency_message(
+        "HalfCheetah-v5", 'MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`'
+    )
+    assert mujoco.endswith('install prl\'s mujoco extra: pip install -e ".[mujoco]".')
+    box2d = _missing_dependency_message(
+        "LunarLander-v3",
+        'Box2D is not installed, you can install it by run `pip install swig` followed by `pip install "gymnasium[box2d]"`',
+    )
+    assert box2d.endswith('install it: pip install "gymnasium[box2d]".')

@@ -97,13 +97,16 @@ def test_other_action_spaces_produce_valid_actions(kind, no_leaks):
     assert np.isfinite(stats["policy_loss"])
 
 
-def test_env_error_in_worker_is_raised_with_worker_and_workers_stop(no_leaks):
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, fail_at=5))
+def test_an_env_that_keeps_failing_stops_the_run_after_the_restart_budget(no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, fail_at=5), max_worker_restarts=2)
     learner = Learner(config)
     pool = ActorPool(config, learner.policy)
     pids = pool.pids
-    with pytest.raises(WorkerError, match=r"RuntimeError in worker \d: toy env failure"):
-        pool.collect()
+    with pytest.warns(UserWarning, match="raised RuntimeError: toy env failure"):
+        with pytest.raises(
+            WorkerError, match=r"worker \d failed 3 times within 300 s \(last: raised RuntimeError: toy env failure\)"
+        ):
+            pool.collect()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
 
 
@@ -130,13 +133,17 @@ def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
         pool.collect()
 
 
-def test_killed_worker_is_reported_not_waited_for(no_leaks):
+def test_a_killed_worker_is_replaced_and_collection_goes_on(no_leaks):
     config = toy_config(env=toy_envs.CountingEnv)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
-        psutil.Process(pool.pids[1]).kill()
-        with pytest.raises(WorkerError, match="worker 1 died"):
-            pool.collect()
+        pool.collect()
+        killed = pool.pids[1]
+        psutil.Process(killed).kill()
+        with pytest.warns(UserWarning, match="worker 1 died"):
+            batch = pool.collect()
+        assert pool.restarts == 1 and pool.pids[1] != killed
+        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
 
 
 def test_overlap_mode_collects_with_weights_exactly_one_update_old(no_leaks):

@@ -52,3 +52,41 @@ class DictObsEnv(CountingEnv):
     def __init__(self):
         super().__init__()
         self.observation_space = gym.spaces.Dict({"count": gym.spaces.Box(0, 10, shape=(1,))})
+
+
+def claim(flag_file):
+    """True for exactly one caller across processes: whoever creates the flag file first."""
+    import os
+
+    try:
+        os.close(os.open(flag_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+class FailOnceEnv(CountingEnv):
+    """Raises in `step` the first time any instance reaches `fail_at` steps (a flag file marks it)."""
+
+    def __init__(self, flag_file, fail_at=3):
+        super().__init__(terminate_at=10)
+        self.flag_file, self.fail_at_step = flag_file, fail_at
+
+    def step(self, action):
+        if self.count + 1 >= self.fail_at_step and claim(self.flag_file):
+            raise RuntimeError("a one-off env failure")
+        return super().step(action)
+
+
+class NonFiniteEnv(CountingEnv):
+    """Returns a NaN reward at step `nan_at` of an episode, once: a flag file marks that it happened."""
+
+    def __init__(self, flag_file, nan_at=4):
+        super().__init__(terminate_at=10)
+        self.flag_file, self.nan_at = flag_file, nan_at
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.count == self.nan_at and claim(self.flag_file):
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info

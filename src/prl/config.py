@@ -9,6 +9,7 @@ Values are checked when a config is constructed, and every check fails with a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,13 @@ EnvSource = Union[str, Callable[[], Any]]
 
 MAX_WORKERS = 256
 """More worker processes than this is a typo, not a plan: each one holds a policy and envs."""
+
+
+def callable_name(fn: Callable) -> str:
+    """A printable name for an env callable (looking through functools.partial)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -159,6 +167,12 @@ class Config:
     """Torch threads of the learner on the CPU."""
     start_method: str = "auto"
     """How worker processes start: auto (forkserver where available, else spawn), forkserver or spawn."""
+    max_worker_restarts: int = 3
+    """Failures (env errors, dead processes) one worker may recover from within restart_window_s before the run stops."""
+    restart_window_s: float = 300.0
+    """The time window over which max_worker_restarts counts a worker's failures."""
+    nan_policy: str = "error"
+    """A NaN or infinite observation or reward: error stops the run; drop discards the rollout and rebuilds the envs."""
     worker_timeout: float = 60.0
     """Seconds to wait for a worker's start-up or rollout before declaring it stuck."""
     eval_episodes: int = 20
@@ -207,6 +221,11 @@ class Config:
             f"worker_timeout must be a positive number of seconds, got {self.worker_timeout}.",
         )
         _require(self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}.")
+        _require(
+            self.max_worker_restarts >= 0, f"max_worker_restarts must be non-negative, got {self.max_worker_restarts}."
+        )
+        _require(self.restart_window_s > 0, f"restart_window_s must be positive, got {self.restart_window_s}.")
+        _require(self.nan_policy in ("error", "drop"), f"nan_policy must be error or drop, got {self.nan_policy!r}.")
         _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}.")
         _require(self.eval_episodes >= 0, f"eval_episodes must be non-negative, got {self.eval_episodes}.")
         _require(self.eval_every >= 0, f"eval_every must be non-negative, got {self.eval_every}.")
@@ -244,9 +263,7 @@ class Config:
     @property
     def env_name(self) -> str:
         """A printable name for the environment."""
-        if isinstance(self.env, str):
-            return self.env
-        return getattr(self.env, "__name__", type(self.env).__name__)
+        return self.env if isinstance(self.env, str) else callable_name(self.env)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with the given fields changed; fields of `ppo` and `policy` may be named directly."""

@@ -8,6 +8,7 @@ process, so that an unknown id or an unsupported space fails before any worker s
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -16,7 +17,7 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 
-from prl.config import Config, EnvSource
+from prl.config import Config, EnvSource, callable_name
 from prl.errors import ConfigError
 
 DISCRETE, MULTI_DISCRETE, CONTINUOUS = "discrete", "multi_discrete", "continuous"
@@ -59,8 +60,7 @@ class EnvFactory:
         """The id, or the callable's name."""
         if self.env_id is not None:
             return self.env_id
-        fn = self._fn if self._fn is not None else cloudpickle.loads(self._pickled_fn)
-        return getattr(fn, "__name__", type(fn).__name__)
+        return callable_name(self._fn if self._fn is not None else cloudpickle.loads(self._pickled_fn))
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,21 @@ def _unknown_id_message(env_id: str, error: Exception) -> str:
     return f"unknown environment id {env_id!r}; {hint}"
 
 
+PRL_EXTRAS = {"mujoco": "mujoco", "classic-control": "video"}
+"""gymnasium extras that prl has an extra for, by gymnasium's name."""
+
+
+def _missing_dependency_message(name: str, error: str) -> str:
+    extra = re.search(r"gymnasium\[([\w-]+)\]", error)
+    if extra and extra.group(1) in PRL_EXTRAS:
+        fix = f'install prl\'s {PRL_EXTRAS[extra.group(1)]} extra: pip install -e ".[{PRL_EXTRAS[extra.group(1)]}]"'
+    elif extra:
+        fix = f'install it: pip install "gymnasium[{extra.group(1)}]"'
+    else:
+        fix = "install the package it names"
+    return f"{name} needs a package that is not installed ({error.strip().rstrip('.')}); {fix}."
+
+
 def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
     """Build an env, turning the errors a user causes into ConfigError with a fix.
 
@@ -186,7 +201,7 @@ def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
     except gym.error.UnregisteredEnv as error:
         raise ConfigError(_unknown_id_message(factory.env_id or "", error)) from error
     except gym.error.DependencyNotInstalled as error:
-        raise ConfigError(f"{factory.name} needs a package that is not installed: {error}") from error
+        raise ConfigError(_missing_dependency_message(factory.name, str(error))) from error
     except gym.error.Error as error:
         raise ConfigError(f"gymnasium cannot make {factory.name!r}: {error}") from error
     except TypeError as error:

@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import weakref
+from collections import deque
 from multiprocessing.connection import wait
 
 import torch
@@ -114,52 +116,58 @@ class ActorPool:
     def __init__(self, config: Config, policy: ActorCritic, seed_stream: int = 0):
         self.config = config
         self.spec = policy.spec
-        context = worker_context(config)
+        self._context = worker_context(config)
         self.buffer = TrajectoryBuffer(
             config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_dim, self.spec.action_dim
         )
         self.weights = SharedWeights(policy)
         self._collecting = False
         self._inflight_version: int | None = None
+        self._requests: dict[int, tuple] = {}
         self.last_wait_s = 0.0
         """Seconds the last `collect()` spent waiting for workers (near zero when the learner is the bottleneck)."""
+        self.restarts = 0
+        """Worker failures recovered from so far (env errors and replaced processes)."""
+        self._failures: dict[int, deque] = {index: deque() for index in range(config.workers)}
         self.weights.publish(policy)
+        self._seed_stream = seed_stream
+        self._worker_args = (
+            EnvFactory(config.env, config.env_kwargs),
+            self.spec,
+            policy.config,
+            policy.obs_normalizer.enabled,
+            policy.obs_normalizer.clip,
+            self.buffer,
+            self.weights,
+            config.envs_per_worker,
+            config.seed,
+        )
         self._processes: list = []
         self._conns: list = []
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
-        factory = EnvFactory(config.env, config.env_kwargs)
         try:
             for index in range(config.workers):
-                parent_conn, child_conn = context.Pipe(duplex=True)
-                process = context.Process(
-                    target=worker_main,
-                    name=f"prl-worker-{index}",
-                    args=(
-                        index,
-                        child_conn,
-                        os.getpid(),
-                        factory,
-                        self.spec,
-                        policy.config,
-                        policy.obs_normalizer.enabled,
-                        policy.obs_normalizer.clip,
-                        self.buffer,
-                        self.weights,
-                        config.envs_per_worker,
-                        config.seed,
-                        seed_stream,
-                    ),
-                    daemon=True,
-                )
-                with sigint_ignored(), main_script_hidden():
-                    process.start()
-                child_conn.close()
+                process, conn = self._spawn(index, (seed_stream,) if seed_stream else ())
                 self._processes.append(process)
-                self._conns.append(parent_conn)
+                self._conns.append(conn)
             self._await({"ready"}, set(range(config.workers)), "start")
         except BaseException:
             self.close()
             raise
+
+    def _spawn(self, index: int, seed_path: tuple):
+        """Start worker `index` (its pipe and process); returns (process, parent end of the pipe)."""
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=worker_main,
+            name=f"prl-worker-{index}",
+            args=(index, child_conn, os.getpid(), *self._worker_args, seed_path),
+            daemon=True,
+        )
+        with sigint_ignored(), main_script_hidden():
+            process.start()
+        child_conn.close()
+        return process, parent_conn
 
     @property
     def version(self) -> int:
@@ -212,20 +220,47 @@ class ActorPool:
         """Send every worker its slot and the weight version to act with."""
         version = self.version
         for worker, conn in enumerate(self._conns):
-            conn.send((worker, version))
+            self._requests[worker] = (worker, version)
+            conn.send(self._requests[worker])
         self._inflight_version = version
 
+    def _recover(self, worker: int, what: str, replace: bool) -> None:
+        """Count a failure of `worker`; within the restart budget, replace it if it died and re-send its request."""
+        now = time.monotonic()
+        failures = self._failures[worker]
+        failures.append(now)
+        while failures and now - failures[0] > self.config.restart_window_s:
+            failures.popleft()
+        if len(failures) > self.config.max_worker_restarts:
+            raise WorkerError(
+                f"worker {worker} failed {len(failures)} times within {self.config.restart_window_s:.0f} s "
+                f"(last: {what}); fix the env or raise --max-worker-restarts."
+            )
+        self.restarts += 1
+        warnings.warn(f"prl: worker {worker} {what}; restarting it ({self.restarts} restart(s) so far).", stacklevel=3)
+        if replace:
+            self._processes[worker].join(timeout=1.0)
+            self._conns[worker].close()
+            seed_path = (self._seed_stream, 1 << 25, self.restarts)
+            self._processes[worker], self._conns[worker] = self._spawn(worker, seed_path)
+            return  # the request is re-sent when the replacement reports ready
+        self._conns[worker].send(self._requests[worker])
+
     def _await(self, kinds: set, workers: set, what: str) -> dict:
-        """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}."""
+        """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}.
+
+        During collection a failed worker is recovered (see `_recover`) and its request re-sent;
+        during start-up any failure raises, since it comes from the env or the options.
+        """
         received: dict = {}
-        conn_to_worker = {id(self._conns[w]): w for w in workers}
-        sentinel_to_worker = {self._processes[w].sentinel: w for w in workers}
+        collecting = what == "rollout"
         deadline = time.monotonic() + self.config.worker_timeout
         while len(received) < len(workers):
             pending = [w for w in workers if w not in received]
+            handles = {id(self._conns[w]): w for w in pending}
+            sentinels = {self._processes[w].sentinel: w for w in pending}
             ready = wait(
-                [self._conns[w] for w in pending] + [self._processes[w].sentinel for w in pending],
-                timeout=max(0.0, deadline - time.monotonic()),
+                [self._conns[w] for w in pending] + list(sentinels), timeout=max(0.0, deadline - time.monotonic())
             )
             if not ready:
                 raise WorkerError(
@@ -234,20 +269,54 @@ class ActorPool:
                 )
             for item in ready:
                 if isinstance(item, int):
-                    worker = sentinel_to_worker[item]
-                    if self._conns[worker].poll():
-                        continue  # read its last message (an error report) before treating it as dead
-                    raise self._death(worker, what)
-                worker = conn_to_worker[id(item)]
+                    worker = sentinels[item]
+                    for message in self._drain(worker):  # an error report sent just before dying says why
+                        if message[0] == "error":
+                            self._raise_worker_error(worker, message[2])
+                    if not collecting:
+                        raise self._death(worker, what)
+                    self._processes[worker].join(timeout=1.0)
+                    self._recover(worker, f"died (exit code {self._processes[worker].exitcode})", replace=True)
+                    deadline = time.monotonic() + self.config.worker_timeout
+                    continue
+                worker = handles.get(id(item))
+                if worker is None:
+                    continue  # the pipe of a worker replaced earlier in this loop
                 try:
                     kind, _, payload = item.recv()
                 except (EOFError, OSError):
-                    raise self._death(worker, what) from None
+                    if not collecting:
+                        raise self._death(worker, what) from None
+                    continue  # its sentinel reports the death
                 if kind == "error":
                     self._raise_worker_error(worker, payload)
-                if kind in kinds:
+                elif kind == "env_error":
+                    self._env_failed(worker, payload)
+                    deadline = time.monotonic() + self.config.worker_timeout
+                elif kind == "ready" and collecting:
+                    self._conns[worker].send(self._requests[worker])
+                elif kind in kinds:
                     received[worker] = payload
         return received
+
+    def _drain(self, worker: int) -> list:
+        """Every message left in a dead worker's pipe."""
+        messages = []
+        try:
+            while self._conns[worker].poll():
+                messages.append(self._conns[worker].recv())
+        except (EOFError, OSError):
+            pass
+        return messages
+
+    def _env_failed(self, worker: int, payload: tuple) -> None:
+        """An env raised (or returned non-finite data) inside `worker`, which rebuilt its envs."""
+        error_type, message, _ = payload
+        if error_type == "NonFiniteData" and self.config.nan_policy == "error":
+            raise WorkerError(
+                f"in worker {worker}: {message}; pass --nan-policy drop to discard such rollouts instead."
+            )
+        self._recover(worker, f"raised {error_type}: {message}", replace=False)
 
     def _death(self, worker: int, what: str) -> WorkerError:
         self._processes[worker].join(timeout=1.0)

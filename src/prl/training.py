@@ -184,6 +184,7 @@ def run_training(
                     **stats,
                     "collect_s": collect_s,
                     "wait_s": pool.last_wait_s,
+                    "worker_restarts": pool.restarts,
                 }
                 if config.eval_every and learner.updates % config.eval_every == 0:
                     record["eval_return_mean"] = run.evaluate()["return_mean"]

@@ -38,7 +38,7 @@ class RolloutCollector:
         num_envs: int,
         seed: int,
         worker_index: int,
-        seed_stream: int = 0,
+        seed_path: tuple = (),
     ):
         self.spec = spec
         self.actor = actor
@@ -54,7 +54,7 @@ class RolloutCollector:
         self.flat_obs = len(spec.obs_shape) == 1
         first_obs = []
         for index, env in enumerate(self.envs):
-            env_seed = seed_for(seed, worker_index, index, *([seed_stream] if seed_stream else []))
+            env_seed = seed_for(seed, worker_index, index, *seed_path)
             env.action_space.seed(env_seed)
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(np.asarray(obs, dtype=np.float32).reshape(-1))
@@ -104,6 +104,13 @@ class RolloutCollector:
                     episode_length[i] = 0
                     next_obs, _ = envs[i].reset()
                 next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
+            if not (np.isfinite(reward_row).all() and np.isfinite(next_obs_row).all()):
+                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & np.isfinite(next_obs_row).all(axis=1)))[0])
+                what = "reward" if not np.isfinite(reward_row[bad]) else "observation"
+                raise NonFiniteData(
+                    f"{self.spec.name} (env {bad} of this worker) returned a non-finite {what} "
+                    f"at step {episode_length[bad] or 'reset'} of its episode"
+                )
             if truncated_envs:
                 indices = [i for i, _ in truncated_envs]
                 final_values[t, indices] = self.actor.value(np.stack([o for _, o in truncated_envs]))
@@ -117,6 +124,10 @@ class RolloutCollector:
                 env.close()
             except Exception:
                 pass
+
+
+class NonFiniteData(Exception):
+    """An env returned a NaN or infinite observation or reward; the message names the env and step."""
 
 
 class ParentGone(Exception):
@@ -144,9 +155,14 @@ def worker_main(
     weights: SharedWeights,
     envs_per_worker: int,
     seed: int,
-    seed_stream: int = 0,
+    seed_path: tuple = (),
 ) -> None:
-    """Entry point of a worker process; follows the protocol written in `prl.pool`."""
+    """Entry point of a worker process; follows the protocol written in `prl.pool`.
+
+    `seed_path` is mixed into every seed: empty for a fresh run's first workers, so their
+    seeds depend on (seed, worker, env) alone; a resumed run or a replacement worker passes
+    its own path, so no episode stream is replayed.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # One thread for torch and for numpy's BLAS: a worker's matrices are tiny, and idle BLAS
     # threads spin-wait, which starves the other processes once they outnumber the cores.
@@ -157,9 +173,9 @@ def worker_main(
         parent = psutil.Process(parent_pid)
         policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         held_version = weights.load_into(policy, -1, weights.current_version())
-        stream = [seed_stream] if seed_stream else []  # stream 0 keeps the seeds of a fresh run
-        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *stream)))
-        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_stream)
+        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
+        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
+        rebuilds = 0
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
         conn.send(("ready", worker_index, None))
         while True:
@@ -170,7 +186,19 @@ def worker_main(
             if version != held_version:
                 held_version = weights.load_into(policy, held_version, version)
                 actor.load(policy)
-            collector.collect(buffer.numpy_views(slot))
+            try:
+                collector.collect(buffer.numpy_views(slot))
+            except Exception as error:
+                # The env failed mid-rollout: the slot is not reported (its data is never learned
+                # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
+                conn.send(("env_error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
+                collector.close()
+                rebuilds += 1
+                collector = None
+                collector = RolloutCollector(
+                    factory, spec, actor, envs_per_worker, seed, worker_index, (*seed_path, 1 << 24, rebuilds)
+                )
+                continue
             buffer.policy_versions[slot] = held_version
             buffer.worker_ids[slot] = worker_index
             buffer.env_ids[slot] = env_ids
