@@ -35,10 +35,22 @@ naming the version arrives, `publish()` never runs during `collect()`, and it re
 the buffer that in-flight rollouts read (two publishes with no collect between, in overlap
 mode).
 
-Errors. A worker's exception travels as data and is raised in the parent as WorkerError
-("in worker N" plus the traceback), or as ConfigError when the user can fix it. A worker that
-dies is seen at once through its sentinel. A worker that reports nothing within
-`worker_timeout` is declared stuck. Any of these closes the pool before raising.
+Failures during collection. An exception inside a rollout (an env's step or reset, or a NaN
+or infinite observation or reward) travels as ("env_error", w, ...): the worker has not
+reported the slot, so its partial data is never learned from, and it has already rebuilt its
+envs with fresh seeds. A worker that dies (signal, out of memory, a crash in native code) is
+seen at once through its sentinel; the parent drains its pipe (an error report sent just
+before dying is raised as such) and starts a replacement with fresh seeds, which sends
+"ready" like any worker. Either way the parent re-sends the worker's outstanding request
+(same slot, same weight version, still readable in its buffer) and the batch completes. Each
+failure counts against `max_worker_restarts` within `restart_window_s` per worker; beyond it
+the run stops with one sentence. With `nan_policy="error"` non-finite data stops the run at once.
+
+Errors. Any other exception in a worker travels as ("error", w, (type, message, traceback))
+and is raised in the parent as WorkerError ("in worker N" plus the traceback), or as
+ConfigError when the user can fix it. During start-up every failure is fatal, since it comes
+from the env or the options, not from bad luck. A worker that reports nothing within
+`worker_timeout` is declared stuck. A fatal error closes the pool before raising.
 
 Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
 not, it exits, so killing the parent leaves no worker behind.
