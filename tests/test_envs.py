@@ -86,3 +86,15 @@ def test_a_missing_dependency_names_the_extra_to_install():
         'Box2D is not installed, you can install it by run `pip install swig` followed by `pip install "gymnasium[box2d]"`',
     )
     assert box2d.endswith('install it: pip install "gymnasium[box2d]".')
+
+
+def test_an_env_whose_observation_contradicts_its_space_is_refused_at_start():
+    import toy_envs
+
+    from prl import Config
+    from prl.envs import probe_env
+
+    with pytest.raises(
+        ConfigError, match=r"returned an observation of shape \(3,\), but its observation space declares \(2,\)"
+    ):
+        probe_env(Config(env=toy_envs.WrongShapeEnv))

@@ -83,3 +83,18 @@ def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_pa
         assert torch.equal(a, b), name
     assert torch.equal(restored.reward_scaler.returns, learner.reward_scaler.returns)
     assert learner.update(first_batch)["policy_loss"] == restored.update(first_batch)["policy_loss"]
+
+
+def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(first_batch):
+    learner = Learner(make_config())
+    learner.update(first_batch)
+    before = {name: value.clone() for name, value in learner.policy.state_dict().items()}
+    adam_steps = learner.optimizer.steps
+    poisoned = first_batch._replace(rewards=first_batch.rewards.clone().fill_(float("inf")))
+    with pytest.warns(UserWarning, match="update 2 produced a non-finite loss or gradient; its changes were discarded"):
+        stats = learner.update(poisoned)
+    assert stats["skipped_update"] == 1 and learner.updates == 2
+    assert learner.optimizer.steps == adam_steps
+    for name, value in learner.policy.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert learner.update(first_batch)["skipped_update"] == 0

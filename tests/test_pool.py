@@ -133,8 +133,11 @@ def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
         pool.collect()
 
 
-def test_a_killed_worker_is_replaced_and_collection_goes_on(no_leaks):
-    config = toy_config(env=toy_envs.CountingEnv)
+def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(no_leaks):
+    # Overlap mode: when collect() returns, every worker is already in its next rollout.
+    config = toy_config(
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True, rollout_steps=256, steps=4096
+    )
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         pool.collect()

@@ -90,3 +90,10 @@ class NonFiniteEnv(CountingEnv):
         if self.count == self.nan_at and claim(self.flag_file):
             reward = float("nan")
         return obs, reward, terminated, truncated, info
+
+
+class WrongShapeEnv(CountingEnv):
+    """Declares 2-value observations but returns 3."""
+
+    def _obs(self):
+        return np.zeros(3, dtype=np.float32)

@@ -215,9 +215,29 @@ def probe_env(config: Config) -> EnvSpec:
     factory = EnvFactory(config.env, config.env_kwargs)
     env = make_env(factory)
     try:
-        return spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
+        spec = spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
+        check_first_observation(spec, env)
+        return spec
     finally:
         env.close()
+
+
+def check_first_observation(spec: EnvSpec, env: gym.Env) -> None:
+    """Reset `env` once and refuse an observation that does not fit its declared space."""
+    try:
+        obs, _ = env.reset(seed=0)
+    except Exception as error:
+        raise ConfigError(
+            f"{spec.name} failed on its first reset ({type(error).__name__}: {error}); fix the env."
+        ) from error
+    obs = np.asarray(obs)
+    if obs.size != spec.obs_dim:
+        raise ConfigError(
+            f"{spec.name} returned an observation of shape {obs.shape}, but its observation space declares "
+            f"{spec.obs_shape}; make the env's observations match its observation_space."
+        )
+    if not np.isfinite(obs.astype(np.float64)).all():
+        raise ConfigError(f"{spec.name} returned a non-finite observation on reset; fix the env.")
 
 
 def seed_for(seed: int, *path: int) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Optional
 
 import torch
@@ -95,6 +97,8 @@ class Learner:
 
         lr = self.current_lr()
         self.optimizer.lr = lr
+        last_good = self.optimizer.snapshot()
+        non_finite = False
         size = b_obs.shape[0]
         totals = dict.fromkeys(LOSS_STATS, 0.0)
         minibatches = 0
@@ -131,7 +135,10 @@ class Learner:
                     totals["int_value_loss"] = totals.get("int_value_loss", 0.0) + float(int_value_loss.detach())
                 self.optimizer.zero_grad()
                 loss.backward()
-                self.optimizer.clip_grad_norm(ppo.max_grad_norm)
+                grad_norm = self.optimizer.clip_grad_norm(ppo.max_grad_norm)
+                if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+                    non_finite = True
+                    break
                 self.optimizer.step()
                 for name in LOSS_STATS:
                     totals[name] += float(getattr(parts, name).detach())
@@ -139,12 +146,24 @@ class Learner:
                 epoch_minibatches += 1
             minibatches += epoch_minibatches
             epochs_run += 1
+            if non_finite:
+                break
             if ppo.target_kl is not None and epoch_kl / epoch_minibatches > ppo.target_kl:
                 break
-        self.policy.obs_normalizer.update(b_obs)
+        if non_finite:
+            # Keep the last good weights: this update's steps are undone and its statistics not merged.
+            self.optimizer.restore(last_good)
+            warnings.warn(
+                f"prl: update {self.updates + 1} produced a non-finite loss or gradient; "
+                "its changes were discarded and the last good weights kept.",
+                stacklevel=2,
+            )
+        else:
+            self.policy.obs_normalizer.update(b_obs)
         self.updates += 1
         self.env_steps += size
-        stats = {name: total / minibatches for name, total in totals.items()}
+        stats = {name: total / max(1, minibatches) for name, total in totals.items()}
+        stats["skipped_update"] = int(non_finite)
         stats.update(intrinsic_stats)
         stats.update(
             policy_lag=int(self.updates - 1 - batch.policy_versions.min()),

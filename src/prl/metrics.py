@@ -119,7 +119,16 @@ TENSORBOARD_TAGS = {
         "rnd_loss",
         "int_value_loss",
     ),
-    "perf": ("steps_per_s", "collect_s", "wait_s", "learn_s", "policy_lag", "epochs"),
+    "perf": (
+        "steps_per_s",
+        "collect_s",
+        "wait_s",
+        "learn_s",
+        "policy_lag",
+        "epochs",
+        "worker_restarts",
+        "skipped_update",
+    ),
 }
 """Which metrics.jsonl fields go to TensorBoard, under which tag prefix."""
 

@@ -63,6 +63,18 @@ class Adam:
         denominator = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(self.eps)
         self.flat.addcdiv_(self.exp_avg, denominator, value=-self.lr / (1 - beta1**self.steps))
 
+    def snapshot(self) -> tuple:
+        """Copies of the parameters, moments and step count, for `restore`."""
+        return self.flat.clone(), self.exp_avg.clone(), self.exp_avg_sq.clone(), self.steps
+
+    def restore(self, snapshot: tuple) -> None:
+        """Put back what `snapshot` copied: every parameter and the optimizer as they were."""
+        flat, exp_avg, exp_avg_sq, self.steps = snapshot
+        with torch.no_grad():
+            self.flat.copy_(flat)
+        self.exp_avg.copy_(exp_avg)
+        self.exp_avg_sq.copy_(exp_avg_sq)
+
     def state_dict(self) -> dict:
         """The moment estimates, step count and settings (tensors are copies)."""
         return {
