@@ -85,3 +85,17 @@ def test_killing_the_learner_stops_every_worker_within_5_s(tmp_path):
     if survivors:
         os.killpg(process.pid, signal.SIGKILL)
     assert not survivors, "workers must notice their learner is gone and exit"
+
+
+def test_a_worker_killed_between_collects_is_replaced(no_leaks):
+    import psutil
+
+    config = toy_config(toy_envs.CountingEnv)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        psutil.Process(pool.pids[0]).kill()
+        time.sleep(0.2)  # dead before the next request is sent: the send fails, the sentinel recovers
+        with pytest.warns(UserWarning, match="worker 0 died"):
+            batch = pool.collect()
+        assert pool.restarts == 1 and batch.worker_ids.tolist() == [0, 1]

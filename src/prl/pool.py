@@ -231,10 +231,17 @@ class ActorPool:
     def _request_rollouts(self) -> None:
         """Send every worker its slot and the weight version to act with."""
         version = self.version
-        for worker, conn in enumerate(self._conns):
+        for worker in range(len(self._conns)):
             self._requests[worker] = (worker, version)
-            conn.send(self._requests[worker])
+            self._send_request(worker)
         self._inflight_version = version
+
+    def _send_request(self, worker: int) -> None:
+        """Send `worker` its outstanding request; a dead worker's pipe is left to its sentinel, which replaces it."""
+        try:
+            self._conns[worker].send(self._requests[worker])
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass
 
     def _recover(self, worker: int, what: str, replace: bool) -> None:
         """Count a failure of `worker`; within the restart budget, replace it if it died and re-send its request."""
@@ -256,7 +263,7 @@ class ActorPool:
             seed_path = (self._seed_stream, 1 << 25, self.restarts)
             self._processes[worker], self._conns[worker] = self._spawn(worker, seed_path)
             return  # the request is re-sent when the replacement reports ready
-        self._conns[worker].send(self._requests[worker])
+        self._send_request(worker)
 
     def _await(self, kinds: set, workers: set, what: str) -> dict:
         """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}.
@@ -306,7 +313,7 @@ class ActorPool:
                     self._env_failed(worker, payload)
                     deadline = time.monotonic() + self.config.worker_timeout
                 elif kind == "ready" and collecting:
-                    self._conns[worker].send(self._requests[worker])
+                    self._send_request(worker)
                 elif kind in kinds:
                     received[worker] = payload
         return received
