@@ -34,6 +34,7 @@ import prl
 from prl import ActorPool, ConfigError, Learner, tuned_config
 from prl.config import Config, to_flat
 from prl.envs import EnvSpec, probe_env
+from prl.startup import resolve_start_method
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
@@ -64,7 +65,7 @@ SB3_LIKE_PPO = dict(
 )
 """SB3's tuned CartPole PPO settings: one extra prl run uses them, to compare the systems at equal work per step."""
 
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+START_METHOD = resolve_start_method(Config())
 """How this benchmark starts its own processes: prl's rule (never plain fork)."""
 
 SB3_TORCH_THREADS = 1
