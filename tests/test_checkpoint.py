@@ -175,3 +175,32 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path, no_leaks):
     tags = set(events.Tags()["scalars"])
     assert {"charts/episode_return_mean", "charts/eval_return_mean", "losses/policy_loss", "perf/steps_per_s"} <= tags
     assert [event.step for event in events.Scalars("losses/value_loss")] == [BATCH, 2 * BATCH]
+
+
+def test_resuming_with_another_env_is_refused_before_anything_starts(tmp_path):
+    train(small_config(tmp_path, 1, eval_episodes=0))
+    result, survivors = run_script([TRAIN, "--resume", tmp_path, "--env", "Acrobot-v1"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and not survivors
+    assert "was made with env='CartPole-v1', not 'Acrobot-v1'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing(tmp_path, no_leaks):
+    out = tmp_path / "run"
+    args = [sys.executable, str(TRAIN), "--steps", "5000000", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130 and time.monotonic() - sent < 10
+    deadline = time.monotonic() + 5
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not session_processes(process.pid)

@@ -137,6 +137,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config, resume = parse_args(argv)
         if resume is None:
             check_run_folder(config.out, config.overwrite)
+        else:
+            from prl.training import resume_checkpoint
+
+            resume_checkpoint(config, resume)  # another env or network shape fails here, before anything starts
         spec = probe_env(config)  # a bad env fails here, before any process starts
         prestart(config)  # the worker server imports torch while this process does
         from prl.training import train  # torch loads only once the options and env are known to be valid
