@@ -29,6 +29,7 @@ from typing import Optional
 import _reference as ref
 import gymnasium as gym
 import torch
+from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
 
 import prl
 from prl import ActorPool, ConfigError, Learner, tuned_config
@@ -103,11 +104,6 @@ QUICK = Plan(
 def log(message: str) -> None:
     """Progress goes to stderr, so that stdout holds only the tables."""
     print(message, file=sys.stderr, flush=True)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_model() -> str:
@@ -267,11 +263,6 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     return floors
 
 
-def best_floor(results: dict, envs: int) -> float:
-    """The fastest one-process collection measured with `envs` envs, whichever actor it used."""
-    return max(r["steps_per_s"] for r in results["collection_floor"] if r["envs"] == envs and "steps_per_s" in r)
-
-
 def measure_collection(env_id: str, plan: Plan) -> list[dict]:
     """Figures 3 and 6: prl collection over the W x E grid (efficiency is added once the floors exist)."""
     records = []
@@ -324,15 +315,6 @@ def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     return references
 
 
-def _value(record: Optional[dict]) -> Optional[float]:
-    return None if record is None else record.get("steps_per_s")
-
-
-def plain_runs(records: list[dict]) -> list[dict]:
-    """End-to-end runs in the default synchronous mode with the env's tuned defaults (the sweep)."""
-    return [r for r in records if not r.get("overlap") and not r.get("sb3_settings")]
-
-
 def _find(records: list[dict], shape: tuple, overlap: bool = False, sb3_settings: bool = False) -> Optional[dict]:
     return next(
         (
@@ -348,12 +330,12 @@ def ratios(results: dict) -> list[dict]:
     """The comparisons to read: prl against SB3 and Sample Factory, and the README shape against the best."""
     training = [r for r in results["prl_training"] if "steps_per_s" in r]
     plain = plain_runs(training)
-    best_plain = max(plain, key=_value, default=None)
-    best_any = max([r for r in training if not r["sb3_settings"]], key=_value, default=None)
+    best_plain = max(plain, key=steps_per_s_of, default=None)
+    best_any = max([r for r in training if not r["sb3_settings"]], key=steps_per_s_of, default=None)
     default = _find(training, DEFAULT_SHAPE)
     readme = _find(training, README_SHAPE)
     equal_work = _find(training, DEFAULT_SHAPE, sb3_settings=True)
-    dummy = _value(results["reference"].get("sb3_dummy"))
+    dummy = steps_per_s_of(results["reference"].get("sb3_dummy"))
 
     def shape(record: Optional[dict]) -> str:
         if not record:
@@ -362,20 +344,20 @@ def ratios(results: dict) -> list[dict]:
 
     here = "measured here"
     rows = [
-        (f"prl end-to-end, default ({shape(default)}) / SB3 DummyVecEnv", _value(default), dummy, here),
-        (f"prl end-to-end, best ({shape(best_any)}) / SB3 DummyVecEnv", _value(best_any), dummy, here),
-        (f"prl at SB3's PPO settings ({shape(equal_work)}) / SB3 DummyVecEnv", _value(equal_work), dummy, here),
+        (f"prl end-to-end, default ({shape(default)}) / SB3 DummyVecEnv", steps_per_s_of(default), dummy, here),
+        (f"prl end-to-end, best ({shape(best_any)}) / SB3 DummyVecEnv", steps_per_s_of(best_any), dummy, here),
+        (f"prl at SB3's PPO settings ({shape(equal_work)}) / SB3 DummyVecEnv", steps_per_s_of(equal_work), dummy, here),
         (
             f"README shape ({shape(readme)}) / best synchronous shape ({shape(best_plain)})",
-            _value(readme),
-            _value(best_plain),
+            steps_per_s_of(readme),
+            steps_per_s_of(best_plain),
             here,
         ),
     ]
     if results.get("settings", {}).get("env", "CartPole-v1") == "CartPole-v1":  # Sample Factory's figure is CartPole's
         sample_factory = (
             f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
-            _value(best_any),
+            steps_per_s_of(best_any),
             SAMPLE_FACTORY_STEPS_PER_S,
             "constant from ANCHORS.md, NOT measured here",
         )
@@ -419,166 +401,6 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     results["benchmark_wall_s"] = time.perf_counter() - started
     return results
-
-
-# ---- output ----------------------------------------------------------------------------------
-
-
-def _number(value: Optional[float], digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _print_table(title: str, header: tuple, rows: list) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    print(f"\n{title}")
-    for index, row in enumerate([header, *rows]):
-        print(
-            "  ".join(
-                str(cell).ljust(width) if i < 2 else str(cell).rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths))
-            ).rstrip()
-        )
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-
-
-def _row(figure: str, setting: str, record: dict, note: str = "") -> tuple:
-    if "skipped" in record:
-        return figure, setting, "-", "skipped: " + record["skipped"][:60]
-    return figure, setting, _number(record["steps_per_s"]), note
-
-
-def _scaling(record: dict, single: Optional[float]) -> str:
-    # below 1 the machine itself does not scale (shared cores, turbo, other load): prl cannot beat that
-    if record.get("processes", 1) == 1 or not single or "steps_per_s" not in record:
-        return ""
-    return f"scaling {record['steps_per_s'] / (record['processes'] * single):.2f} (1.00 = {record['processes']} x 1 process)"
-
-
-def figure_rows(results: dict) -> list[tuple]:
-    """One table row per measurement of figures 1 to 5 and 7."""
-    single = _value(results["floor"][0])
-    rows = [_row("1 floor", f"raw env, processes={r['processes']}", r, _scaling(r, single)) for r in results["floor"]]
-    rows += [
-        _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs, {r['actor']} actor", r)
-        for r in results["collection_floor"]
-    ]
-    rows += [
-        _row(
-            "3 prl collection",
-            f"W={r['workers']} x E={r['envs']}",
-            r,
-            f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s",
-        )
-        for r in results["prl_collection"]
-    ]
-    for r in results["prl_training"]:
-        mode = " overlap" if r.get("overlap") else " SB3's PPO settings" if r.get("sb3_settings") else ""
-        note = f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else ""
-        rows.append(_row("4 prl end-to-end", f"W={r['workers']} x E={r['envs']}{mode}", r, note))
-    reference = results["reference"]
-    for key, setting in (
-        ("sb3_dummy", "SB3 PPO, DummyVecEnv 8 envs"),
-        ("sb3_subproc", "SB3 PPO, SubprocVecEnv 8 envs"),
-    ):
-        record = reference[key]
-        rows.append(
-            _row(
-                "5 reference",
-                setting,
-                record,
-                "" if "skipped" in record else f"{record['steps']:,} steps in {record['seconds']:.1f} s",
-            )
-        )
-    rows.append(
-        _row("5 reference", "AsyncVectorEnv 8 envs, torch actor", reference["async_vector_env"], "collection only")
-    )
-    for solve in results["time_to_solve"]:
-        setting = "CartPole-v1 defaults" + (", --overlap" if solve.get("overlap") else "")
-        if "median_wall_s" not in solve:
-            rows.append(_row("7 time to solve", setting, solve))
-            continue
-        note = (
-            f"median wall {solve['median_wall_s']:.1f} s, eval return {solve['median_eval_return']:.1f}, "
-            f"{solve['solved']}/{solve['finished']} solved"
-        )
-        rows.append(
-            ("7 time to solve", f"{setting}, {solve['finished']} run(s)", _number(solve["median_steps_per_s"]), note)
-        )
-    return rows
-
-
-def _grid(records: list[dict], plan: Plan, cell) -> list[tuple]:
-    by_shape = {(r["workers"], r["envs"]): r for r in records if "steps_per_s" in r}
-    return [
-        (f"W={w}", "", *(cell(by_shape[w, e]) if (w, e) in by_shape else "-" for e in plan.envs)) for w in plan.workers
-    ]
-
-
-def print_report(results: dict, plan: Plan) -> None:
-    """Print the figures, the scaling sweep and the ratios as plain tables on stdout."""
-    info = results["machine"]
-    print(
-        f"prl throughput on {results['settings']['env']}: {info['cores']} cores ({info['cpu_model']}), "
-        f"torch {info['torch']}, gymnasium {info['gymnasium']}, {info['date']}"
-    )
-    _print_table(
-        "figures (steps/s = env steps per second)", ("figure", "setting", "steps/s", "notes"), figure_rows(results)
-    )
-    header = ("sweep", "", *(f"E={e}" for e in plan.envs))
-    _print_table(
-        "6 scaling: prl collection steps/s (efficiency)",
-        header,
-        _grid(results["prl_collection"], plan, lambda r: f"{r['steps_per_s']:,.0f} ({r['efficiency']:.2f})"),
-    )
-    if plan.train_sweep:
-        _print_table(
-            "6 scaling: prl end-to-end steps/s",
-            header,
-            _grid(plain_runs(results["prl_training"]), plan, lambda r: f"{r['steps_per_s']:,.0f}"),
-        )
-    _print_table(
-        "ratios",
-        ("ratio", "source", "value"),
-        [(r["ratio"], r["source"], _number(r["value"], 2)) for r in results["ratios"]],
-    )
-
-
-def plot(results: dict, plan: Plan, path: Path) -> None:
-    """Steps/s against workers, one line per envs-per-worker, for collection and (when swept) training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("prl collection", results["prl_collection"]),
-        ("prl end-to-end training", plain_runs(results["prl_training"])),
-    ]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    for axis, (title, records) in zip(axes, panels):
-        for index, envs in enumerate(plan.envs):
-            points = sorted(
-                (r["workers"], r["steps_per_s"]) for r in records if r["envs"] == envs and "steps_per_s" in r
-            )
-            if points:
-                axis.plot(*zip(*points), marker="o", color=f"C{index}", label=f"E={envs}")
-            if title == "prl collection":  # the ceiling: every core running the one-process floor
-                ceiling = [(w, min(w, usable_cores()) * best_floor(results, envs)) for w in plan.workers]
-                axis.plot(*zip(*ceiling), linestyle=":", color=f"C{index}", label=f"E={envs}: cores x floor")
-        dummy = _value(results["reference"].get("sb3_dummy"))
-        if dummy and title != "prl collection":
-            axis.axhline(dummy, color="gray", linestyle="--", label="SB3 DummyVecEnv")
-        axis.set_xscale("log", base=2)
-        axis.set(title=title, xlabel="workers (W)", ylabel="env steps/s", ylim=(0, axis.get_ylim()[1] * 1.1))
-        axis.set_xticks(plan.workers, [str(w) for w in plan.workers])
-        axis.minorticks_off()
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="best")
-    figure.suptitle(f"{results['settings']['env']}, {results['machine']['cores']} cores, {results['machine']['date']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
