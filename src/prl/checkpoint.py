@@ -8,13 +8,13 @@ checkpoint file cannot execute code.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Union
 
 import torch
 
 from prl.errors import ConfigError
+from prl.metrics import write_atomically
 
 CHECKPOINT = "checkpoint.pt"
 """The latest checkpoint in a run folder."""
@@ -26,16 +26,8 @@ PathLike = Union[str, Path]
 
 
 def save_checkpoint(path: PathLike, payload: dict) -> None:
-    """Write `payload` to `path` via a temporary file, fsync and a rename.
-
-    A crash mid-write leaves the previous checkpoint intact (at worst a stray `.tmp` file).
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write `payload` to `path` atomically: a crash mid-write leaves the previous checkpoint intact."""
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def checkpoint_path(path: PathLike) -> Path:

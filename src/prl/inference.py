@@ -9,15 +9,11 @@ agree with the torch policy, so the learner's first ratio is 1.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from prl.envs import CONTINUOUS, DISCRETE
-from prl.policy import ActorCritic
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+from prl.policy import HALF_LOG_2PI, ActorCritic
 
 
 def _linear_layers(sequential: torch.nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -83,7 +79,7 @@ class NumpyActor:
         if self.spec.action_kind == CONTINUOUS:
             noise = self.rng.standard_normal(out.shape, dtype=np.float32)
             actions = out + self.std * noise
-            logprob = (-0.5 * noise * noise - self.log_std - _HALF_LOG_2PI).sum(axis=1)
+            logprob = (-0.5 * noise * noise - self.log_std - HALF_LOG_2PI).sum(axis=1)
             return actions, logprob.astype(np.float32), values
         if self.spec.action_kind == DISCRETE:
             action, logprob = self._sample_categorical(out)

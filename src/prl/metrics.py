@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import deque
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from prl.errors import ConfigError
 
@@ -99,12 +100,22 @@ class MetricsLog:
         self._file.close()
 
 
-def write_json(path: Union[str, Path], data: dict) -> None:
-    """Write a JSON file via a temporary file and a rename."""
+def write_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> None:
+    """Have `write` fill a temporary file beside `path`, fsync it, and rename it over `path`.
+
+    A crash mid-write leaves the previous file intact (at worst a stray `.tmp` file).
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write(tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Union[str, Path], data: dict) -> None:
+    """Write a JSON file atomically (see `write_atomically`)."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 TENSORBOARD_TAGS = {

@@ -13,7 +13,8 @@ from prl.config import PolicyConfig
 from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
 from prl.normalize import ObsNormalizer
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+"""log(sqrt(2 pi)), the constant term of a Gaussian log-density."""
 
 
 def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
@@ -87,8 +88,8 @@ class ActorCritic(nn.Module):
         if self.spec.action_kind == CONTINUOUS:
             log_std = self.log_std.expand_as(heads[0])
             z = (action - heads[0]) / log_std.exp()
-            logprob = (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
-            return logprob, (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
+            logprob = (-0.5 * z * z - log_std - HALF_LOG_2PI).sum(-1)
+            return logprob, (0.5 + HALF_LOG_2PI + log_std).sum(-1)
         indices = action.long()
         logprob = sum(log_probs.gather(-1, indices[:, i : i + 1]).squeeze(-1) for i, log_probs in enumerate(heads))
         entropy = sum(-(log_probs.exp() * log_probs).sum(-1) for log_probs in heads)
