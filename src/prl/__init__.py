@@ -17,10 +17,12 @@ _EXPORTS = {
     "Batch": "prl.buffers",
     "Config": "prl.config",
     "ConfigError": "prl.errors",
+    "EnvVectorizer": "prl.custom_loop",
     "Learner": "prl.learner",
     "PPO": "prl.compat",
     "PPOConfig": "prl.config",
     "PolicyConfig": "prl.config",
+    "VecMemory": "prl.custom_loop",
     "WorkerError": "prl.errors",
     "evaluate": "prl.evaluate",
     "train": "prl.training",
@@ -33,10 +35,12 @@ __all__ = [
     "Batch",
     "Config",
     "ConfigError",
+    "EnvVectorizer",
     "Learner",
     "PPO",
     "PPOConfig",
     "PolicyConfig",
+    "VecMemory",
     "WorkerError",
     "evaluate",
     "train",
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     from prl.buffers import Batch
     from prl.compat import PPO, AsyncPPO
     from prl.config import Config, PolicyConfig, PPOConfig
+    from prl.custom_loop import EnvVectorizer, VecMemory
     from prl.errors import ConfigError, WorkerError
     from prl.evaluate import evaluate
     from prl.learner import Learner

@@ -2,7 +2,8 @@
 
 Code written for the single-process "async PPO" script moves to prl by changing its imports
 to `from prl import PPO, AsyncPPO`. The argument names and meanings are kept; they map onto
-`prl.Config` as the docstrings say.
+`prl.Config` as the docstrings say. `PPO` also serves the original's custom loop
+(`get_action`, `memory`, `learn`; see `prl.custom_loop`), which runs in one process.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from typing import Any, Optional, Union
 
 import cloudpickle
 import gymnasium as gym
+import numpy as np
 import torch
 
+from prl.buffers import Batch
 from prl.checkpoint import save_checkpoint
 from prl.config import from_flat
-from prl.envs import CONTINUOUS, EnvSpec, probe_env
+from prl.custom_loop import Column, EpisodeMemory
+from prl.envs import CONTINUOUS, EnvSpec, probe_env, spec_from_spaces
 from prl.errors import ConfigError
 
 WEIGHTS_FILE = "policy.pt"
@@ -73,6 +77,12 @@ class PPO:
         gamma: discount factor.
         use_RND: add Random Network Distillation intrinsic rewards (`rnd`).
         beta: weight of the intrinsic advantages (`int_coef`).
+        seed: seeds the network and the action sampling of the custom loop.
+
+    In the custom loop, `get_action(states)` samples actions, the loop moves its transitions
+    into `memory`, and `learn()` runs one PPO update on all of them (GAE over each env's own
+    episodes, then `k_epochs` passes in minibatches of `mini_batch_size`) and empties it.
+    The learning rate stays constant there, since the loop's length is its own.
     """
 
     def __init__(
@@ -90,11 +100,14 @@ class PPO:
         gamma: float = 0.99,
         use_RND: bool = False,
         beta: float = 0.001,
+        seed: int = 1,
     ):
         self.is_continuous, self.observ_dim, self.action_dim = bool(is_continuous), int(observ_dim), int(action_dim)
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+        if self.observ_dim < 1 or self.action_dim < 1:
+            raise ConfigError(f"observ_dim and action_dim must be at least 1, got {observ_dim} and {action_dim}.")
         self.options: dict[str, Any] = dict(
             action_scale=action_scaling,
             lr=lr,
@@ -106,9 +119,12 @@ class PPO:
         )
         if use_RND:
             self.options.update(rnd=True, int_coef=beta)
+        self.seed = int(seed)
         self.policy: Optional[torch.nn.Module] = None
         self.pending_weights: Optional[dict] = None
         self.config = None
+        self.memory = EpisodeMemory()
+        self._loop_learner = None
 
     def check_env(self, spec: EnvSpec) -> None:
         """Raise ConfigError naming the argument that does not match the env."""
@@ -146,6 +162,113 @@ class PPO:
             self.policy.load_state_dict(payload["policy"])
         else:
             self.pending_weights = payload["policy"]
+
+    def starting_weights(self) -> Optional[dict]:
+        """The weights the next run or loop starts from: loaded ones, else the trained policy's, else None."""
+        if self.pending_weights is not None:
+            return self.pending_weights
+        return None if self.policy is None else self.policy.state_dict()
+
+    def loop_learner(self):
+        """The single-process learner behind `get_action` and `learn`, built on first use."""
+        if self._loop_learner is None:
+            from prl.learner import Learner
+
+            obs_space = gym.spaces.Box(-np.inf, np.inf, (self.observ_dim,), np.float32)
+            if self.is_continuous:
+                action_space = gym.spaces.Box(-np.inf, np.inf, (self.action_dim,), np.float32)
+            else:
+                action_space = gym.spaces.Discrete(self.action_dim)
+            spec = spec_from_spaces("custom loop", obs_space, action_space, self.options["action_scale"])
+            batch = max(self.batch_size, self.options["minibatch_size"])
+            config = from_flat(
+                dict(
+                    env=spec.name,
+                    workers=1,
+                    envs_per_worker=1,
+                    rollout_steps=batch,
+                    steps=max(batch, 2**62),
+                    seed=self.seed,
+                    anneal_lr=False,
+                    progress=False,
+                    eval_episodes=0,
+                    **self.options,
+                )
+            )
+            learner = Learner(config, spec)
+            weights = self.starting_weights()
+            if weights is not None:
+                learner.policy.load_state_dict(weights)
+            self._loop_learner, self.policy, self.config, self.pending_weights = learner, learner.policy, config, None
+        return self._loop_learner
+
+    def get_action(self, states: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
+        """Sample one action per row of `states` with the current policy, as the env takes them.
+
+        Returns int64 indices [B] for discrete actions, or float32 actions [B, action_dim]
+        (multiplied by `action_scaling` when set; `EnvVectorizer` clips them to the bounds).
+        """
+        learner = self.loop_learner()
+        obs = torch.as_tensor(np.asarray(states), dtype=torch.float32)
+        obs = obs.reshape(len(obs), -1) if obs.dim() > 1 else obs.reshape(1, -1)
+        if obs.shape[1] != self.observ_dim:
+            raise ValueError(
+                f"get_action got states with {obs.shape[1]} values each, but observ_dim is {self.observ_dim}; "
+                "pass one row per running env, or create PPO with the env's observation size."
+            )
+        raw = learner.policy.act(obs.to(learner.device), deterministic=False).cpu().numpy()
+        if not self.is_continuous:
+            return raw[:, 0].astype(np.int64)
+        scale = self.options["action_scale"]
+        return (raw * scale if scale is not None else raw).astype(np.float32)
+
+    def learn(self) -> dict:
+        """Run one PPO update on every transition in `memory`, empty it, and return the update's statistics."""
+        if len(self.memory) == 0:
+            raise ValueError(
+                "ppo.memory is empty; move the collected transitions in with "
+                "utils.buffer_to_target_buffer_transfer(buffer, ppo.memory) before calling learn()."
+            )
+        learner = self.loop_learner()
+        column = self.memory.column()
+        if column.actions.shape[1] != learner.spec.action_dim or column.obs.shape[1] != self.observ_dim:
+            raise ValueError(
+                f"ppo.memory holds states of {column.obs.shape[1]} values and actions of {column.actions.shape[1]}, "
+                f"but this PPO expects {self.observ_dim} and {learner.spec.action_dim}; store what get_action returned."
+            )
+        stats = learner.update(column_batch(learner, column, self.options["action_scale"]))
+        self.memory.clear()
+        return stats
+
+
+def column_batch(learner, column: Column, action_scale: Optional[float]) -> Batch:
+    """A one-column Batch of the memory's transitions, scored by the learner's current policy (the one that acted)."""
+    device = learner.device
+    obs = torch.from_numpy(column.obs).to(device)
+    actions = torch.from_numpy(column.actions).to(device)
+    if learner.spec.is_continuous and action_scale is not None:
+        actions = actions / action_scale  # back to the policy's own units, in which it scores them
+    truncated = torch.from_numpy(column.truncated).to(device)
+    with torch.no_grad():
+        _, logprobs, _, values = learner.policy.get_action_and_value(obs[:-1], actions)
+        last_value = learner.policy.get_value(obs[-1:])
+        final_values = learner.policy.get_value(torch.from_numpy(column.final_obs).to(device)) * truncated
+    nan = torch.full((len(column.rewards), 1), float("nan"), device=device)
+    return Batch(
+        obs=obs.unsqueeze(1),
+        actions=actions.unsqueeze(1),
+        logprobs=logprobs.unsqueeze(1),
+        values=torch.cat([values, last_value]).unsqueeze(1),
+        rewards=torch.from_numpy(column.rewards).to(device).unsqueeze(1),
+        terminated=torch.from_numpy(column.terminated).to(device).unsqueeze(1),
+        truncated=truncated.unsqueeze(1),
+        final_values=final_values.unsqueeze(1),
+        episode_returns=nan,
+        episode_lengths=nan.clone(),
+        policy_versions=torch.tensor([learner.updates]),
+        worker_ids=torch.zeros(1, dtype=torch.long),
+        env_ids=torch.zeros(1, dtype=torch.long),
+    )
 
 
 class AsyncPPO:
@@ -198,8 +321,9 @@ class AsyncPPO:
         config = self.config()
         spec = probe_env(config)
         self.ppo.check_env(spec)
-        summary, learner = run_training(config, spec, initial_policy=self.ppo.pending_weights)
+        summary, learner = run_training(config, spec, initial_policy=self.ppo.starting_weights())
         self.ppo.policy = learner.policy
         self.ppo.pending_weights = None
         self.ppo.config = config
+        self.ppo._loop_learner = None  # a custom loop after this run starts from the trained weights
         return summary
