@@ -1,10 +1,12 @@
 """scripts/train.py refuses bad input with one sentence and exit code 2, leaving nothing running."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,26 @@ def test_an_out_folder_holding_a_run_is_refused_without_overwrite(tmp_path):
     result, survivors = run_train(["--steps", "2048"], tmp_path)
     assert result.returncode == 2 and "already holds a run (summary.json)" in result.stderr
     assert "--overwrite" in result.stderr and not survivors
+
+
+def test_overwrite_replaces_the_previous_run_and_keeps_other_files(tmp_path, no_leaks):
+    out = tmp_path / "run"
+    first = ["--steps", "4096", "--seed", "1", "--eval-every", "1", "--eval-episodes", "2"]
+    result, survivors = run_train(first, tmp_path)
+    assert result.returncode == 0 and not survivors, result.stderr[-2000:]
+    assert (out / "checkpoint_best.pt").exists() and list(out.glob("events.out.tfevents.*"))
+    (out / "notes.txt").write_text("mine")
+
+    result, survivors = run_train(["--steps", "2048", "--seed", "2", "--eval-episodes", "2"], tmp_path)
+    assert result.returncode == 2 and "already holds a run" in result.stderr and not survivors
+    result, survivors = run_train(["--steps", "2048", "--seed", "2", "--eval-episodes", "2", "--overwrite"], tmp_path)
+    assert result.returncode == 0 and not survivors, result.stderr[-2000:]
+
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1], "only the new run's updates are logged"
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == 2048
+    best = torch.load(out / "checkpoint_best.pt", weights_only=True)
+    assert best["config"]["seed"] == 2, "the old run's best policy must not pose as the new one's"
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    assert (out / "notes.txt").read_text() == "mine", "files prl did not write are left alone"

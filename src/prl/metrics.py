@@ -56,6 +56,20 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json")
 """What a run folder holds; any of them present means the folder already holds a run."""
 
 
+REPLACED_FILES = RUN_FILES + ("checkpoint_best.pt",)
+"""What a new run in the same folder replaces: an old best checkpoint would otherwise pose as the new run's."""
+
+TENSORBOARD_FILES = "events.out.tfevents.*"
+"""TensorBoard event files; an old run's would show as a second curve beside the new one."""
+
+
+def clear_run_folder(out: Union[str, Path]) -> None:
+    """Delete the files a previous run wrote into `out` (only those prl writes; anything else stays)."""
+    folder = Path(out)
+    for path in [folder / name for name in REPLACED_FILES] + sorted(folder.glob(TENSORBOARD_FILES)):
+        path.unlink(missing_ok=True)
+
+
 def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
     """Refuse an out folder that already holds a run, unless overwriting was asked for."""
     if out is None or overwrite:

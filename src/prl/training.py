@@ -16,7 +16,7 @@ from prl.envs import EnvFactory, EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.evaluate import evaluate
 from prl.learner import Learner
-from prl.metrics import EpisodeWindow, MetricsLog, TensorBoardLog, check_run_folder, write_json
+from prl.metrics import EpisodeWindow, MetricsLog, TensorBoardLog, check_run_folder, clear_run_folder, write_json
 from prl.pool import ActorPool
 from prl.startup import StopRequests
 
@@ -150,6 +150,8 @@ def run_training(
     resume = resume_checkpoint(config, resume_from) if resume_from else None
     if resume is None:
         check_run_folder(config.out, config.overwrite)
+        if config.out and config.overwrite:
+            clear_run_folder(config.out)
     spec = spec if spec is not None else probe_env(config)
     learner = Learner(config, spec)
     if initial_policy is not None:
