@@ -1,5 +1,6 @@
-"""Shared fixtures: toy envs pickled by value, and checks that nothing outlives a test."""
+"""Shared fixtures: toy envs pickled by value, devices, learner snapshots, and checks that nothing outlives a test."""
 
+import copy
 import os
 import signal
 import subprocess
@@ -9,14 +10,77 @@ import time
 import cloudpickle
 import psutil
 import pytest
+import torch
 import toy_envs
 
 cloudpickle.register_pickle_by_value(toy_envs)
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+"""The learner devices present here: tests that take the `device` fixture run once on each."""
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """A learner device present on this machine (cpu, and cuda where there is one)."""
+    return request.param
+
+
+@pytest.fixture
+def first_updates(monkeypatch):
+    """A list that receives (learner, deep copy of its state_dict) as each learner's first update begins."""
+    from prl.learner import Learner
+
+    captured = []
+    original = Learner.update
+
+    def update(self, batch):
+        if not any(learner is self for learner, _ in captured):
+            captured.append((self, copy.deepcopy(self.state_dict())))
+        return original(self, batch)
+
+    monkeypatch.setattr(Learner, "update", update)
+    return captured
+
+
+def assert_same_tensors(actual: dict, expected: dict, what: str) -> None:
+    """Two dicts of tensors hold the same names and exactly equal values (compared on the CPU)."""
+    assert set(actual) == set(expected), what
+    for name, value in expected.items():
+        assert torch.equal(actual[name].cpu(), value.cpu()), f"{what}: {name}"
+
+
+def on_device(policy, *tensors):
+    """`tensors` moved to the device `policy` lives on, so a test never mixes devices."""
+    target = next(policy.parameters()).device
+    return [tensor.to(target) for tensor in tensors]
+
+
+OWN_SHM_PREFIXES = ("torch_", "psm_", "sem.mp-", "mp-", "prl")
+"""/dev/shm names that prl's processes can create: torch's shared tensors (torch_PID_...), and
+multiprocessing's shared memory and semaphores. Other programs' entries never fail a test."""
+
+
+def _torch_entry_of_another_program(name: str) -> bool:
+    """True for a torch_PID_... entry whose PID is a live process outside this test process's tree."""
+    pid = name.split("_")[1] if name.startswith("torch_") else ""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        process = psutil.Process(int(pid))
+        return os.getpid() not in [parent.pid for parent in process.parents()]
+    except psutil.Error:
+        return False  # gone: it may have been one of ours
+
 
 def shm_entries() -> set:
-    """Names in /dev/shm (empty where the OS has none)."""
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    """Entries in /dev/shm that prl or torch created for this test run (empty where the OS has none)."""
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    return {
+        name
+        for name in os.listdir("/dev/shm")
+        if name.startswith(OWN_SHM_PREFIXES) and not _torch_entry_of_another_program(name)
+    }
 
 
 @pytest.fixture

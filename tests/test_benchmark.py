@@ -9,12 +9,42 @@ import pytest
 from prl.cli import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-throughput = pytest.importorskip("throughput")
+import throughput  # noqa: E402  (a renamed or broken benchmark must fail here, not skip)
 
 
-def test_collection_measurement_reports_a_rate(no_leaks):
+def test_collection_measurement_counts_whole_batches_over_the_time_it_ran(no_leaks):
     record = throughput.prl_collection("CartPole-v1", workers=1, envs=2, seconds=0.3)
-    assert record["steps_per_s"] > 0 and record["workers"] == 1 and record["envs"] == 2
+    assert (record["workers"], record["envs"]) == (1, 2)
+    batch = 1 * 2 * throughput.ROLLOUT_STEPS
+    assert record["steps"] > 0 and record["steps"] % batch == 0
+    assert record["seconds"] >= 0.3 and record["pool_start_s"] > 0
+    assert record["steps_per_s"] == pytest.approx(record["steps"] / record["seconds"])
+
+
+def test_efficiency_divides_by_the_best_floor_at_the_same_envs_per_worker():
+    results = {
+        "collection_floor": [
+            {"envs": 4, "steps_per_s": 100.0},
+            {"envs": 4, "steps_per_s": 150.0},
+            {"envs": 8, "steps_per_s": 400.0},
+            {"envs": 8, "skipped": "no numpy actor"},
+        ],
+        "prl_collection": [
+            {"workers": 1, "envs": 4, "steps_per_s": 120.0},
+            {"workers": 1, "envs": 8, "steps_per_s": 300.0},
+        ],
+    }
+    throughput.add_efficiency(results)
+    assert [r["efficiency"] for r in results["prl_collection"]] == [0.8, 0.75]
+
+
+def test_an_end_to_end_run_reads_its_summary_and_a_failed_one_says_why():
+    record = throughput.prl_training("CartPole-v1", workers=1, envs=4, steps=2048)
+    assert record["env_steps"] == 2048 and record["env"] == "CartPole-v1"
+    assert record["process_wall_s"] > record["train_s"] > 0
+    assert record["steps_per_s"] == pytest.approx((record["env_steps"]) / record["train_s"])
+    failed = throughput.run_train(["--env", "CartPol-v1", "--out", "TMP", "--no-progress"])
+    assert "unknown environment id 'CartPol-v1'" in failed["skipped"] and "exit code 2" in failed["skipped"]
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (2, 32), (8, 4)])

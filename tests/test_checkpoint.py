@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script, session_processes
+from conftest import assert_same_tensors, run_script, session_processes
 
 from prl import ConfigError, train, tuned_config
 from prl.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
@@ -58,7 +58,7 @@ def stop_after(folder, updates):
     return thread
 
 
-def test_resuming_gives_the_same_counters_and_statistics_as_not_stopping(tmp_path, no_leaks):
+def test_resuming_gives_the_same_counters_and_statistics_as_not_stopping(tmp_path, first_updates, no_leaks):
     whole = tmp_path / "whole"
     train(small_config(whole, 12))
     split = tmp_path / "split"
@@ -66,9 +66,28 @@ def test_resuming_gives_the_same_counters_and_statistics_as_not_stopping(tmp_pat
     with pytest.raises(StopRequested, match="SIGTERM at"):
         train(small_config(split, 12))
     watcher.join()
-    stopped_at = learner_state(split)["updates"]
+    saved = learner_state(split)
+    stopped_at = saved["updates"]
     assert 3 <= stopped_at < 12
     train(small_config(split, 12), resume_from=str(split))
+
+    # The resumed run's first update starts from exactly what was saved at the stop.
+    assert len(first_updates) == 3, "one learner each: the whole run, the stopped run, the resumed run"
+    start = first_updates[-1][1]
+    assert (start["updates"], start["env_steps"]) == (stopped_at, stopped_at * BATCH)
+    assert_same_tensors(start["policy"], saved["policy"], "policy weights and observation statistics")
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(start["optimizer"][key], saved["optimizer"][key]), f"Adam {key}"
+    assert start["optimizer"]["steps"] == saved["optimizer"]["steps"] > 0
+    assert_same_tensors(
+        {k: v for k, v in start["reward_scaler"].items() if k != "count"},
+        {k: v for k, v in saved["reward_scaler"].items() if k != "count"},
+        "reward scaler",
+    )
+    assert start["reward_scaler"]["count"] == saved["reward_scaler"]["count"]
+    assert torch.equal(start["generator"], saved["generator"])
+    for name in ("obs_normalizer.mean", "obs_normalizer.var"):
+        assert not torch.equal(saved["policy"][name], torch.zeros_like(saved["policy"][name])), name
 
     expected, resumed = learner_state(whole), learner_state(split)
     for key in ("updates", "env_steps"):
@@ -187,19 +206,26 @@ def test_resuming_with_another_env_is_refused_before_anything_starts(tmp_path):
 
 def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing(tmp_path, no_leaks):
     out = tmp_path / "run"
-    args = [sys.executable, str(TRAIN), "--steps", "5000000", "--out", str(out), "--no-progress"]
+    # Updates of several seconds each, so both signals land inside one update.
+    slow_updates = ["--rollout-steps", "512", "--epochs", "8", "--minibatch-size", "64", "--save-every", "0"]
+    args = [sys.executable, str(TRAIN), "--steps", "5000000", "--out", str(out), "--no-progress", *slow_updates]
     process = subprocess.Popen(
         args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[1]
     sent = time.monotonic()
     process.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # two signals sent at once may merge into one
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=30)
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and time.monotonic() - sent < 10
+    # The immediate path: no checkpoint saved between updates, so no resume command is offered.
+    assert "train.py: interrupted; workers stopped." in stderr
+    assert "continue with" not in stderr and not (out / "checkpoint.pt").exists()
     deadline = time.monotonic() + 5
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)

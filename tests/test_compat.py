@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 import torch
 import toy_envs
-from conftest import run_script
+from conftest import assert_same_tensors, run_script
 
 from prl import PPO, AsyncPPO, ConfigError
 
@@ -43,7 +43,7 @@ def cartpole_ppo(**options):
     )
 
 
-def test_weights_round_trip_and_seed_the_next_run(tmp_path, no_leaks):
+def test_weights_round_trip_and_seed_the_next_run(tmp_path, first_updates, no_leaks):
     env = gym.make("CartPole-v1")
     ppo = cartpole_ppo()
     AsyncPPO(env=env, ppo=ppo, num_envs=4, steps=512).run()
@@ -52,14 +52,18 @@ def test_weights_round_trip_and_seed_the_next_run(tmp_path, no_leaks):
 
     other = cartpole_ppo()
     other.load_weights(tmp_path / "weights")
-    assert set(other.pending_weights) == set(trained)
-    runner = AsyncPPO(env="CartPole-v1", ppo=other, num_envs=4, steps=256)
-    runner.run()  # starts from the loaded weights: one small update cannot move them far
-    moved = max((other.policy.state_dict()[name] - value).abs().max().item() for name, value in trained.items())
-    assert moved < 0.5
+    assert_same_tensors(other.pending_weights, trained, "loaded weights")
+    # Another seed initializes other weights, so only the loaded ones can make this run start from `trained`.
+    AsyncPPO(env="CartPole-v1", ppo=other, num_envs=4, steps=256, seed=2).run()
+    fresh = cartpole_ppo()
+    AsyncPPO(env="CartPole-v1", ppo=fresh, num_envs=4, steps=256, seed=2).run()
+    (_, first_run), (_, loaded_run), (_, fresh_run) = first_updates
+    assert_same_tensors(loaded_run["policy"], trained, "the loaded run's first update")
+    assert not torch.equal(fresh_run["policy"]["actor.0.weight"], trained["actor.0.weight"])
+    assert not torch.equal(first_run["policy"]["actor.0.weight"], trained["actor.0.weight"]), "training moved it"
+    # Loading into a trained PPO replaces its policy at once.
     other.load_weights(tmp_path / "weights")
-    for name, value in other.policy.state_dict().items():
-        assert torch.equal(value, trained[name]), name
+    assert_same_tensors(other.policy.state_dict(), trained, "weights loaded after training")
 
 
 def test_loading_a_missing_folder_is_a_clear_error(tmp_path):

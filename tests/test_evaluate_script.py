@@ -109,3 +109,30 @@ def test_video_is_an_mp4_or_names_the_missing_package(run_folder, tmp_path, caps
     report = run_json(capsys, *args)
     assert report["video_frames"] > 2  # two episodes: each reset frame and at least one step
     assert video.stat().st_size > 0 and video.read_bytes()[4:8] == b"ftyp"
+
+
+def test_best_evaluates_the_best_checkpoint_of_a_real_run(tmp_path, capsys):
+    from prl import train, tuned_config
+    from prl.checkpoint import load_checkpoint
+
+    folder = tmp_path / "run"
+    config = tuned_config(
+        "CartPole-v1",
+        workers=1,
+        envs_per_worker=4,
+        rollout_steps=64,
+        steps=768,
+        progress=False,
+        eval_every=1,
+        eval_episodes=20,
+        out=str(folder),
+    )
+    train(config)
+    logged = [json.loads(line)["eval_return_mean"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    best = load_checkpoint(folder / "checkpoint_best.pt")
+    assert best["best_eval_return"] >= max(logged)
+    report = run_json(capsys, folder, "--best")
+    assert report["checkpoint"].endswith("checkpoint_best.pt")
+    # The run's own evaluation and the script use the same seeds and episodes: the same return.
+    assert report["return_mean"] == best["best_eval_return"]
+    assert report["episodes"] == 20 and STAT_KEYS <= set(report)

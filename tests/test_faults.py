@@ -99,3 +99,39 @@ def test_a_worker_killed_between_collects_is_replaced(no_leaks):
         with pytest.warns(UserWarning, match="worker 0 died"):
             batch = pool.collect()
         assert pool.restarts == 1 and batch.worker_ids.tolist() == [0, 1]
+
+
+def test_a_nan_observation_stops_the_run_naming_the_env_and_step(tmp_path, no_leaks):
+    config = toy_config(functools.partial(toy_envs.NonFiniteEnv, str(tmp_path / "once"), where="observation"))
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        with pytest.raises(
+            WorkerError, match=r"NonFiniteEnv \(env \d of this worker\) returned a non-finite observation at step 4"
+        ):
+            pool.collect()
+
+
+def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(tmp_path, no_leaks):
+    config = toy_config(functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")), worker_timeout=2.0)
+    learner = Learner(config)
+    pool = ActorPool(config, learner.policy)
+    pids = pool.pids
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match=r"worker\(s\) \[\d\] sent no rollout within 2 s; raise worker_timeout"):
+        pool.collect()
+    assert 2.0 <= time.monotonic() - started < 30
+    assert (tmp_path / "hung").exists(), "the env did hang"
+    pool.close()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids), "the stuck worker must be stopped too"
+
+
+def alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 import toy_envs
+from conftest import on_device
 
 from prl import ActorPool, Learner
 from prl.checkpoint import load_checkpoint, save_checkpoint
@@ -32,8 +33,8 @@ def first_batch():
         return pool.collect()
 
 
-def test_single_full_minibatch_has_ratio_exactly_one(first_batch):
-    learner = Learner(make_config(epochs=1, minibatch_size=128))
+def test_single_full_minibatch_has_ratio_exactly_one(first_batch, device):
+    learner = Learner(make_config(epochs=1, minibatch_size=128, device=device))
     stats = learner.update(first_batch)
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-7)
     assert stats["clipfrac"] == 0.0
@@ -54,25 +55,25 @@ def test_learning_rate_anneals_linearly_to_zero(first_batch):
     assert {constant.update(first_batch)["lr"] for _ in range(3)} == {1e-3}
 
 
-def test_observation_statistics_travel_to_the_workers(no_leaks):
-    config = make_config(normalize_obs=True, normalize_reward=True)
+def test_observation_statistics_travel_to_the_workers(device, no_leaks):
+    config = make_config(normalize_obs=True, normalize_reward=True, device=device)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         batch = pool.collect()
         learner.update(batch)
         raw = batch.obs[:-1].reshape(-1, 2)
-        assert torch.allclose(learner.policy.obs_normalizer.mean, raw.mean(0), atol=1e-3)
+        assert torch.allclose(learner.policy.obs_normalizer.mean.cpu(), raw.mean(0), atol=1e-3)
         pool.publish(learner.policy)
         second = pool.collect()
     _, logprob, _, value = learner.policy.get_action_and_value(
-        second.obs[:-1].reshape(-1, 2), second.actions.reshape(-1, 2)
+        *on_device(learner.policy, second.obs[:-1].reshape(-1, 2), second.actions.reshape(-1, 2))
     )
-    assert torch.allclose(logprob, second.logprobs.reshape(-1), atol=1e-4)
-    assert torch.allclose(value, second.values[:-1].reshape(-1), atol=1e-5)
+    assert torch.allclose(logprob.cpu(), second.logprobs.reshape(-1), atol=1e-4)
+    assert torch.allclose(value.cpu(), second.values[:-1].reshape(-1), atol=1e-5)
 
 
-def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_path):
-    config = make_config(normalize_reward=True)
+def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_path, device):
+    config = make_config(normalize_reward=True, device=device)
     learner = Learner(config)
     learner.update(first_batch)
     save_checkpoint(tmp_path / "checkpoint.pt", {"learner": learner.state_dict(), "config": config.to_dict()})
@@ -85,8 +86,8 @@ def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_pa
     assert learner.update(first_batch)["policy_loss"] == restored.update(first_batch)["policy_loss"]
 
 
-def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(first_batch):
-    learner = Learner(make_config())
+def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(first_batch, device):
+    learner = Learner(make_config(device=device))
     learner.update(first_batch)
     before = {name: value.clone() for name, value in learner.policy.state_dict().items()}
     adam_steps = learner.optimizer.steps

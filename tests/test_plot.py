@@ -168,3 +168,30 @@ def test_smooth_must_be_at_least_one(resumed_run, capsys):
         plot.main([str(resumed_run), "--smooth", "0"])
     assert exit_info.value.code == 2
     assert "--smooth: must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_a_real_run_folder_plots_every_update_and_evaluation(tmp_path, capsys):
+    from prl import train, tuned_config
+
+    folder = tmp_path / "real"
+    config = tuned_config(
+        "CartPole-v1",
+        workers=2,
+        envs_per_worker=4,
+        rollout_steps=64,
+        steps=6 * 512,
+        progress=False,
+        eval_every=2,
+        eval_episodes=3,
+        out=str(folder),
+    )
+    summary = train(config)
+    run = plot.load_run(folder)
+    assert run["env"] == "CartPole-v1"
+    assert run["env_steps"] == [512.0 * update for update in range(1, 7)]
+    assert run["wall_s"] == sorted(run["wall_s"]) and run["wall_s"][0] > 0
+    assert run["eval_env_steps"] == [1024.0, 2048.0, 3072.0]
+    assert run["eval_return"][-1] == summary["eval_return_mean"]
+    assert plot.main([str(folder)]) == 0
+    assert_valid_png(folder / "learning_curves.png")
+    assert str(folder / "learning_curves.png") in capsys.readouterr().out

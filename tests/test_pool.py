@@ -2,13 +2,15 @@
 
 import copy
 import functools
+import os
+from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import torch
 import toy_envs
-from conftest import shm_entries
+from conftest import on_device, shm_entries
 
 from prl import ActorPool, Config, ConfigError, Learner, WorkerError
 from prl.config import from_flat
@@ -22,11 +24,12 @@ def toy_config(**options) -> Config:
     return from_flat(defaults)
 
 
-def test_batch_shapes_env_ids_and_versions(no_leaks):
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+def test_batch_shapes_env_ids_and_versions(device, no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), device=device)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
-        batch = pool.collect()
+        batch = pool.collect(learner.device)  # gathered onto the learner's device (pinned copies on CUDA)
+        assert batch.obs.device == learner.device
         assert batch.obs.shape == (9, 6, 2)
         assert batch.actions.shape == (8, 6, 1)
         assert batch.values.shape == (9, 6)
@@ -40,7 +43,7 @@ def test_batch_shapes_env_ids_and_versions(no_leaks):
 
         learner.update(batch)
         assert pool.publish(learner.policy) == 1
-        second = pool.collect()
+        second = pool.collect(learner.device)
         assert second.policy_versions.tolist() == [1, 1]
         # Each env carries on where the previous rollout stopped.
         assert torch.equal(second.obs[0], batch.obs[-1])
@@ -77,8 +80,8 @@ def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(no_leaks):
         batch = pool.collect()
     truncated_steps = batch.truncated[:, 0].nonzero().flatten().tolist()
     assert truncated_steps == [2, 5] and not batch.terminated.any()
-    tag = batch.obs[0, 0, 1]
-    final_value = learner.policy.get_value(torch.tensor([[3.0, tag]])).item()
+    tag = float(batch.obs[0, 0, 1])
+    final_value = learner.policy.get_value(*on_device(learner.policy, torch.tensor([[3.0, tag]]))).item()
     assert torch.allclose(batch.final_values[truncated_steps, 0], torch.tensor(final_value), atol=1e-5)
     assert (batch.final_values[~batch.truncated] == 0).all()
 
@@ -168,7 +171,24 @@ def test_overlap_mode_collects_with_weights_exactly_one_update_old(no_leaks):
         assert versions == [[0, 0], [0, 0], [1, 1], [2, 2]]
         # The weights that collected a batch score it exactly.
         _, logprob, _, value = snapshots[2].get_action_and_value(
-            batch.obs[:-1].reshape(48, 2), batch.actions.reshape(48, 1)
+            *on_device(snapshots[2], batch.obs[:-1].reshape(48, 2), batch.actions.reshape(48, 1))
         )
-        assert torch.allclose(logprob, batch.logprobs.reshape(-1), atol=1e-5)
-        assert torch.allclose(value, batch.values[:-1].reshape(-1), atol=1e-5)
+        assert torch.allclose(logprob.cpu(), batch.logprobs.reshape(-1), atol=1e-5)
+        assert torch.allclose(value.cpu(), batch.values[:-1].reshape(-1), atol=1e-5)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this OS")
+def test_leak_checks_count_only_what_prl_or_torch_create():
+    shm = Path("/dev/shm")
+    ours = shm / f"torch_{os.getpid()}_leak_check"
+    another_program = shm / f"another-program-{os.getpid()}"
+    another_torch_user = shm / "torch_1_leak_check"  # PID 1 is alive and not a child of this test
+    for path in (ours, another_program, another_torch_user):
+        path.touch()
+    try:
+        entries = shm_entries()
+        assert ours.name in entries
+        assert another_program.name not in entries and another_torch_user.name not in entries
+    finally:
+        for path in (ours, another_program, another_torch_user):
+            path.unlink()

@@ -1,6 +1,9 @@
 """Random Network Distillation: novelty detection, what trains and what stays frozen, non-episodic returns."""
 
+import functools
+
 import torch
+import toy_envs
 
 from prl import PPO, AsyncPPO, Learner, tuned_config
 from prl.buffers import Batch
@@ -50,10 +53,6 @@ def fake_batch(steps=8, envs=4, terminated=False):
 
 
 def rnd_learner(**options):
-    import functools
-
-    import toy_envs
-
     env = functools.partial(toy_envs.CountingEnv, terminate_at=5)
     return Learner(
         tuned_config(
@@ -62,8 +61,13 @@ def rnd_learner(**options):
     )
 
 
-def test_update_trains_predictor_and_intrinsic_head_but_never_the_target():
-    learner = rnd_learner()
+def on_learner(learner, batch):
+    """The batch on the learner's device, as `Learner.update` would move it."""
+    return Batch(*(tensor.to(learner.device) for tensor in batch))
+
+
+def test_update_trains_predictor_and_intrinsic_head_but_never_the_target(device):
+    learner = rnd_learner(device=device)
     target = [p.clone() for p in learner.rnd.target.parameters()]
     predictor = [p.clone() for p in learner.rnd.predictor.parameters()]
     head = [p.clone() for p in learner.rnd.value_head.parameters()]
@@ -74,18 +78,18 @@ def test_update_trains_predictor_and_intrinsic_head_but_never_the_target():
     assert not all(torch.equal(a, b) for a, b in zip(head, learner.rnd.value_head.parameters()))
 
 
-def test_intrinsic_returns_ignore_episode_ends():
-    plain, ended = rnd_learner(), rnd_learner()
-    advantages, returns, _ = plain._intrinsic(fake_batch(terminated=False))
-    advantages_ended, returns_ended, _ = ended._intrinsic(fake_batch(terminated=True))
+def test_intrinsic_returns_ignore_episode_ends(device):
+    plain, ended = rnd_learner(device=device), rnd_learner(device=device)
+    advantages, returns, _ = plain._intrinsic(on_learner(plain, fake_batch(terminated=False)))
+    advantages_ended, returns_ended, _ = ended._intrinsic(on_learner(ended, fake_batch(terminated=True)))
     assert torch.equal(advantages, advantages_ended) and torch.equal(returns, returns_ended)
 
 
-def test_rnd_state_survives_a_checkpoint(tmp_path):
-    learner = rnd_learner()
+def test_rnd_state_survives_a_checkpoint(tmp_path, device):
+    learner = rnd_learner(device=device)
     learner.update(fake_batch())
     save_checkpoint(tmp_path / "c.pt", {"learner": learner.state_dict(), "config": learner.config.to_dict()})
-    restored = rnd_learner()
+    restored = rnd_learner(device=device)
     restored.load_state_dict(load_checkpoint(tmp_path / "c.pt")["learner"])
     for (name, a), b in zip(learner.rnd.state_dict().items(), restored.rnd.state_dict().values()):
         assert torch.equal(a, b), name

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import run_script
 
@@ -101,15 +102,76 @@ def test_readme_custom_loop_runs_and_learns(tmp_path, no_leaks):
     assert returns[-1] > 3 * returns[0] and returns[-1] > 100, result.stdout[-2000:]
 
 
-def test_fixed_seed_repeats_exactly(no_leaks):
-    config = tuned_config(
-        "CartPole-v1", workers=2, envs_per_worker=4, steps=4096, seed=7, progress=False, eval_episodes=3
+DETERMINISTIC_FIELDS = ("env_steps", "episode_return_mean", "policy_loss", "value_loss", "approx_kl", "policy_lag")
+
+
+def logged(out):
+    """The run's metrics.jsonl lines, keeping the fields that a fixed seed determines."""
+    lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return [{name: line[name] for name in DETERMINISTIC_FIELDS} for line in lines]
+
+
+def small_run(out, env="CartPole-v1", **options):
+    values = dict(
+        workers=2,
+        envs_per_worker=4,
+        rollout_steps=64,
+        steps=2048,
+        seed=7,
+        progress=False,
+        eval_episodes=3,
+        out=str(out),
     )
-    first, second = train(config), train(config)
+    return tuned_config(env, **{**values, **options})
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["synchronous", "overlap"])
+def test_fixed_seed_repeats_exactly(overlap, tmp_path, no_leaks):
+    first = train(small_run(tmp_path / "a", overlap=overlap))
+    second = train(small_run(tmp_path / "b", overlap=overlap))
     for key in ("env_steps", "episode_return_mean", "eval_return_mean", "eval_return_std"):
         assert first[key] == second[key], key
-    different = train(config.replace(seed=8))
+    assert logged(tmp_path / "a") == logged(tmp_path / "b")
+    assert len(logged(tmp_path / "a")) == 4
+    lags = {line["policy_lag"] for line in logged(tmp_path / "a")[1:]}
+    assert lags == ({1} if overlap else {0})
+    different = train(small_run(tmp_path / "c", overlap=overlap, seed=8))
     assert different["episode_return_mean"] != first["episode_return_mean"]
+
+
+def test_spawned_workers_give_the_same_run_as_the_forkserver(tmp_path, no_leaks):
+    train(small_run(tmp_path / "forkserver", start_method="forkserver", eval_episodes=0))
+    train(small_run(tmp_path / "spawn", start_method="spawn", eval_episodes=0))
+    assert logged(tmp_path / "spawn") == logged(tmp_path / "forkserver")
+    assert json.loads((tmp_path / "spawn" / "config.json").read_text())["start_method"] == "spawn"
+
+
+def test_an_rnd_run_trains_end_to_end_and_logs_its_intrinsic_rewards(tmp_path, no_leaks):
+    out = tmp_path / "rnd"
+    summary = train(small_run(out, env="MountainCar-v0", steps=4096, rnd=True, int_coef=5.0, ext_coef=1.0))
+    assert summary["env_steps"] == 4096 and summary["eval_return_mean"] <= -1
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        assert line["intrinsic_reward"] > 0 and line["rnd_loss"] > 0 and line["int_value_loss"] >= 0
+    assert lines[-1]["rnd_loss"] < lines[0]["rnd_loss"], "the predictor learns the states it sees"
+    state = load_checkpoint(out)["learner"]
+    assert state["rnd"] is not None and state["int_scaler"]["count"] > 0
+
+
+def test_save_every_writes_checkpoints_during_the_run(tmp_path, monkeypatch, no_leaks):
+    import prl.training
+
+    saved_at = []
+    real_save = prl.training.save_checkpoint
+
+    def save(path, payload):
+        saved_at.append((Path(path).name, payload["learner"]["updates"]))
+        real_save(path, payload)
+
+    monkeypatch.setattr(prl.training, "save_checkpoint", save)
+    train(small_run(tmp_path / "run", steps=5 * 1024, envs_per_worker=8, save_every=2, eval_episodes=0))
+    assert saved_at == [("checkpoint.pt", 2), ("checkpoint.pt", 4), ("checkpoint.pt", 5)]
+    assert load_checkpoint(tmp_path / "run")["learner"]["updates"] == 5
 
 
 def test_learner_runs_on_cuda_when_present():

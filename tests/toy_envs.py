@@ -79,17 +79,35 @@ class FailOnceEnv(CountingEnv):
 
 
 class NonFiniteEnv(CountingEnv):
-    """Returns a NaN reward at step `nan_at` of an episode, once: a flag file marks that it happened."""
+    """Returns a NaN reward (or observation) at step `nan_at` of an episode, once: a flag file marks that it happened."""
 
-    def __init__(self, flag_file, nan_at=4):
+    def __init__(self, flag_file, nan_at=4, where="reward"):
         super().__init__(terminate_at=10)
-        self.flag_file, self.nan_at = flag_file, nan_at
+        self.flag_file, self.nan_at, self.where = flag_file, nan_at, where
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         if self.count == self.nan_at and claim(self.flag_file):
-            reward = float("nan")
+            if self.where == "reward":
+                reward = float("nan")
+            else:
+                obs = np.array([np.nan, self.tag], dtype=np.float32)
         return obs, reward, terminated, truncated, info
+
+
+class HangingEnv(CountingEnv):
+    """Stops responding (sleeps for an hour) at step `hang_at`, once: a flag file marks that it happened."""
+
+    def __init__(self, flag_file, hang_at=3):
+        super().__init__(terminate_at=10)
+        self.flag_file, self.hang_at = flag_file, hang_at
+
+    def step(self, action):
+        if self.count + 1 == self.hang_at and claim(self.flag_file):
+            import time
+
+            time.sleep(3600)
+        return super().step(action)
 
 
 class WrongShapeEnv(CountingEnv):
