@@ -5,8 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import run_script
+from conftest import assert_same_tensors, run_script
 
 from prl import train, tuned_config
 from prl.checkpoint import load_checkpoint
@@ -174,13 +173,17 @@ def test_save_every_writes_checkpoints_during_the_run(tmp_path, monkeypatch, no_
     assert load_checkpoint(tmp_path / "run")["learner"]["updates"] == 5
 
 
-def test_learner_runs_on_cuda_when_present():
-    if not torch.cuda.is_available():
-        import pytest
+def test_training_runs_on_every_device_present(device, tmp_path, no_leaks):
+    from prl.training import run_training
 
-        pytest.skip("no CUDA device here")
-    config = tuned_config(
-        "CartPole-v1", workers=1, envs_per_worker=4, steps=1024, progress=False, eval_episodes=1, device="cuda"
-    )
-    summary = train(config)
-    assert summary["env_steps"] == 1024
+    out = tmp_path / device
+    config = small_run(out, device=device, eval_episodes=2, normalize_obs=True, normalize_reward=True)
+    summary, learner = run_training(config)
+    assert learner.device.type == device and next(learner.policy.parameters()).device.type == device
+    assert summary["env_steps"] == 2048 and summary["eval_episodes"] == 2
+    lines = logged(out)
+    assert lines[0]["policy_lag"] == 0 and abs(lines[0]["approx_kl"]) < 0.1
+    # The checkpoint loads on the CPU and holds exactly the learner's weights.
+    saved = load_checkpoint(out)["learner"]["policy"]
+    assert all(tensor.device.type == "cpu" for tensor in saved.values())
+    assert_same_tensors(saved, learner.policy.state_dict(), "checkpoint")
