@@ -240,6 +240,7 @@ def test_continuous_actions_with_action_scaling_and_truncation_bootstrapping():
     )
     actions = ppo.get_action(torch.zeros(5, 3))
     assert actions.shape == (5, 1) and actions.dtype == np.float32
+    assert ppo.get_action(torch.zeros(0, 3)).shape == (0, 1), "no running env, no action"
     env = gym.make("Pendulum-v1", max_episode_steps=30)
     captured = []
     original_column = EpisodeMemory.column

@@ -210,6 +210,9 @@ class PPO:
         """
         learner = self.loop_learner()
         obs = torch.as_tensor(np.asarray(states), dtype=torch.float32)
+        if obs.dim() > 1 and len(obs) == 0:  # no env is running
+            shape, dtype = ((0, self.action_dim), np.float32) if self.is_continuous else ((0,), np.int64)
+            return np.zeros(shape, dtype)
         obs = obs.reshape(len(obs), -1) if obs.dim() > 1 else obs.reshape(1, -1)
         if obs.shape[1] != self.observ_dim:
             raise ValueError(
