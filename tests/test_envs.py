@@ -1,5 +1,8 @@
 """Env specs: supported and refused spaces, and the mapping from policy actions to env actions."""
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -85,7 +88,20 @@ def test_a_missing_dependency_names_the_extra_to_install():
         "LunarLander-v3",
         'Box2D is not installed, you can install it by run `pip install swig` followed by `pip install "gymnasium[box2d]"`',
     )
-    assert box2d.endswith('install it: pip install "gymnasium[box2d]".')
+    assert box2d.endswith('install prl\'s box2d extra: pip install -e ".[box2d]".')
+
+
+def test_the_extras_make_mujoco_and_box2d_envs_without_a_warning():
+    # In a fresh process: MuJoCo prints its warnings from C, once per model compiled.
+    code = (
+        "import gymnasium as gym\n"
+        "for env_id in ('HalfCheetah-v5', 'Hopper-v5', 'Walker2d-v5', 'Ant-v5', 'LunarLander-v3'):\n"
+        "    env = gym.make(env_id); env.reset(seed=0); env.step(env.action_space.sample()); env.close()\n"
+        "print('made')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "made" and result.stderr == "", result.stderr[-2000:]
 
 
 def test_an_env_whose_observation_contradicts_its_space_is_refused_at_start():

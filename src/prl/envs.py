@@ -170,7 +170,7 @@ def _unknown_id_message(env_id: str, error: Exception) -> str:
     return f"unknown environment id {env_id!r}; {hint}"
 
 
-PRL_EXTRAS = {"mujoco": "mujoco", "classic-control": "video"}
+PRL_EXTRAS = {"mujoco": "mujoco", "box2d": "box2d", "classic-control": "video"}
 """gymnasium extras that prl has an extra for, by gymnasium's name."""
 
 
