@@ -43,8 +43,8 @@ class Learner:
                 f"device {config.device!r} was asked for but torch sees no CUDA device; use --device cpu."
             )
         torch.set_num_threads(config.learner_threads)
-        # Adam's second moments and small gradients underflow into subnormal floats, which x86
-        # CPUs compute up to 100 times slower; flushing them to zero halves a MuJoCo-sized update.
+        # Adam's second moments and tiny gradients can underflow into subnormal floats, which x86
+        # CPUs compute up to 100 times slower (seen doubling an update's time on synthetic data).
         torch.set_flush_denormal(True)
         torch.manual_seed(config.seed)
         ppo = config.ppo
