@@ -1,16 +1,19 @@
 """prl's Adam (and its gradient clip) takes the same steps as torch.optim.Adam with clip_grad_norm_."""
 
+import pytest
 import torch
 
 from prl.optim import Adam
 
 
-def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused kernel", "whole-buffer operations"])
+def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate(fused):
     torch.manual_seed(0)
     ours_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     reference_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     reference_model.load_state_dict(ours_model.state_dict())
     ours = Adam(ours_model.parameters(), lr=3e-3, eps=1e-5)
+    ours._fused = fused and ours._fused
     reference = torch.optim.Adam(reference_model.parameters(), lr=3e-3, eps=1e-5)
     for step in range(25):
         lr = 3e-3 * (1 - step / 25)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -20,6 +20,23 @@ from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_l
 from prl.rnd import RND
 
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+RND_STATS = ("rnd_loss", "int_value_loss")
+
+
+class Samples(NamedTuple):
+    """One update's per-sample data, flattened over [time, env]."""
+
+    rows: torch.Tensor
+    """[B, ...] the loss's inputs side by side: network input, action, old log-prob, old value,
+    advantage, return (and with RND: intrinsic return, next observation)."""
+    obs_dim: int
+    action_dim: int
+    obs: torch.Tensor
+    """[B, D] raw observations, for the normalizer's statistics."""
+    values: torch.Tensor
+    """[B] the critic's values when the batch was collected."""
+    returns: torch.Tensor
+    """[B] the extrinsic returns the critic learns."""
 
 
 class Learner:
@@ -77,81 +94,39 @@ class Learner:
         start = time.perf_counter()
         ppo = self.config.ppo
         batch = Batch(*(t.to(self.device) for t in batch))
-        steps, num_envs = batch.rewards.shape
-        rewards = batch.rewards
-        if self.reward_scaler is not None:
-            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated)
-        with torch.no_grad():
-            advantages, returns = compute_gae(
-                rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
-            )
-        b_obs = batch.obs[:-1].reshape(steps * num_envs, -1)
-        b_actions = batch.actions.reshape(steps * num_envs, -1)
-        b_logprobs = batch.logprobs.reshape(-1)
-        b_values = batch.values[:-1].reshape(-1)
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
-        intrinsic_stats = {}
-        if self.rnd is not None:
-            int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
-            b_advantages = ppo.ext_coef * b_advantages + ppo.int_coef * int_advantages.reshape(-1)
-            b_int_returns = int_returns.reshape(-1)
-            b_next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
-
+        samples, intrinsic_stats = self._samples(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
         last_good = self.optimizer.snapshot()
+        names = LOSS_STATS + (RND_STATS if self.rnd is not None else ())
+        totals = torch.zeros(len(names), device=self.device)
+        gradient_steps = epochs_run = 0
         non_finite = False
-        size = b_obs.shape[0]
-        totals = dict.fromkeys(LOSS_STATS, 0.0)
-        minibatches = 0
-        epochs_run = 0
+        size = samples.rows.shape[0]
         # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch.
         num_minibatches = max(1, round(size / ppo.minibatch_size))
         for _ in range(ppo.epochs):
             order = torch.randperm(size, generator=self.generator).to(self.device)
-            epoch_kl = 0.0
-            epoch_minibatches = 0
+            epoch_totals = torch.zeros_like(totals)
             for mb in order.tensor_split(num_minibatches):
-                _, new_logprob, entropy, new_values = self.policy.get_action_and_value(b_obs[mb], b_actions[mb])
-                mb_advantages = normalize_advantages(b_advantages[mb]) if ppo.norm_adv else b_advantages[mb]
-                parts = ppo_loss(
-                    new_logprob,
-                    b_logprobs[mb],
-                    mb_advantages,
-                    new_values,
-                    b_values[mb],
-                    b_returns[mb],
-                    entropy,
-                    ppo.clip_coef,
-                    ppo.vf_coef,
-                    ppo.ent_coef,
-                    ppo.clip_vloss,
-                )
-                loss = parts.loss
-                if self.rnd is not None:
-                    int_values = self.rnd.intrinsic_value(self.policy.obs_normalizer(b_obs[mb]))
-                    int_value_loss = 0.5 * (int_values - b_int_returns[mb]).pow(2).mean()
-                    rnd_loss = self.rnd.predictor_loss(b_next_obs[mb], ppo.rnd_update_fraction, self.generator)
-                    loss = loss + ppo.vf_coef * int_value_loss + rnd_loss
-                    totals["rnd_loss"] = totals.get("rnd_loss", 0.0) + float(rnd_loss.detach())
-                    totals["int_value_loss"] = totals.get("int_value_loss", 0.0) + float(int_value_loss.detach())
+                loss, terms = self._minibatch_loss(samples, mb)
                 self.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = self.optimizer.clip_grad_norm(ppo.max_grad_norm)
-                if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+                # One host sync per step: the sum is finite only if the loss and the norm both are.
+                if not math.isfinite(float(grad_norm + loss.detach())):
                     non_finite = True
                     break
                 self.optimizer.step()
-                for name in LOSS_STATS:
-                    totals[name] += float(getattr(parts, name).detach())
-                epoch_kl += float(parts.approx_kl)
-                epoch_minibatches += 1
-            minibatches += epoch_minibatches
+                epoch_totals += terms
+                gradient_steps += 1
             epochs_run += 1
+            totals += epoch_totals
             if non_finite:
                 break
-            if ppo.target_kl is not None and epoch_kl / epoch_minibatches > ppo.target_kl:
+            epoch_steps = gradient_steps - (epochs_run - 1) * num_minibatches
+            approx_kl = float(epoch_totals[LOSS_STATS.index("approx_kl")]) / max(1, epoch_steps)
+            if ppo.target_kl is not None and approx_kl > ppo.target_kl:
                 break
         if non_finite:
             # Keep the last good weights: this update's steps are undone and its statistics not merged.
@@ -162,20 +137,81 @@ class Learner:
                 stacklevel=2,
             )
         else:
-            self.policy.obs_normalizer.update(b_obs)
+            self.policy.obs_normalizer.update(samples.obs)
         self.updates += 1
         self.env_steps += size
-        stats = {name: total / max(1, minibatches) for name, total in totals.items()}
+        stats = dict(zip(names, (totals / max(1, gradient_steps)).tolist()))
         stats["skipped_update"] = int(non_finite)
         stats.update(intrinsic_stats)
         stats.update(
             policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
-            explained_variance=explained_variance(b_values, b_returns),
+            explained_variance=explained_variance(samples.values, samples.returns),
             lr=lr,
             epochs=epochs_run,
+            gradient_steps=gradient_steps,
             learn_s=time.perf_counter() - start,
         )
         return stats
+
+    def _samples(self, batch: Batch) -> tuple[Samples, dict]:
+        """GAE over the batch, then every per-sample input of the loss flattened over [time, env]."""
+        ppo = self.config.ppo
+        steps, num_envs = batch.rewards.shape
+        rewards = batch.rewards
+        if self.reward_scaler is not None:
+            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated)
+        with torch.no_grad():
+            advantages, returns = compute_gae(
+                rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
+            )
+            obs = batch.obs[:-1].reshape(steps * num_envs, -1)
+            values = batch.values[:-1].reshape(-1)
+            advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+            intrinsic_stats, int_returns, next_obs = {}, None, None
+            if self.rnd is not None:
+                int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
+                advantages = ppo.ext_coef * advantages + ppo.int_coef * int_advantages.reshape(-1)
+                int_returns = int_returns.reshape(-1)
+                next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
+            # The normalizer's statistics stay fixed until the update ends, so the networks'
+            # input is computed once; one index then gathers a whole minibatch.
+            columns = [self.policy.obs_normalizer(obs), batch.actions.reshape(steps * num_envs, -1)]
+            columns += [t.unsqueeze(1) for t in (batch.logprobs.reshape(-1), values, advantages, returns)]
+            if self.rnd is not None:
+                columns += [int_returns.unsqueeze(1), next_obs]
+            rows = torch.cat(columns, dim=1)
+        return Samples(rows, obs.shape[1], batch.actions.shape[-1], obs, values, returns), intrinsic_stats
+
+    def _minibatch_loss(self, samples: Samples, mb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_STATS, RND_STATS)."""
+        ppo = self.config.ppo
+        rows = samples.rows[mb]
+        inputs, actions, rest = rows.tensor_split([samples.obs_dim, samples.obs_dim + samples.action_dim], dim=1)
+        old_logprob, old_values, advantages, returns = rest[:, :4].unbind(1)
+        new_logprob, entropy, new_values = self.policy.score(inputs, actions)
+        if ppo.norm_adv:
+            advantages = normalize_advantages(advantages)
+        parts = ppo_loss(
+            new_logprob,
+            old_logprob,
+            advantages,
+            new_values,
+            old_values,
+            returns,
+            entropy,
+            ppo.clip_coef,
+            ppo.vf_coef,
+            ppo.ent_coef,
+            ppo.clip_vloss,
+        )
+        loss, terms = parts.loss, [getattr(parts, name) for name in LOSS_STATS]
+        if self.rnd is not None:
+            int_returns, next_obs = rest[:, 4], rest[:, 5:]
+            int_value_loss = 0.5 * (self.rnd.intrinsic_value(inputs) - int_returns).pow(2).mean()
+            rnd_loss = self.rnd.predictor_loss(next_obs, ppo.rnd_update_fraction, self.generator)
+            loss = loss + ppo.vf_coef * int_value_loss + rnd_loss
+            terms += [rnd_loss, int_value_loss]
+        return loss, torch.stack(terms).detach()
 
     def _intrinsic(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """RND's intrinsic advantages and returns [T, N] for a batch (non-episodic), and their statistics."""

