@@ -119,3 +119,33 @@ def test_public_names_resolve_and_the_cli_does_not_import_torch():
     code = "import sys, prl.cli; prl.cli.parse_config(['--workers', '3']); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_no_preset_starts_from_the_defaults_and_flags_still_apply():
+    from prl.cli import parse_config
+
+    config = parse_config(["--env", "Pendulum-v1", "--no-preset", "--lr", "1e-3", "--out", "x"])
+    assert config == Config(env="Pendulum-v1", out="x").replace(lr=1e-3)
+    assert parse_config(["--env", "Pendulum-v1", "--out", "x"]).ppo.gamma == 0.9
+
+
+def test_unset_normalization_follows_the_spaces():
+    import gymnasium as gym
+    import numpy as np
+
+    from prl.envs import spec_from_spaces
+    from prl.presets import normalizes_observations, normalizes_rewards
+
+    def spec(low, high, action=None):
+        action = action or gym.spaces.Discrete(2)
+        return spec_from_spaces("toy", gym.spaces.Box(np.array(low), np.array(high)), action)
+
+    unit = spec([-1.0, -8.0], [1.0, 8.0])
+    assert not normalizes_observations(None, unit), "bounded on a unit-like scale: left as is"
+    assert normalizes_observations(None, spec([-1.0, -np.inf], [1.0, np.inf])), "unbounded"
+    assert normalizes_observations(None, spec([-1.2, -0.07], [0.6, 0.07])), "MountainCar's tiny velocity"
+    assert normalizes_observations(None, spec([-100.0], [100.0])), "wide bounds"
+    assert normalizes_observations(True, unit) and not normalizes_observations(False, spec([-1.0], [np.inf]))
+    box = gym.spaces.Box(-1.0, 1.0, (2,))
+    assert normalizes_rewards(None, spec([-1.0], [1.0], box)) and not normalizes_rewards(None, unit)
+    assert not normalizes_rewards(False, spec([-1.0], [1.0], box))

@@ -87,9 +87,10 @@ def test_checkpoint_round_trip_restores_counters_and_weights(first_batch, tmp_pa
 
 
 def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(first_batch, device):
-    learner = Learner(make_config(device=device))
+    learner = Learner(make_config(device=device, normalize_reward=True))
     learner.update(first_batch)
     before = {name: value.clone() for name, value in learner.policy.state_dict().items()}
+    scaler_before = learner.reward_scaler.state_dict()
     adam_steps = learner.optimizer.steps
     poisoned = first_batch._replace(rewards=first_batch.rewards.clone().fill_(float("inf")))
     with pytest.warns(UserWarning, match="update 2 produced a non-finite loss or gradient; its changes were discarded"):
@@ -98,4 +99,7 @@ def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(f
     assert learner.optimizer.steps == adam_steps
     for name, value in learner.policy.state_dict().items():
         assert torch.equal(value, before[name]), name
+    scaler_after = learner.reward_scaler.state_dict()
+    assert scaler_after["count"] == scaler_before["count"], "the discarded batch must not reach the reward statistics"
+    assert torch.equal(scaler_after["var"], scaler_before["var"])
     assert learner.update(first_batch)["skipped_update"] == 0

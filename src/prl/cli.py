@@ -91,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         preset_note = f"; {Config.env}: {default_preset[name]}" if name in default_preset else ""
         help_text = f"{docs[section].get(name, '')} (default: {default}{preset_note})"
         hint = hints[section][name]
-        if hint is bool:
+        if hint in (bool, Optional[bool]):  # an unset Optional[bool] is left to prl.presets to decide
             groups[section].add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
             continue
         convert, extra = _converter(hint)
         groups[section].add_argument(flag, type=convert, help=help_text, metavar=name.upper(), **extra)
+    parser.add_argument(
+        "--no-preset",
+        action="store_true",
+        help="Start from prl's defaults even when --env has tuned defaults.",
+    )
     parser.add_argument(
         "--resume",
         metavar="DIR",
@@ -112,6 +117,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
     """
     options = vars(build_parser().parse_args(argv))
     resume = options.pop("resume", None)
+    no_preset = options.pop("no_preset", False)
     if resume is not None:
         from prl.checkpoint import checkpoint_path, load_checkpoint  # torch is needed to read it
 
@@ -122,6 +128,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
         options["out"] = (
             f"runs/{env.replace('/', '_')}-seed{options.get('seed', Config.seed)}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
+    if no_preset:
+        return from_flat({**options, "env": env}), None
     return tuned_config(env, **options), None
 
 

@@ -116,6 +116,9 @@ class PPO:
             gae_lambda=GAE_lambda,
             minibatch_size=mini_batch_size,
             gamma=gamma,
+            # The original program normalized nothing; its settings were tuned that way.
+            normalize_obs=False,
+            normalize_reward=False,
         )
         if use_RND:
             self.options.update(rnd=True, int_coef=beta)

@@ -68,10 +68,10 @@ class PPOConfig:
     """Normalize advantages per minibatch."""
     adam_eps: float = 1e-5
     """Adam epsilon."""
-    normalize_obs: bool = False
-    """Normalize observations with running mean and variance (shared with the workers)."""
-    normalize_reward: bool = False
-    """Scale rewards by the running std of discounted returns."""
+    normalize_obs: Optional[bool] = None
+    """Normalize observations with running mean and variance, shared with the workers (unset: on unless every observation dimension is bounded on a unit-like scale; see prl.presets)."""
+    normalize_reward: Optional[bool] = None
+    """Scale rewards by the running std of discounted returns (unset: on for continuous actions; see prl.presets)."""
     obs_clip: float = 10.0
     """Clip normalized observations to [-obs_clip, obs_clip]."""
     reward_clip: float = 10.0

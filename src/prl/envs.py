@@ -77,6 +77,10 @@ class EnvSpec:
     action_high: Optional[np.ndarray] = None
     action_start: Optional[np.ndarray] = None
     action_scale: Optional[float] = None
+    obs_low: Optional[np.ndarray] = None
+    """Flat lower bounds of the observation space (-inf where unbounded)."""
+    obs_high: Optional[np.ndarray] = None
+    """Flat upper bounds of the observation space (inf where unbounded)."""
 
     @property
     def obs_dim(self) -> int:
@@ -131,15 +135,31 @@ def spec_from_spaces(
             "wrap the env so it returns a Box (for example with gymnasium.wrappers.FlattenObservation)."
         )
     obs_shape = tuple(int(d) for d in obs_space.shape)
+    bounds = dict(
+        obs_low=np.asarray(obs_space.low, dtype=np.float64).reshape(-1),
+        obs_high=np.asarray(obs_space.high, dtype=np.float64).reshape(-1),
+    )
     if isinstance(action_space, gym.spaces.Discrete):
         return EnvSpec(
-            name, obs_shape, DISCRETE, (int(action_space.n),), (), action_start=np.array([int(action_space.start)])
+            name,
+            obs_shape,
+            DISCRETE,
+            (int(action_space.n),),
+            (),
+            action_start=np.array([int(action_space.start)]),
+            **bounds,
         )
     if isinstance(action_space, gym.spaces.MultiDiscrete):
         nvec = action_space.nvec.reshape(-1)
         start = np.asarray(action_space.start, dtype=np.int64).reshape(-1)
         return EnvSpec(
-            name, obs_shape, MULTI_DISCRETE, tuple(int(n) for n in nvec), tuple(action_space.shape), action_start=start
+            name,
+            obs_shape,
+            MULTI_DISCRETE,
+            tuple(int(n) for n in nvec),
+            tuple(action_space.shape),
+            action_start=start,
+            **bounds,
         )
     if isinstance(action_space, gym.spaces.Box):
         flat = int(np.prod(action_space.shape))
@@ -152,6 +172,7 @@ def spec_from_spaces(
             action_low=action_space.low.reshape(-1).astype(np.float64),
             action_high=action_space.high.reshape(-1).astype(np.float64),
             action_scale=action_scale,
+            **bounds,
         )
     raise ConfigError(
         f"{name} has a {_describe(action_space)} action space, which prl does not support; "

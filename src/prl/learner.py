@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -17,6 +18,7 @@ from prl.normalize import RewardScaler
 from prl.optim import Adam
 from prl.policy import ActorCritic, build_policy
 from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
+from prl.presets import normalizes_rewards
 from prl.rnd import RND
 
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
@@ -77,7 +79,8 @@ class Learner:
             self.int_scaler = RewardScaler(config.num_envs, ppo.int_gamma, clip=float("inf"))
             trainable += [p for p in self.rnd.parameters() if p.requires_grad]
         self.optimizer = Adam(trainable, lr=ppo.lr, eps=ppo.adam_eps)
-        self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if ppo.normalize_reward else None
+        scale_rewards = normalizes_rewards(ppo.normalize_reward, self.spec)
+        self.reward_scaler = RewardScaler(config.num_envs, ppo.gamma, ppo.reward_clip) if scale_rewards else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.updates = 0
         self.env_steps = 0
@@ -94,6 +97,7 @@ class Learner:
         start = time.perf_counter()
         ppo = self.config.ppo
         batch = Batch(*(t.to(self.device) for t in batch))
+        statistics = self._running_statistics()
         samples, intrinsic_stats = self._samples(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
@@ -131,6 +135,7 @@ class Learner:
         if non_finite:
             # Keep the last good weights: this update's steps are undone and its statistics not merged.
             self.optimizer.restore(last_good)
+            self._restore_running_statistics(statistics)
             warnings.warn(
                 f"prl: update {self.updates + 1} produced a non-finite loss or gradient; "
                 "its changes were discarded and the last good weights kept.",
@@ -152,6 +157,19 @@ class Learner:
             learn_s=time.perf_counter() - start,
         )
         return stats
+
+    def _running_statistics(self) -> list:
+        """Copies of the reward and intrinsic-reward scalers and RND's normalizer, which an update merges its batch into."""
+        return [
+            (module, copy.deepcopy(module.state_dict()))
+            for module in (self.reward_scaler, self.int_scaler, self.rnd.obs_normalizer if self.rnd else None)
+            if module is not None
+        ]
+
+    def _restore_running_statistics(self, saved: list) -> None:
+        """Put back what `_running_statistics` copied, so a discarded batch leaves no trace."""
+        for module, state in saved:
+            module.load_state_dict(state)
 
     def _samples(self, batch: Batch) -> tuple[Samples, dict]:
         """GAE over the batch, then every per-sample input of the loss flattened over [time, env]."""

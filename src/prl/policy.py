@@ -117,6 +117,11 @@ class ActorCritic(nn.Module):
         return self._choose(self._heads(self.obs_normalizer(obs)), deterministic)
 
 
-def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: bool, obs_clip: float) -> ActorCritic:
-    """The one place a policy is constructed, so learner and workers build identical networks."""
-    return ActorCritic(spec, policy, normalize_obs=normalize_obs, obs_clip=obs_clip)
+def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bool], obs_clip: float) -> ActorCritic:
+    """The one place a policy is constructed, so learner and workers build identical networks.
+
+    `normalize_obs` None leaves the choice to the env's observation bounds (`prl.presets`).
+    """
+    from prl.presets import normalizes_observations
+
+    return ActorCritic(spec, policy, normalize_obs=normalizes_observations(normalize_obs, spec), obs_clip=obs_clip)

@@ -8,9 +8,48 @@ Explicit options override every preset value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
 
 from prl.config import Config, EnvSource, from_flat
+
+if TYPE_CHECKING:
+    from prl.envs import EnvSpec
+
+UNIT_SCALE = (0.5, 10.0)
+"""Half-ranges of observation bounds that count as already on a unit-like scale.
+
+Observation normalization is on by default except when every dimension's bounds are finite
+and half as wide as this range allows: such observations (Pendulum's cosines, sines and
+velocity; LunarLander's positions and flags) already feed a network well, and normalizing
+them only adds a warm-up. Unbounded dimensions (MuJoCo's joint velocities, CartPole's
+velocities) and tiny ones (MountainCar's velocity, bounded by 0.07) are normalized.
+"""
+
+
+def normalizes_observations(normalize_obs: Optional[bool], spec: EnvSpec) -> bool:
+    """The normalize_obs option as set, or, unset, True unless every dimension is bounded on a unit-like scale."""
+    if normalize_obs is not None:
+        return normalize_obs
+    if spec.obs_low is None or spec.obs_high is None:
+        return True
+    half_range = (spec.obs_high - spec.obs_low) / 2
+    low, high = UNIT_SCALE
+    return not bool(np.all(np.isfinite(half_range) & (half_range >= low) & (half_range <= high)))
+
+
+def normalizes_rewards(normalize_reward: Optional[bool], spec: EnvSpec) -> bool:
+    """The normalize_reward option as set, or, unset, True for continuous actions.
+
+    Continuous-control rewards (MuJoCo's velocities and costs, Pendulum's -16 to 0) vary in
+    scale from task to task, and scaled returns keep the value loss, and so the shared
+    learning rate, in a usable range; discrete tasks' rewards are mostly +-1 per step already.
+    """
+    if normalize_reward is not None:
+        return normalize_reward
+    return spec.is_continuous
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tuned for speed to a solved policy: ~1,200 gradient steps of 256 samples over 100k env steps
@@ -26,6 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3,
         minibatch_size=256,
         ent_coef=0.0,
+        normalize_obs=False,
+        normalize_reward=False,
     ),
     "Pendulum-v1": dict(
         envs_per_worker=8,
@@ -38,6 +79,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         minibatch_size=64,
         ent_coef=0.0,
         anneal_lr=False,
+        normalize_obs=False,
+        normalize_reward=False,
     ),
 }
 

@@ -1,0 +1,259 @@
+"""Learning quality: each preset for N seeds, against the returns tuned PPO reaches elsewhere.
+
+    python benchmarks/learning.py --suite classic --seeds 3 --out DIR
+    python benchmarks/learning.py --suite mujoco --seeds 3 --out DIR    # needs the mujoco extra
+    python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
+    python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
+
+Each run is `scripts/train.py --env ENV --seed S --steps N` with the env's preset (or, with
+`--no-preset`, prl's defaults alone), one run at a time, timed from outside as a whole process.
+Each run ends with a deterministic evaluation over 20 episodes. DIR receives `learning.json`
+(every run), `learning.md` (the table) and `learning_ENV.png` (return against env steps and
+against wall time, mean and spread over seeds) per env, and each run's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = REPO / "scripts" / "train.py"
+EVAL_EPISODES = 20
+RUN_TIMEOUT_S = 3600
+"""A run that takes longer than this is stuck: it is recorded as failed and the suite goes on."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a run of `env` is measured against: its step budget and the figures reached elsewhere."""
+
+    env: str
+    steps: int
+    target: float
+    rl_zoo: str
+    cleanrl: str
+    default_steps: Optional[int] = None
+    default_target: Optional[float] = None
+    """With --no-preset: the budget and return that prl's defaults alone must reach (where set)."""
+
+
+TARGETS = {
+    t.env: t
+    for t in (
+        Target("CartPole-v1", 100_000, 500.0, "500 (100k)", "490 (500k)"),
+        Target("Acrobot-v1", 500_000, -75.0, "-73.5 (1M)", "-86 (500k)", 300_000, -100.0),
+        Target("MountainCar-v0", 1_000_000, -110.0, "-110 (1M)", "-200 (500k)"),
+        Target("MountainCarContinuous-v0", 100_000, 90.0, "88 (20k)", "-"),
+        Target("Pendulum-v1", 200_000, -175.0, "-172 (100k)", "fails (8M)"),
+        Target("LunarLander-v3", 1_000_000, 240.0, "242 (1M)", "-"),
+        Target("HalfCheetah-v5", 1_000_000, 5000.0, "5819 (1M)", "1443 (1M)", 1_000_000, 1500.0),
+        Target("Hopper-v5", 1_000_000, 2400.0, "2410 (1M)", "2383 (1M)", 1_000_000, 1000.0),
+        Target("Walker2d-v5", 1_000_000, 3400.0, "3479 (1M)", "2288 (1M)"),
+        Target("Ant-v5", 1_000_000, 2000.0, "-", "-"),
+    )
+}
+SUITES = {
+    "classic": [
+        "CartPole-v1",
+        "Acrobot-v1",
+        "MountainCar-v0",
+        "MountainCarContinuous-v0",
+        "Pendulum-v1",
+        "LunarLander-v3",
+    ],
+    "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
+}
+GOAL_ENVS = {"MountainCar-v0": -200.0}
+"""Envs whose target also asks that every seed reach the goal: a return above this means it did."""
+
+
+def log(message: str) -> None:
+    print(f"[learning] {message}", file=sys.stderr, flush=True)
+
+
+def budget(target: Target, no_preset: bool, quick: bool) -> int:
+    steps = (target.default_steps or target.steps) if no_preset else target.steps
+    return max(10_000, steps // 10) if quick else steps
+
+
+def train_one(env: str, seed: int, steps: int, folder: Path, no_preset: bool, extra: list[str]) -> dict:
+    """One scripts/train.py run; returns its summary, wall time and the learning curve from metrics.jsonl."""
+    args = [sys.executable, str(TRAIN_SCRIPT), "--env", env, "--seed", str(seed), "--steps", str(steps)]
+    args += ["--out", str(folder), "--overwrite", "--no-progress", "--eval-episodes", str(EVAL_EPISODES)]
+    if no_preset:
+        args += ["--no-preset"]
+    args += extra
+    started = time.perf_counter()
+    try:
+        process = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"env": env, "seed": seed, "failed": f"ran past {RUN_TIMEOUT_S} s"}
+    wall_s = time.perf_counter() - started
+    summary_file = folder / "summary.json"
+    if process.returncode != 0 or not summary_file.exists():
+        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"env": env, "seed": seed, "failed": f"exit code {process.returncode}: {last}"}
+    summary = json.loads(summary_file.read_text())
+    curve = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "env": env,
+        "seed": seed,
+        "steps": summary["env_steps"],
+        "eval_return_mean": summary["eval_return_mean"],
+        "eval_return_std": summary["eval_return_std"],
+        "train_return_last100": summary["episode_return_mean"],
+        "process_wall_s": wall_s,
+        "curve": [
+            {"env_steps": r["env_steps"], "wall_s": r["wall_s"], "return": r["episode_return_mean"]}
+            for r in curve
+            if r.get("episode_return_mean") is not None
+        ],
+    }
+
+
+def summarize(env: str, runs: list[dict], no_preset: bool, quick: bool) -> dict:
+    """One table row: the mean and std over seeds of each run's final evaluation, and how it compares."""
+    target = TARGETS.get(env)
+    done = [r for r in runs if "failed" not in r]
+    row: dict = {"env": env, "seeds": len(runs), "finished": len(done)}
+    if not done:
+        return row | {"failed": "; ".join(r["failed"] for r in runs)}
+    evals = [r["eval_return_mean"] for r in done]
+    row |= {
+        "steps": done[0]["steps"],
+        "eval_mean": statistics.mean(evals),
+        "eval_std": statistics.pstdev(evals),
+        "train_last100_mean": statistics.mean(r["train_return_last100"] for r in done),
+        "wall_s_mean": statistics.mean(r["process_wall_s"] for r in done),
+    }
+    goal = (target.default_target if no_preset else target.target) if target else None
+    if goal is not None and not quick:
+        met = row["eval_mean"] >= goal and len(done) == len(runs)
+        if env in GOAL_ENVS:
+            reached = sum(e > GOAL_ENVS[env] for e in evals)
+            row["goal_reached"] = f"{reached}/{len(runs)}"
+            met = met and reached == len(runs)
+        row |= {"target": goal, "met": met}
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| env | env steps | eval return (mean +- std over seeds) | last 100 training episodes | wall time | target | met | rl-zoo3 | CleanRL |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        target = TARGETS.get(row["env"])
+        zoo, clean = (target.rl_zoo, target.cleanrl) if target else ("-", "-")
+        if "failed" in row:
+            lines.append(f"| {row['env']} | - | failed: {row['failed']} | - | - | - | no | {zoo} | {clean} |")
+            continue
+        goal = row.get("target")
+        met = "-" if goal is None else ("yes" if row["met"] else "no")
+        if "goal_reached" in row:
+            met += f" (goal in {row['goal_reached']} seeds)"
+        lines.append(
+            f"| {row['env']} | {row['steps']:,} | {row['eval_mean']:.1f} +- {row['eval_std']:.1f} "
+            f"({row['finished']} seeds) | {row['train_last100_mean']:.1f} | {row['wall_s_mean']:.0f} s | "
+            f"{'-' if goal is None else f'>= {goal:g}'} | {met} | {zoo} | {clean} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(env: str, runs: list[dict], path: Path) -> None:
+    """Training return against env steps and against wall time: the mean over seeds and its min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    done = [r for r in runs if "failed" not in r and r["curve"]]
+    if not done:
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, key, label in ((axes[0], "env_steps", "env steps"), (axes[1], "wall_s", "wall time (s)")):
+        grid = np.linspace(0, min(max(p[key] for p in r["curve"]) for r in done), 100)
+        curves = np.array(
+            [np.interp(grid, [p[key] for p in r["curve"]], [p["return"] for p in r["curve"]]) for r in done]
+        )
+        axis.plot(grid, curves.mean(0), label=f"mean of {len(done)} seed(s)")
+        axis.fill_between(grid, curves.min(0), curves.max(0), alpha=0.25, label="min to max")
+        axis.set_xlabel(label)
+        axis.set_ylabel("mean return, last 100 training episodes")
+        axis.grid(alpha=0.3)
+    target = TARGETS.get(env)
+    if target:
+        for axis in axes:
+            axis.axhline(target.target, color="gray", linestyle="--", linewidth=1, label="target")
+    axes[0].legend(loc="lower right")
+    figure.suptitle(env)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, or env ids")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tenth of each step budget and one seed, to try the pipeline"
+    )
+    parser.add_argument("--no-preset", action="store_true", help="train with prl's defaults, not the env's preset")
+    parser.add_argument("--out", default="learning-results", help="folder for the results (default learning-results)")
+    parser.add_argument("--train-args", default="", help="extra flags for every train.py run, as one string")
+    args = parser.parse_args(argv)
+    envs = [env for name in args.suite for env in SUITES.get(name, [name])]
+    unknown = [env for env in envs if env not in TARGETS]
+    if unknown:
+        parser.error(f"no target is known for {', '.join(unknown)}; choose from {', '.join(TARGETS)} or a suite")
+    seeds = 1 if args.quick else args.seeds
+    if seeds < 1:
+        parser.error("--seeds must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "command": "python benchmarks/learning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "no_preset": args.no_preset,
+        "runs": {},
+        "rows": [],
+    }
+    for env in envs:
+        steps = budget(TARGETS[env], args.no_preset, args.quick)
+        runs = []
+        for seed in range(1, seeds + 1):
+            log(f"{env}, seed {seed} of {seeds}, {steps:,} steps")
+            runs.append(
+                train_one(env, seed, steps, out / "runs" / f"{env}-seed{seed}", args.no_preset, args.train_args.split())
+            )
+            last = runs[-1]
+            if "failed" in last:
+                log(f"  failed: {last['failed']}")
+            else:
+                log(f"  eval {last['eval_return_mean']:.1f} in {last['process_wall_s']:.0f} s")
+        results["runs"][env] = runs
+        results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
+        plot(env, runs, out / f"learning_{env}.png")
+        (out / "learning.json").write_text(json.dumps(results, indent=2))
+    markdown = table(results["rows"])
+    (out / "learning.md").write_text(f"{results['command']}\n\n{markdown}\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
