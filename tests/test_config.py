@@ -138,7 +138,7 @@ def test_unset_normalization_follows_the_spaces():
 
     def spec(low, high, action=None):
         action = action or gym.spaces.Discrete(2)
-        return spec_from_spaces("toy", gym.spaces.Box(np.array(low), np.array(high)), action)
+        return spec_from_spaces("toy", gym.spaces.Box(np.float32(low), np.float32(high)), action)
 
     unit = spec([-1.0, -8.0], [1.0, 8.0])
     assert not normalizes_observations(None, unit), "bounded on a unit-like scale: left as is"
