@@ -40,7 +40,7 @@ def _require(condition: bool, message: str) -> None:
 class PPOConfig:
     """Hyperparameters of the PPO update run by the learner."""
 
-    lr: float = 2.5e-4
+    lr: float = 3e-4
     """Adam learning rate."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to zero over the run's env steps."""
@@ -48,9 +48,9 @@ class PPOConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """Lambda of generalized advantage estimation."""
-    epochs: int = 4
+    epochs: int = 10
     """Passes over each batch per update."""
-    minibatch_size: int = 256
+    minibatch_size: int = 64
     """Samples per gradient step, at most the batch (workers x envs x rollout steps); the batch is cut into round(batch / minibatch_size) equal parts."""
     clip_coef: float = 0.2
     """PPO ratio clipping range."""
@@ -153,7 +153,7 @@ class Config:
     """Worker processes collecting experience."""
     envs_per_worker: int = 16
     """Environments stepped together by each worker."""
-    rollout_steps: int = 32
+    rollout_steps: int = 64
     """Steps each env takes per rollout; a batch is workers x envs_per_worker x rollout_steps."""
     steps: int = 100_000
     """Total environment steps to train for."""
