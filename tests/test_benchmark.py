@@ -9,7 +9,8 @@ import pytest
 from prl.cli import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import throughput  # noqa: E402  (a renamed or broken benchmark must fail here, not skip)
+import learning  # noqa: E402  (a renamed or broken benchmark must fail here, not skip)
+import throughput  # noqa: E402
 
 
 def test_collection_measurement_counts_whole_batches_over_the_time_it_ran(no_leaks):
@@ -79,3 +80,29 @@ def test_ratios_compare_against_the_right_runs():
     assert values["prl end-to-end, best / SB3 DummyVecEnv"] == pytest.approx(12.8)
     assert values["prl at SB3's PPO settings / SB3 DummyVecEnv"] == 2.0
     assert values["README shape / best synchronous shape"] == pytest.approx(40 / 52)
+
+
+def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
+
+    def run(seed, evaluation, wall=10.0):
+        return {
+            "env": "MountainCar-v0",
+            "seed": seed,
+            "steps": 1_000_000,
+            "eval_return_mean": evaluation,
+            "train_return_last100": evaluation - 5,
+            "process_wall_s": wall,
+            "curve": [],
+        }
+
+    solved = learning.summarize("MountainCar-v0", [run(1, -100.0), run(2, -104.0), run(3, -108.0)], False, False)
+    assert solved["eval_mean"] == pytest.approx(-104.0) and solved["met"] and solved["goal_reached"] == "3/3"
+    one_stuck = learning.summarize("MountainCar-v0", [run(1, -60.0), run(2, -60.0), run(3, -200.0)], False, False)
+    assert one_stuck["eval_mean"] > -110 and not one_stuck["met"], "every seed must reach the goal"
+    failed = learning.summarize(
+        "MountainCar-v0", [run(1, -100.0), {"env": "MountainCar-v0", "seed": 2, "failed": "x"}], False, False
+    )
+    assert failed["finished"] == 1 and not failed["met"]
+    assert "| MountainCar-v0 | 1,000,000 | -104.0 +- 3.3 (3 seeds) |" in learning.table([solved])
+    assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=True, quick=False) == 300_000
+    assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=False, quick=True) == 50_000
