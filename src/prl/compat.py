@@ -255,10 +255,13 @@ def column_batch(learner, column: Column, action_scale: Optional[float]) -> Batc
     if learner.spec.is_continuous and action_scale is not None:
         actions = actions / action_scale  # back to the policy's own units, in which it scores them
     truncated = torch.from_numpy(column.truncated).to(device)
+    cut = torch.from_numpy(column.truncated.nonzero()[0]).to(device)
     with torch.no_grad():
         _, logprobs, _, values = learner.policy.get_action_and_value(obs[:-1], actions)
         last_value = learner.policy.get_value(obs[-1:])
-        final_values = learner.policy.get_value(torch.from_numpy(column.final_obs).to(device)) * truncated
+        final_values = torch.zeros_like(values)
+        if len(cut):  # only truncated steps bootstrap from a final observation
+            final_values[cut] = learner.policy.get_value(torch.from_numpy(column.final_obs).to(device)[cut])
     nan = torch.full((len(column.rewards), 1), float("nan"), device=device)
     return Batch(
         obs=obs.unsqueeze(1),

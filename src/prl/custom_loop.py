@@ -70,7 +70,7 @@ class EnvVectorizer:
 
     def running(self) -> np.ndarray:
         """Indices of the envs whose episode is still running."""
-        return np.flatnonzero(~self.envs_active)
+        return indexes_of_active_environments(self.num_envs, self.envs_active)
 
     def reset(self) -> tuple[np.ndarray, list]:
         """Start a new episode in every env; returns (observations [num_envs, ...], infos)."""
@@ -277,7 +277,7 @@ def inactive_states_dropout(states: np.ndarray, dones: np.ndarray) -> np.ndarray
 
 def update_active_environments_list(is_env_terminal: np.ndarray, dones: np.ndarray) -> np.ndarray:
     """Mark the running envs whose episode just ended (in place); returns the same array."""
-    running = np.flatnonzero(~is_env_terminal)
+    running = indexes_of_active_environments(len(is_env_terminal), is_env_terminal)
     dones = np.asarray(dones, dtype=bool)
     if len(dones) != len(running):
         raise ValueError(

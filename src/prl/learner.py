@@ -128,10 +128,10 @@ class Learner:
             totals += epoch_totals
             if non_finite:
                 break
-            epoch_steps = gradient_steps - (epochs_run - 1) * num_minibatches
-            approx_kl = float(epoch_totals[LOSS_STATS.index("approx_kl")]) / max(1, epoch_steps)
-            if ppo.target_kl is not None and approx_kl > ppo.target_kl:
-                break
+            # A whole epoch ran (num_minibatches steps); its mean KL needs a sync, so only when asked for.
+            if ppo.target_kl is not None:
+                if float(epoch_totals[LOSS_STATS.index("approx_kl")]) / num_minibatches > ppo.target_kl:
+                    break
         if non_finite:
             # Keep the last good weights: this update's steps are undone and its statistics not merged.
             self.optimizer.restore(last_good)

@@ -12,6 +12,7 @@ from torch import nn
 from prl.config import PolicyConfig
 from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
 from prl.normalize import ObsNormalizer
+from prl.presets import normalizes_observations
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 """log(sqrt(2 pi)), the constant term of a Gaussian log-density."""
@@ -122,6 +123,4 @@ def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bo
 
     `normalize_obs` None leaves the choice to the env's observation bounds (`prl.presets`).
     """
-    from prl.presets import normalizes_observations
-
     return ActorCritic(spec, policy, normalize_obs=normalizes_observations(normalize_obs, spec), obs_clip=obs_clip)
