@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from prl import Config, ConfigError, PPOConfig, tuned_config
 from prl.cli import build_parser, field_docs, parse_config
@@ -149,3 +150,14 @@ def test_unset_normalization_follows_the_spaces():
     box = gym.spaces.Box(-1.0, 1.0, (2,))
     assert normalizes_rewards(None, spec([-1.0], [1.0], box)) and not normalizes_rewards(None, unit)
     assert not normalizes_rewards(False, spec([-1.0], [1.0], box))
+
+
+def test_auto_device_is_the_cpu_and_concrete_devices_carry_their_index():
+    from prl.config import concrete_device, resolve_device
+
+    assert resolve_device(Config(device="auto")) == "cpu"
+    assert resolve_device(Config(device="cpu")) == "cpu"
+    assert concrete_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert concrete_device("cuda") == torch.device("cuda", torch.cuda.current_device())
+        assert concrete_device("cuda") == torch.zeros(1, device="cuda").device

@@ -206,17 +206,25 @@ def _missing_dependency_message(name: str, error: str) -> str:
     return f"{name} needs a package that is not installed ({error.strip().rstrip('.')}); {fix}."
 
 
+IMPORT_NOTICES = ("pkg_resources is deprecated",)
+"""Warnings that a dependency prints as it is imported (pygame, which LunarLander imports, with
+setuptools 80): they say nothing about the env, and each worker would print them again."""
+
+
 def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
     """Build an env, turning the errors a user causes into ConfigError with a fix.
 
     Gymnasium's warnings are held back while the env is made: when making fails, the error
-    says everything in one sentence; when it succeeds, they are re-issued.
+    says everything in one sentence; when it succeeds, they are re-issued, except notices
+    about how a dependency imports its own files (`IMPORT_NOTICES`), which no user can act on.
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             env = factory(render_mode=render_mode)
         for warning in caught:
+            if any(notice in str(warning.message) for notice in IMPORT_NOTICES):
+                continue
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return env
     except gym.error.UnregisteredEnv as error:

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from prl.buffers import Batch
-from prl.config import Config, resolve_device
+from prl.config import Config, concrete_device, resolve_device
 from prl.envs import EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.normalize import RewardScaler
@@ -48,15 +48,16 @@ class Learner:
         config: the run's options; `config.ppo` holds the update's hyperparameters.
         spec: the env's spaces; probed from `config.env` when not given.
 
-    The policy lives on `device` (CUDA when available and `config.device` is auto). Each
-    `update(batch)` computes GAE, runs the PPO epochs, then merges the batch's observations
-    into the normalizer, so that the next rollouts use the statistics the update ends with.
+    The policy lives on `device` (the CPU when `config.device` is auto; see
+    `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
+    merges the batch's observations into the normalizer, so that the next rollouts use the
+    statistics the update ends with.
     """
 
     def __init__(self, config: Config, spec: Optional[EnvSpec] = None):
         self.config = config
         self.spec = spec if spec is not None else probe_env(config)
-        self.device = torch.device(resolve_device(config))
+        self.device = concrete_device(resolve_device(config))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 f"device {config.device!r} was asked for but torch sees no CUDA device; use --device cpu."

@@ -90,9 +90,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Acrobot-v1": dict(batch_steps=2048, steps=500_000),
     # Defaults alone reach the goal: -100 at 1M (168 s); normalizing the tiny velocity matters.
     "MountainCar-v0": dict(batch_steps=2048, steps=1_000_000),
-    # Defaults alone: 93 at 100k (18 s); reward scaling keeps the early fuel costs from
-    # teaching the policy to stand still.
-    "MountainCarContinuous-v0": dict(batch_steps=2048, steps=100_000),
+    # The defaults reach the flag in 2 of 5 seeds at 100k: the flag's reward comes hundreds of
+    # steps after the fuel is spent, and gamma 0.99 discounts it below the fuel cost, so the
+    # policy learns to stand still. rl-zoo3's horizon (gamma 0.9999) with lambda 0.98: 93.4 +- 0.4
+    # over seeds 1 to 5 (5 of 5 at the flag, 21 s each). Reward scaling stays on (the default).
+    "MountainCarContinuous-v0": dict(batch_steps=2048, steps=100_000, gamma=0.9999, gae_lambda=0.98),
     # rl-zoo3's shape (16 envs x 1024 steps, gamma 0.999, lambda 0.98, entropy 0.01) with 10
     # epochs instead of 4, and half the rollout: 281 at 1M (179 s); the defaults reach 54.
     "LunarLander-v3": dict(
