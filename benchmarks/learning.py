@@ -213,7 +213,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--no-preset", action="store_true", help="train with prl's defaults, not the env's preset")
     parser.add_argument("--out", default="learning-results", help="folder for the results (default learning-results)")
-    parser.add_argument("--train-args", default="", help="extra flags for every train.py run, as one string")
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help='extra flags for every train.py run, as one string with =: --train-args="--lr 1e-3"',
+    )
     args = parser.parse_args(argv)
     envs = [env for name in args.suite for env in SUITES.get(name, [name])]
     unknown = [env for env in envs if env not in TARGETS]
