@@ -26,6 +26,7 @@ from prl.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
 from prl.envs import EnvFactory, make_env, seed_for
 from prl.errors import ConfigError
 from prl.evaluate import MAX_EPISODE_STEPS, evaluate
+from prl.observations import map_obs
 from prl.policy import ActorCritic
 
 VIDEO_PACKAGES = "imageio imageio-ffmpeg"
@@ -109,8 +110,8 @@ def record_video(
                 writer.append_data(frame)
                 frames += 1
                 for _ in range(MAX_EPISODE_STEPS):
-                    flat_obs = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1))
-                    action = policy.spec.to_env_actions(policy.act(flat_obs, deterministic=deterministic).numpy())[0]
+                    batch = map_obs(torch.from_numpy, policy.spec.obs_layout.stack([obs]))
+                    action = policy.spec.to_env_actions(policy.act(batch, deterministic=deterministic).numpy())[0]
                     obs, _, terminated, truncated, _ = env.step(action)
                     writer.append_data(_render(env))
                     frames += 1

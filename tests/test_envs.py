@@ -48,8 +48,13 @@ def test_discrete_and_multi_discrete_keep_their_start_and_shape():
 @pytest.mark.parametrize(
     "obs_space, action_space, message",
     [
-        (gym.spaces.Discrete(4), gym.spaces.Discrete(2), r"has a Discrete \(\) observation space"),
-        (gym.spaces.Dict({"a": BOX_OBS}), gym.spaces.Discrete(2), "has a Dict observation space"),
+        (gym.spaces.Text(8), gym.spaces.Discrete(2), r"env's observation space is a Text, which prl cannot store"),
+        (
+            gym.spaces.Dict({"a": BOX_OBS, "b": gym.spaces.Dict({"note": gym.spaces.Text(8)})}),
+            gym.spaces.Discrete(2),
+            r"env's observation key 'b.note' is a Text, which prl cannot store; wrap the env",
+        ),
+        (gym.spaces.Sequence(BOX_OBS), gym.spaces.Discrete(2), "observation space is a Sequence"),
         (BOX_OBS, gym.spaces.Tuple([gym.spaces.Discrete(2)]), "has a Tuple action space"),
         (BOX_OBS, gym.spaces.MultiBinary(3), r"has a MultiBinary \(3,\) action space"),
     ],

@@ -103,3 +103,16 @@ def test_a_non_finite_loss_discards_the_update_and_keeps_the_last_good_weights(f
     assert scaler_after["count"] == scaler_before["count"], "the discarded batch must not reach the reward statistics"
     assert torch.equal(scaler_after["var"], scaler_before["var"])
     assert learner.update(first_batch)["skipped_update"] == 0
+
+
+@pytest.mark.parametrize("env", [toy_envs.CueImageEnv, toy_envs.ImageAndVectorEnv], ids=["image", "dict"])
+def test_workers_acting_with_the_torch_policy_give_a_first_ratio_of_exactly_one(env, device, no_leaks):
+    # Images and Dicts are acted on by the torch policy in the workers (not the numpy copy).
+    config = make_config(env=env, epochs=1, minibatch_size=128, normalize_obs=True, device=device)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+    assert isinstance(batch.obs, dict) and all(leaf.shape[:2] == (17, 8) for leaf in batch.obs.values())
+    stats = learner.update(batch)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["clipfrac"] == 0.0

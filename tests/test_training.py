@@ -1,14 +1,19 @@
 """End-to-end runs: the acceptance commands, the README's commands and loop, and repeatability."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
+import toy_envs
 from conftest import assert_same_tensors, run_script
 
 from prl import train, tuned_config
-from prl.checkpoint import load_checkpoint
+from prl.checkpoint import load_checkpoint, load_policy
+from prl.config import from_flat
+from prl.envs import EnvFactory
+from prl.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train.py"
@@ -187,3 +192,40 @@ def test_training_runs_on_every_device_present(device, tmp_path, no_leaks):
     saved = load_checkpoint(out)["learner"]["policy"]
     assert all(tensor.device.type == "cpu" for tensor in saved.values())
     assert_same_tensors(saved, learner.policy.state_dict(), "checkpoint")
+
+
+def image_run(out, env, **options):
+    """Settings for the one-step image tasks of toy_envs: 128-step batches, 4 epochs of 32."""
+    values = dict(
+        env=env,
+        workers=2,
+        envs_per_worker=4,
+        rollout_steps=16,
+        steps=8192,
+        epochs=4,
+        minibatch_size=32,
+        lr=1e-3,
+        seed=1,
+        progress=False,
+        eval_episodes=50,
+        out=str(out),
+    )
+    return from_flat({**values, **options})
+
+
+def test_an_image_env_learns_from_its_pixels(tmp_path, no_leaks):
+    summary = train(image_run(tmp_path, toy_envs.CueImageEnv))
+    assert summary["eval_return_mean"] >= 0.9  # chance is 1/3
+
+
+def test_a_dict_of_an_image_and_a_vector_trains_checkpoints_resumes_and_evaluates(tmp_path, no_leaks):
+    out = tmp_path / "dict"
+    config = image_run(out, toy_envs.ImageAndVectorEnv, steps=4096, eval_episodes=0)
+    assert train(config)["env_steps"] == 4096
+    resumed = train(dataclasses.replace(config, steps=8192, eval_episodes=50), resume_from=str(out))
+    assert resumed["env_steps"] == 8192
+    assert resumed["eval_return_mean"] >= 0.9  # chance is 1/2: the reward needs both keys
+    policy, _ = load_policy(out, env=toy_envs.ImageAndVectorEnv)
+    assert policy.encoder is not None and len(policy.encoder.image_nets) == 1
+    again = evaluate(policy, EnvFactory(toy_envs.ImageAndVectorEnv), episodes=50, seed=3)
+    assert again["return_mean"] >= 0.9

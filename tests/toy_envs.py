@@ -46,12 +46,72 @@ class CountingEnv(gym.Env):
         return self._obs(), 1.0, terminated, truncated, {}
 
 
-class DictObsEnv(CountingEnv):
-    """A CountingEnv whose observation space is a Dict, which prl refuses."""
+class CueImageEnv(gym.Env):
+    """A one-step task seen only through a uint8 image: one of `actions` column bands is lit, and
+    the action that names it earns 1 (else 0). A policy that reads the image solves it."""
+
+    def __init__(self, size=7, actions=3, channels_first=False):
+        self.size, self.actions, self.channels_first = size, actions, channels_first
+        shape = (3, size, size) if channels_first else (size, size, 3)
+        self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+        self.action_space = gym.spaces.Discrete(actions)
+        self.cue = 0
+
+    def _obs(self):
+        image = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        band = self.size // self.actions
+        image[:, self.cue * band : (self.cue + 1) * band, self.cue % 3] = 255
+        return image.transpose(2, 0, 1).copy() if self.channels_first else image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue = int(self.np_random.integers(self.actions))
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 1.0 if int(action) == self.cue else 0.0
+        self.cue = int(self.np_random.integers(self.actions))
+        return self._obs(), reward, True, False, {}
+
+
+class ImageAndVectorEnv(gym.Env):
+    """A one-step task whose reward needs two keys of a Dict observation.
+
+    "image" (grey, 6x6) lights its left or right half, "vector" holds +1 or -1, and "noise" is a
+    Discrete(3) that means nothing. Action 1 earns 1 when exactly one of (right half lit,
+    vector positive) holds, action 0 when both or neither do: neither key alone beats chance.
+    """
 
     def __init__(self):
-        super().__init__()
-        self.observation_space = gym.spaces.Dict({"count": gym.spaces.Box(0, 10, shape=(1,))})
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, shape=(6, 6), dtype=np.uint8),
+                "vector": gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32),
+                "noise": gym.spaces.Discrete(3),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(2)
+        self.right = self.positive = False
+
+    def _obs(self):
+        image = np.zeros((6, 6), dtype=np.uint8)
+        image[:, 3:] = 255 if self.right else 0
+        image[:, :3] = 0 if self.right else 255
+        vector = np.array([1.0 if self.positive else -1.0], dtype=np.float32)
+        return {"image": image, "vector": vector, "noise": int(self.np_random.integers(3))}
+
+    def _draw(self):
+        self.right, self.positive = bool(self.np_random.integers(2)), bool(self.np_random.integers(2))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._draw()
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 1.0 if int(action) == int(self.right != self.positive) else 0.0
+        self._draw()
+        return self._obs(), reward, True, False, {}
 
 
 def claim(flag_file):

@@ -7,11 +7,13 @@ when the processes end, however they end. Only slot indices travel through queue
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
+
+from prl.observations import Observations, ObsLayout, map_obs
 
 UNWRITTEN = float("nan")
 """Every float field starts as NaN (and every int field as -1), so data nobody wrote is easy to spot."""
@@ -23,8 +25,9 @@ class Batch(NamedTuple):
     Shapes use T = rollout steps, N = envs in the batch, D = observation size, A = action size.
     """
 
-    obs: torch.Tensor
-    """[T + 1, N, D] raw observations; row T is the observation after the last step."""
+    obs: Observations
+    """[T + 1, N, D] raw observations; row T is the observation after the last step. For a
+    layout that is not flat (`prl.observations`), a dict of [T + 1, N, *leaf shape] tensors."""
     actions: torch.Tensor
     """[T, N, A] policy actions (indices as floats for discrete spaces)."""
     logprobs: torch.Tensor
@@ -50,6 +53,10 @@ class Batch(NamedTuple):
     env_ids: torch.Tensor
     """[N] global index of the env behind each column (worker * envs_per_worker + index)."""
 
+    def to(self, device: torch.device | str) -> Batch:
+        """This batch with every tensor on `device`."""
+        return Batch(*(map_obs(lambda tensor: tensor.to(device), field) for field in self))
+
     def finished_episodes(self) -> tuple[list[float], list[int]]:
         """Returns and lengths of the episodes that ended inside this batch, in (time, env) order."""
         ended = ~torch.isnan(self.episode_returns)
@@ -61,14 +68,22 @@ class TrajectoryBuffer:
 
     STEP_FIELDS = ("rewards", "terminated", "truncated", "final_values", "episode_returns", "episode_lengths")
 
-    def __init__(self, num_slots: int, rollout_steps: int, envs_per_worker: int, obs_dim: int, action_dim: int):
+    def __init__(
+        self,
+        num_slots: int,
+        rollout_steps: int,
+        envs_per_worker: int,
+        obs_dim: Union[int, ObsLayout],
+        action_dim: int,
+    ):
+        """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype)."""
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
 
         def floats(*shape: int) -> torch.Tensor:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
 
-        self.obs = floats(S, T + 1, E, obs_dim)
+        self.obs = obs_dim.allocate(S, T + 1, E) if isinstance(obs_dim, ObsLayout) else floats(S, T + 1, E, obs_dim)
         self.actions = floats(S, T, E, action_dim)
         self.logprobs = floats(S, T, E)
         self.values = floats(S, T + 1, E)
@@ -84,8 +99,10 @@ class TrajectoryBuffer:
 
     def numpy_views(self, slot: int) -> dict[str, np.ndarray]:
         """Writable numpy views of one slot, for the worker's step loop (no copies)."""
-        names = ("obs", "actions", "logprobs", "values") + self.STEP_FIELDS
-        return {name: getattr(self, name)[slot].numpy() for name in names}
+        names = ("actions", "logprobs", "values") + self.STEP_FIELDS
+        views = {name: getattr(self, name)[slot].numpy() for name in names}
+        views["obs"] = map_obs(lambda tensor: tensor[slot].numpy(), self.obs)
+        return views
 
     def gather(self, slots: Sequence[int], device: torch.device | str = "cpu") -> Batch:
         """Copy the given slots into one [time, env] batch on `device`."""
@@ -100,7 +117,7 @@ class TrajectoryBuffer:
             return merged.to(device, non_blocking=pin)
 
         return Batch(
-            obs=merge(self.obs),
+            obs=map_obs(merge, self.obs),
             actions=merge(self.actions),
             logprobs=merge(self.logprobs),
             values=merge(self.values),

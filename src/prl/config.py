@@ -124,12 +124,18 @@ class PolicyConfig:
     """Initial log standard deviation of the Gaussian policy (continuous actions)."""
     action_scale: Optional[float] = None
     """Multiply continuous actions by this and clip to the action bounds, instead of mapping [-1, 1] onto the bounds."""
+    encoder: str = "auto"
+    """Image encoder: auto (the Nature CNN from 36x36 pixels up, else a small grid CNN), nature, grid or mlp (flattened pixels)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
         _require(
             len(self.hidden_sizes) >= 1 and all(size >= 1 for size in self.hidden_sizes),
             f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}.",
+        )
+        _require(
+            self.encoder in ("auto", "mlp", "nature", "grid"),
+            f"encoder must be auto, mlp, nature or grid, got {self.encoder!r}.",
         )
         _require(
             self.activation in ("tanh", "relu"),

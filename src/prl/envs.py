@@ -1,7 +1,7 @@
 """Environments: building them from an id or a callable, checking their spaces, mapping actions.
 
-An `EnvSpec` is what the rest of prl knows about an environment: the flat observation size and
-how a policy's raw action becomes an action the env accepts. It is probed once in the parent
+An `EnvSpec` is what the rest of prl knows about an environment: its observation layout
+(`prl.observations`) and how a policy's raw action becomes an action the env accepts. It is probed once in the parent
 process, so that an unknown id or an unsupported space fails before any worker starts.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from prl.config import Config, EnvSource, callable_name
 from prl.errors import ConfigError
+from prl.observations import ObsLayout
 
 DISCRETE, MULTI_DISCRETE, CONTINUOUS = "discrete", "multi_discrete", "continuous"
 
@@ -69,6 +70,7 @@ class EnvSpec:
 
     name: str
     obs_shape: Tuple[int, ...]
+    """The observation space's shape (() for Dict and Tuple spaces)."""
     action_kind: str
     action_dims: Tuple[int, ...]
     """Discrete: (n,). MultiDiscrete: nvec. Continuous: the flat action size, (d,)."""
@@ -78,14 +80,23 @@ class EnvSpec:
     action_start: Optional[np.ndarray] = None
     action_scale: Optional[float] = None
     obs_low: Optional[np.ndarray] = None
-    """Flat lower bounds of the observation space (-inf where unbounded)."""
+    """Flat lower bounds of the observation's vector leaves (-inf where unbounded)."""
     obs_high: Optional[np.ndarray] = None
-    """Flat upper bounds of the observation space (inf where unbounded)."""
+    """Flat upper bounds of the observation's vector leaves (inf where unbounded)."""
+    obs_layout: Optional[ObsLayout] = None
+    """The observation's leaves: how they are stored and encoded (one vector leaf when flat)."""
 
     @property
     def obs_dim(self) -> int:
-        """Size of a flattened observation."""
-        return int(np.prod(self.obs_shape))
+        """Size of a flattened observation (the flat layout), or the sum of the leaves' MLP input widths."""
+        if self.obs_layout is None or self.obs_layout.flat:
+            return int(np.prod(self.obs_shape))
+        return sum(leaf.size for leaf in self.obs_layout.leaves)
+
+    @property
+    def flat_obs(self) -> bool:
+        """True when observations are one float vector per env (prl's original, fastest path)."""
+        return self.obs_layout is None or self.obs_layout.flat
 
     @property
     def action_dim(self) -> int:
@@ -129,15 +140,14 @@ def spec_from_spaces(
     name: str, obs_space: gym.Space, action_space: gym.Space, action_scale: Optional[float] = None
 ) -> EnvSpec:
     """Check that prl supports the spaces and describe them; raise ConfigError naming any other space."""
-    if not isinstance(obs_space, gym.spaces.Box):
-        raise ConfigError(
-            f"{name} has a {_describe(obs_space)} observation space, which prl does not support; "
-            "wrap the env so it returns a Box (for example with gymnasium.wrappers.FlattenObservation)."
-        )
-    obs_shape = tuple(int(d) for d in obs_space.shape)
-    bounds = dict(
-        obs_low=np.asarray(obs_space.low, dtype=np.float64).reshape(-1),
-        obs_high=np.asarray(obs_space.high, dtype=np.float64).reshape(-1),
+    layout = ObsLayout.from_space(obs_space, name)
+    obs_shape = tuple(int(d) for d in obs_space.shape) if obs_space.shape is not None else ()
+    bounds: dict[str, Any] = dict(obs_layout=layout)
+    # Bounds of the vector leaves, which observation normalization covers (`prl.presets`).
+    vectors = [leaf for leaf in layout.leaves if leaf.low is not None]
+    bounds.update(
+        obs_low=np.concatenate([leaf.low for leaf in vectors]) if vectors else np.zeros(0),
+        obs_high=np.concatenate([leaf.high for leaf in vectors]) if vectors else np.zeros(0),
     )
     if isinstance(action_space, gym.spaces.Discrete):
         return EnvSpec(
@@ -259,13 +269,24 @@ def check_first_observation(spec: EnvSpec, env: gym.Env) -> None:
         raise ConfigError(
             f"{spec.name} failed on its first reset ({type(error).__name__}: {error}); fix the env."
         ) from error
-    obs = np.asarray(obs)
-    if obs.size != spec.obs_dim:
-        raise ConfigError(
-            f"{spec.name} returned an observation of shape {obs.shape}, but its observation space declares "
-            f"{spec.obs_shape}; make the env's observations match its observation_space."
-        )
-    if not np.isfinite(obs.astype(np.float64)).all():
+    if spec.flat_obs:
+        obs = np.asarray(obs)
+        if obs.size != spec.obs_dim:
+            raise ConfigError(
+                f"{spec.name} returned an observation of shape {obs.shape}, but its observation space declares "
+                f"{spec.obs_shape}; make the env's observations match its observation_space."
+            )
+        leaves = [obs]
+    else:
+        try:
+            leaves = spec.obs_layout.split(obs)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{spec.name} returned an observation that does not fit its observation space "
+                f"({type(error).__name__}: {error}); make the env's observations match its observation_space."
+            ) from error
+        spec.obs_layout.check(leaves, spec.name)
+    if not all(np.isfinite(leaf.astype(np.float64)).all() for leaf in leaves):
         raise ConfigError(f"{spec.name} returned a non-finite observation on reset; fix the env.")
 
 

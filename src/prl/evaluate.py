@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from prl.envs import EnvFactory, make_env, seed_for
+from prl.observations import map_obs
 from prl.policy import ActorCritic
 
 MAX_EPISODE_STEPS = 100_000
@@ -33,13 +34,9 @@ def evaluate(
     cpu_policy = copy.deepcopy(policy).to("cpu").eval()
     limit = max_episode_steps or MAX_EPISODE_STEPS
     envs = [make_env(factory) for _ in range(episodes)]
+    layout = policy.spec.obs_layout
     try:
-        obs = np.stack(
-            [
-                np.asarray(env.reset(seed=seed_for(seed, 1 << 30, i))[0], dtype=np.float32).reshape(-1)
-                for i, env in enumerate(envs)
-            ]
-        )
+        obs = [env.reset(seed=seed_for(seed, 1 << 30, i))[0] for i, env in enumerate(envs)]
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
@@ -47,12 +44,13 @@ def evaluate(
         with torch.inference_mode():
             while active.any():
                 live = np.flatnonzero(active)
-                actions = cpu_policy.act(torch.from_numpy(obs[live]), deterministic=deterministic).numpy()
+                batch = map_obs(torch.from_numpy, layout.stack([obs[i] for i in live]))
+                actions = cpu_policy.act(batch, deterministic=deterministic).numpy()
                 for i, env_action in zip(live, policy.spec.to_env_actions(actions)):
                     next_obs, reward, terminated, truncated, _ = envs[i].step(env_action)
                     returns[i] += reward
                     lengths[i] += 1
-                    obs[i] = np.asarray(next_obs, dtype=np.float32).reshape(-1)
+                    obs[i] = next_obs
                     if terminated or truncated or lengths[i] >= limit:
                         active[i] = False
     finally:

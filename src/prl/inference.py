@@ -1,10 +1,14 @@
-"""Acting in workers with numpy: the torch policy's forward pass and sampling, without torch's per-op cost.
+"""Acting in workers: a numpy copy of an MLP policy, or the torch policy itself for encoders.
 
 A worker acts once per step on a small batch (its envs), where torch spends ~150 us per call
 in dispatch overhead whatever the batch size; the same arithmetic in numpy costs a few
 microseconds per operation. `NumpyActor` mirrors `ActorCritic` exactly (same normalization,
 layers, activations and distributions), and tests check that its log-probabilities and values
 agree with the torch policy, so the learner's first ratio is 1.
+
+Policies with an `ObsEncoder` (images, Dict and Tuple observations) act through `TorchActor`:
+the policy itself, in inference mode on one thread, where convolutions outweigh the dispatch
+cost. `make_actor` picks one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 
 from prl.envs import CONTINUOUS, DISCRETE
+from prl.observations import map_obs
 from prl.policy import HALF_LOG_2PI, ActorCritic
 
 
@@ -96,3 +101,45 @@ class NumpyActor:
         uniform = self.rng.random((logits.shape[0], 1), dtype=np.float32) * cumulative[:, -1:]
         index = np.minimum((cumulative < uniform).sum(axis=1), logits.shape[1] - 1)
         return index, log_probs[np.arange(logits.shape[0]), index]
+
+
+class TorchActor:
+    """Acts with the torch policy itself (on the CPU, in inference mode): the same interface as `NumpyActor`.
+
+    Observations arrive as numpy arrays (a dict of them per leaf) and results leave as numpy
+    arrays. Sampling draws from a torch Generator seeded from `rng`, so a seeded worker is
+    reproducible.
+    """
+
+    def __init__(self, policy: ActorCritic, rng: np.random.Generator):
+        self.spec = policy.spec
+        self.policy = policy
+        self.generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+
+    def load(self, policy: ActorCritic) -> None:
+        """Nothing to copy: the actor reads `policy` itself, whose weights the worker updates in place."""
+        self.policy = policy
+
+    @staticmethod
+    def _tensors(obs) -> object:
+        return map_obs(torch.from_numpy, obs)
+
+    def value(self, obs) -> np.ndarray:
+        """Critic values [B] for raw observations (arrays with a leading batch axis)."""
+        with torch.inference_mode():
+            return self.policy.get_value(self._tensors(obs)).numpy()
+
+    def act(self, obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions for raw observations: (actions [B, action_dim], log-probs [B], values [B])."""
+        with torch.inference_mode():
+            inputs = self.policy.features(self.policy.prepare(self._tensors(obs)))
+            heads = self.policy._heads(inputs)
+            actions = self.policy._sample(heads, self.generator)
+            logprob, _ = self.policy._score(heads, actions)
+            values = self.policy.critic(inputs).squeeze(-1)
+        return actions.numpy(), logprob.numpy(), values.numpy()
+
+
+def make_actor(policy: ActorCritic, rng: np.random.Generator):
+    """The numpy actor for flat observations (the fast path), the torch policy for encoders."""
+    return NumpyActor(policy, rng) if policy.encoder is None else TorchActor(policy, rng)

@@ -15,6 +15,7 @@ from prl.config import Config, concrete_device, resolve_device
 from prl.envs import EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.normalize import RewardScaler
+from prl.observations import Observations, map_obs
 from prl.optim import Adam
 from prl.policy import ActorCritic, build_policy
 from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
@@ -29,16 +30,19 @@ class Samples(NamedTuple):
     """One update's per-sample data, flattened over [time, env]."""
 
     rows: torch.Tensor
-    """[B, ...] the loss's inputs side by side: network input, action, old log-prob, old value,
-    advantage, return (and with RND: intrinsic return, next observation)."""
+    """[B, ...] the loss's inputs side by side: network input (flat observations only), action,
+    old log-prob, old value, advantage, return (and with RND: intrinsic return, next observation)."""
     obs_dim: int
+    """Width of the network input in `rows` (0 when `leaves` holds it)."""
     action_dim: int
-    obs: torch.Tensor
-    """[B, D] raw observations, for the normalizer's statistics."""
+    obs: Observations
+    """[B, D] raw observations (a dict of [B, *leaf shape] for other layouts), for the normalizer."""
     values: torch.Tensor
     """[B] the critic's values when the batch was collected."""
     returns: torch.Tensor
     """[B] the extrinsic returns the critic learns."""
+    leaves: Optional[dict] = None
+    """The network input for layouts that are not flat: raw leaves [B, *leaf shape], indexed per minibatch."""
 
 
 class Learner:
@@ -75,6 +79,11 @@ class Learner:
         self.int_scaler: Optional[RewardScaler] = None
         trainable = list(self.policy.parameters())
         if ppo.rnd:
+            if not self.spec.flat_obs:
+                raise ConfigError(
+                    f"--rnd works on flat vector observations, and {self.spec.name}'s are images or a Dict; "
+                    "train without --rnd, or flatten the observations (gymnasium.wrappers.FlattenObservation)."
+                )
             self.rnd = RND(self.spec.obs_dim, config.policy.hidden_sizes, config.policy.activation).to(self.device)
             # Intrinsic returns are non-episodic and their scale only matters relatively: no clip.
             self.int_scaler = RewardScaler(config.num_envs, ppo.int_gamma, clip=float("inf"))
@@ -97,7 +106,7 @@ class Learner:
         """Run one PPO update on `batch` and return its statistics (losses, KL, clip fraction, ...)."""
         start = time.perf_counter()
         ppo = self.config.ppo
-        batch = Batch(*(t.to(self.device) for t in batch))
+        batch = batch.to(self.device)
         statistics = self._running_statistics()
         samples, intrinsic_stats = self._samples(batch)
         lr = self.current_lr()
@@ -143,7 +152,7 @@ class Learner:
                 stacklevel=2,
             )
         else:
-            self.policy.obs_normalizer.update(samples.obs)
+            self.policy.update_normalizer(samples.obs)
         self.updates += 1
         self.env_steps += size
         stats = dict(zip(names, (totals / max(1, gradient_steps)).tolist()))
@@ -183,7 +192,7 @@ class Learner:
             advantages, returns = compute_gae(
                 rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
             )
-            obs = batch.obs[:-1].reshape(steps * num_envs, -1)
+            obs = map_obs(lambda tensor: tensor[:-1].reshape(steps * num_envs, *tensor.shape[2:]), batch.obs)
             values = batch.values[:-1].reshape(-1)
             advantages, returns = advantages.reshape(-1), returns.reshape(-1)
             intrinsic_stats, int_returns, next_obs = {}, None, None
@@ -194,12 +203,17 @@ class Learner:
                 next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
             # The normalizer's statistics stay fixed until the update ends, so the networks'
             # input is computed once; one index then gathers a whole minibatch.
-            columns = [self.policy.obs_normalizer(obs), batch.actions.reshape(steps * num_envs, -1)]
+            inputs = self.policy.prepare(obs)
+            leaves = inputs if isinstance(inputs, dict) else None
+            columns = [] if leaves is not None else [inputs]
+            columns += [batch.actions.reshape(steps * num_envs, -1)]
             columns += [t.unsqueeze(1) for t in (batch.logprobs.reshape(-1), values, advantages, returns)]
             if self.rnd is not None:
                 columns += [int_returns.unsqueeze(1), next_obs]
             rows = torch.cat(columns, dim=1)
-        return Samples(rows, obs.shape[1], batch.actions.shape[-1], obs, values, returns), intrinsic_stats
+        obs_dim = 0 if leaves is not None else inputs.shape[1]
+        samples = Samples(rows, obs_dim, batch.actions.shape[-1], obs, values, returns, leaves)
+        return samples, intrinsic_stats
 
     def _minibatch_loss(self, samples: Samples, mb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_STATS, RND_STATS)."""
@@ -207,6 +221,8 @@ class Learner:
         rows = samples.rows[mb]
         inputs, actions, rest = rows.tensor_split([samples.obs_dim, samples.obs_dim + samples.action_dim], dim=1)
         old_logprob, old_values, advantages, returns = rest[:, :4].unbind(1)
+        if samples.leaves is not None:
+            inputs = {key: leaf[mb] for key, leaf in samples.leaves.items()}
         new_logprob, entropy, new_values = self.policy.score(inputs, actions)
         if ppo.norm_adv:
             advantages = normalize_advantages(advantages)

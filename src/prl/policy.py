@@ -1,4 +1,9 @@
-"""The actor-critic policy: separate actor and critic MLPs over (optionally normalized) observations."""
+"""The actor-critic policy: separate actor and critic MLPs over (optionally normalized) observations.
+
+For a flat observation the MLPs read the normalized vector itself. For images, Dict and Tuple
+observations (`prl.observations`), a shared `ObsEncoder` (`prl.encoders`) turns the leaves into
+one feature vector first, and the actor and critic MLPs read that.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import torch
 from torch import nn
 
 from prl.config import PolicyConfig
+from prl.encoders import ObsEncoder, vector_size
 from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
 from prl.normalize import ObsNormalizer
+from prl.observations import Observations
 from prl.presets import normalizes_observations
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -47,8 +54,14 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.spec = spec
         self.config = config
-        obs_dim = spec.obs_dim
-        self.obs_normalizer = ObsNormalizer(obs_dim, obs_clip, normalize_obs)
+        self.encoder: Optional[ObsEncoder] = None
+        if spec.flat_obs:
+            obs_dim = spec.obs_dim
+            self.obs_normalizer = ObsNormalizer(obs_dim, obs_clip, normalize_obs)
+        else:
+            self.obs_normalizer = ObsNormalizer(vector_size(spec.obs_layout), obs_clip, normalize_obs)
+            self.encoder = ObsEncoder(spec.obs_layout, config.encoder)
+            obs_dim = self.encoder.out_size
         self.critic = mlp(obs_dim, config.hidden_sizes, 1, config.activation, out_std=1.0)
         if spec.action_kind == CONTINUOUS:
             self.actor = mlp(obs_dim, config.hidden_sizes, spec.action_dim, config.activation, out_std=0.01)
@@ -57,9 +70,29 @@ class ActorCritic(nn.Module):
             self.actor = mlp(obs_dim, config.hidden_sizes, int(sum(spec.action_dims)), config.activation, out_std=0.01)
             self.log_std = None
 
-    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+    def prepare(self, obs: Observations) -> Observations:
+        """The networks' input for raw observations: normalized vectors, or the leaves as they are.
+
+        Depends only on the normalizer's statistics, which stay fixed during an update, so the
+        learner prepares a whole batch once. `score` takes what this returns.
+        """
+        return self.obs_normalizer(obs) if self.encoder is None else obs
+
+    def features(self, inputs: Observations) -> torch.Tensor:
+        """What the actor and critic MLPs read [B, F], from `prepare`'s output."""
+        return inputs if self.encoder is None else self.encoder(inputs, self.obs_normalizer)
+
+    @torch.no_grad()
+    def update_normalizer(self, obs: Observations) -> None:
+        """Merge a batch of raw observations (flattened over [time, env]) into the normalizer."""
+        if self.encoder is None:
+            self.obs_normalizer.update(obs)
+        elif self.encoder.vector_keys:
+            self.obs_normalizer.update(self.encoder.vectors(obs))
+
+    def get_value(self, obs: Observations) -> torch.Tensor:
         """Critic's value estimate, shape [B]."""
-        return self.critic(self.obs_normalizer(obs)).squeeze(-1)
+        return self.critic(self.features(self.prepare(obs))).squeeze(-1)
 
     def _heads(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Log-probabilities of each categorical head [B, n_i], or the Gaussian mean [B, d] alone."""
@@ -71,13 +104,19 @@ class ActorCritic(nn.Module):
         return [logits.log_softmax(-1) for logits in torch.split(out, list(self.spec.action_dims), dim=-1)]
 
     def _choose(self, heads: list[torch.Tensor], deterministic: bool) -> torch.Tensor:
+        if not deterministic:
+            return self._sample(heads)
+        if self.spec.action_kind == CONTINUOUS:
+            return heads[0]
+        return torch.stack([log_probs.argmax(-1) for log_probs in heads], dim=-1).to(torch.float32)
+
+    def _sample(self, heads: list[torch.Tensor], generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Actions drawn from the distribution `heads` describe, with `generator` when given."""
         if self.spec.action_kind == CONTINUOUS:
             mean = heads[0]
-            return mean if deterministic else mean + self.log_std.exp() * torch.randn_like(mean)
-        if deterministic:
-            parts = [log_probs.argmax(-1) for log_probs in heads]
-        else:
-            parts = [torch.multinomial(log_probs.exp(), 1).squeeze(-1) for log_probs in heads]
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+            return mean + self.log_std.exp() * noise
+        parts = [torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1) for log_probs in heads]
         return torch.stack(parts, dim=-1).to(torch.float32)
 
     def _score(self, heads: list[torch.Tensor], action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -97,10 +136,10 @@ class ActorCritic(nn.Module):
         return logprob, entropy
 
     def get_action_and_value(
-        self, obs: torch.Tensor, action: Optional[torch.Tensor] = None, deterministic: bool = False
+        self, obs: Observations, action: Optional[torch.Tensor] = None, deterministic: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B]."""
-        x = self.obs_normalizer(obs)
+        x = self.features(self.prepare(obs))
         heads = self._heads(x)
         if action is None:
             action = self._choose(heads, deterministic)
@@ -108,14 +147,15 @@ class ActorCritic(nn.Module):
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
     def score(self, inputs: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (already normalized observations)."""
-        logprob, entropy = self._score(self._heads(inputs), action)
-        return logprob, entropy, self.critic(inputs).squeeze(-1)
+        """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (`prepare`'s output)."""
+        x = self.features(inputs)
+        logprob, entropy = self._score(self._heads(x), action)
+        return logprob, entropy, self.critic(x).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+    def act(self, obs: Observations, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation: the mean or most likely action when deterministic."""
-        return self._choose(self._heads(self.obs_normalizer(obs)), deterministic)
+        return self._choose(self._heads(self.features(self.prepare(obs))), deterministic)
 
 
 def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bool], obs_clip: float) -> ActorCritic:

@@ -130,7 +130,11 @@ class ActorPool:
         self.spec = policy.spec
         self._context = worker_context(config)
         self.buffer = TrajectoryBuffer(
-            config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_dim, self.spec.action_dim
+            config.workers,
+            config.rollout_steps,
+            config.envs_per_worker,
+            self.spec.obs_dim if self.spec.flat_obs else self.spec.obs_layout,
+            self.spec.action_dim,
         )
         self.weights = SharedWeights(policy)
         self._collecting = False

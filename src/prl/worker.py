@@ -1,4 +1,4 @@
-"""The worker process: steps its envs with a numpy copy of the policy and fills trajectory slots.
+"""The worker process: steps its envs with a copy of the policy and fills trajectory slots.
 
 `worker_main` is the process entry point; the protocol it follows is written in `prl.pool`.
 `RolloutCollector` holds the envs and the step loop, and also runs in-process for tests.
@@ -20,7 +20,7 @@ from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.config import PolicyConfig
 from prl.envs import EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
 from prl.errors import ConfigError
-from prl.inference import NumpyActor
+from prl.inference import make_actor
 from prl.policy import build_policy
 
 POLL_S = 0.5
@@ -28,13 +28,13 @@ POLL_S = 0.5
 
 
 class RolloutCollector:
-    """A worker's envs, its numpy copy of the policy, and the episode state that carries across rollouts."""
+    """A worker's envs, its copy of the policy (`prl.inference`), and the episode state that carries across rollouts."""
 
     def __init__(
         self,
         factory: EnvFactory,
         spec: EnvSpec,
-        actor: NumpyActor,
+        actor,
         num_envs: int,
         seed: int,
         worker_index: int,
@@ -46,23 +46,35 @@ class RolloutCollector:
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
         )
-        if env_spec.obs_shape != spec.obs_shape or env_spec.action_dims != spec.action_dims:
+        if (
+            env_spec.obs_shape != spec.obs_shape
+            or env_spec.obs_layout.signature != spec.obs_layout.signature
+            or env_spec.action_dims != spec.action_dims
+        ):
             raise ConfigError(
                 f"the env built in worker {worker_index} has different spaces from the one probed at start; "
                 "make the env callable return the same spaces every time."
             )
-        self.flat_obs = len(spec.obs_shape) == 1
+        self.layout = spec.obs_layout if not spec.flat_obs else None
+        """None for flat observations; else the layout whose leaves each get their own array."""
+        self.flat_obs = spec.flat_obs and len(spec.obs_shape) == 1
         first_obs = []
         for index, env in enumerate(self.envs):
             env_seed = seed_for(seed, worker_index, index, *seed_path)
             env.action_space.seed(env_seed)
             obs, _ = env.reset(seed=env_seed)
-            first_obs.append(np.asarray(obs, dtype=np.float32).reshape(-1))
-        self.obs = np.stack(first_obs)
+            first_obs.append(obs)
+        self.obs = self._stack(first_obs)
         self.episode_return = [0.0] * num_envs
         self.episode_length = [0] * num_envs
 
-    def collect(self, views: dict[str, np.ndarray]) -> None:
+    def _stack(self, observations: list):
+        """Env observations as the actor takes them: [E, D] float32, or a dict of per-leaf arrays."""
+        if self.layout is None:
+            return np.stack([np.asarray(obs, dtype=np.float32).reshape(-1) for obs in observations])
+        return self.layout.stack(observations)
+
+    def collect(self, views: dict) -> None:
         """Run one rollout, writing every field of the slot behind `views` (see `TrajectoryBuffer`)."""
         obs, rewards = views["obs"], views["rewards"]
         terminated, truncated = views["terminated"], views["truncated"]
@@ -74,15 +86,21 @@ class RolloutCollector:
         final_values.fill(0.0)
         episode_returns.fill(math.nan)
         episode_lengths.fill(math.nan)
-        obs[0] = self.obs
+        layout = self.layout
+        if layout is None:
+            obs[0] = self.obs
+        else:
+            for key, leaf_obs in obs.items():
+                leaf_obs[0] = self.obs[key]
         steps = rewards.shape[0]
         envs, flat_obs = self.envs, self.flat_obs
         episode_return, episode_length = self.episode_return, self.episode_length
         for t in range(steps):
-            actions, views["logprobs"][t], views["values"][t] = self.actor.act(obs[t])
+            obs_t = obs[t] if layout is None else {key: leaf_obs[t] for key, leaf_obs in obs.items()}
+            actions, views["logprobs"][t], views["values"][t] = self.actor.act(obs_t)
             views["actions"][t] = actions
             next_obs_row, reward_row, terminated_row, truncated_row = (
-                obs[t + 1],
+                obs[t + 1] if layout is None else [obs[leaf.key][t + 1] for leaf in layout.leaves],
                 rewards[t],
                 terminated[t],
                 truncated[t],
@@ -97,15 +115,20 @@ class RolloutCollector:
                 truncated_row[i] = trunc and not term
                 if term or trunc:
                     if not term:
-                        truncated_envs.append((i, np.asarray(next_obs, dtype=np.float32).reshape(-1)))
+                        truncated_envs.append((i, next_obs))
                     episode_returns[t, i] = episode_return[i]
                     episode_lengths[t, i] = episode_length[i]
                     episode_return[i] = 0.0
                     episode_length[i] = 0
                     next_obs, _ = envs[i].reset()
-                next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
-            if not (np.isfinite(reward_row).all() and np.isfinite(next_obs_row).all()):
-                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & np.isfinite(next_obs_row).all(axis=1)))[0])
+                if layout is None:
+                    next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
+                else:
+                    for leaf_row, leaf_obs in zip(next_obs_row, layout.split(next_obs)):
+                        leaf_row[i] = leaf_obs
+            finite_obs = self._finite_rows(next_obs_row)
+            if not (np.isfinite(reward_row).all() and finite_obs.all()):
+                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & finite_obs))[0])
                 what = "reward" if not np.isfinite(reward_row[bad]) else "observation"
                 raise NonFiniteData(
                     f"{self.spec.name} (env {bad} of this worker) returned a non-finite {what} "
@@ -113,9 +136,23 @@ class RolloutCollector:
                 )
             if truncated_envs:
                 indices = [i for i, _ in truncated_envs]
-                final_values[t, indices] = self.actor.value(np.stack([o for _, o in truncated_envs]))
-        views["values"][steps] = self.actor.value(obs[steps])
-        self.obs = obs[steps].copy()
+                final_values[t, indices] = self.actor.value(self._stack([o for _, o in truncated_envs]))
+        if layout is None:
+            views["values"][steps] = self.actor.value(obs[steps])
+            self.obs = obs[steps].copy()
+        else:
+            self.obs = {key: leaf_obs[steps].copy() for key, leaf_obs in obs.items()}
+            views["values"][steps] = self.actor.value(self.obs)
+
+    def _finite_rows(self, next_obs_row) -> np.ndarray:
+        """[E] bool: each env's new observation is finite (integer and image leaves always are)."""
+        if self.layout is None:
+            return np.isfinite(next_obs_row).all(axis=1)
+        finite = np.ones(len(self.envs), dtype=bool)
+        for leaf_row in next_obs_row:
+            if leaf_row.dtype.kind == "f":
+                finite &= np.isfinite(leaf_row.reshape(len(self.envs), -1)).all(axis=1)
+        return finite
 
     def close(self) -> None:
         """Close every env, ignoring errors from envs that are already broken."""
@@ -173,7 +210,7 @@ def worker_main(
         parent = psutil.Process(parent_pid)
         policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         held_version = weights.load_into(policy, -1, weights.current_version())
-        actor = NumpyActor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
+        actor = make_actor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
         rebuilds = 0
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
