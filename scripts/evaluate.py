@@ -25,7 +25,7 @@ import torch
 from prl.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
 from prl.envs import EnvFactory, make_env, seed_for
 from prl.errors import ConfigError
-from prl.evaluate import MAX_EPISODE_STEPS, evaluate
+from prl.evaluation import MAX_EPISODE_STEPS, evaluate
 from prl.observations import map_obs
 from prl.policy import ActorCritic
 

@@ -8,7 +8,9 @@ import torch
 import toy_envs
 from conftest import assert_same_tensors, run_script
 
+import prl
 from prl import PPO, AsyncPPO, ConfigError
+from prl.envs import EnvFactory
 
 ORIGINAL_EXAMPLE = """
 from prl import PPO
@@ -121,3 +123,13 @@ def test_num_envs_spread_evenly_over_workers():
     config = AsyncPPO(env="CartPole-v1", ppo=ppo, num_envs=6, steps=1024, workers=4).config()
     assert (config.workers, config.envs_per_worker) == (3, 2)
     assert functools.reduce(lambda a, b: a * b, (config.workers, config.envs_per_worker)) == 6
+
+
+def test_async_ppo_trains_an_image_env_as_it_trains_vectors(no_leaks):
+    ppo = PPO(
+        is_continuous=False, observ_dim=147, action_dim=3, batch_size=128, mini_batch_size=32, k_epochs=4, lr=1e-3
+    )
+    summary = AsyncPPO(env=toy_envs.CueImageEnv(), ppo=ppo, num_envs=8, steps=8192, workers=2).run()
+    assert summary["env_steps"] == 8192 and ppo.policy.encoder is not None
+    evaluation = prl.evaluate(ppo.policy, EnvFactory(toy_envs.CueImageEnv), episodes=50, seed=1)
+    assert evaluation["return_mean"] >= 0.9  # chance is 1/3

@@ -1,6 +1,8 @@
 """Config validation, the flat view of the tree, presets, and the generated command line."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,8 +112,6 @@ def test_command_line_builds_the_config():
 
 
 def test_public_names_resolve_and_the_cli_does_not_import_torch():
-    import subprocess
-    import sys
 
     import prl
 
@@ -161,3 +161,9 @@ def test_auto_device_is_the_cpu_and_concrete_devices_carry_their_index():
     if torch.cuda.is_available():
         assert concrete_device("cuda") == torch.device("cuda", torch.cuda.current_device())
         assert concrete_device("cuda") == torch.zeros(1, device="cuda").device
+
+
+def test_prl_evaluate_stays_the_function_after_training_imports_its_module():
+    code = "import prl, prl.training; print(callable(prl.evaluate) and prl.evaluate.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "evaluate", result.stderr

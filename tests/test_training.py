@@ -13,7 +13,7 @@ from prl import train, tuned_config
 from prl.checkpoint import load_checkpoint, load_policy
 from prl.config import from_flat
 from prl.envs import EnvFactory
-from prl.evaluate import evaluate
+from prl.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train.py"

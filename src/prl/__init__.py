@@ -24,7 +24,7 @@ _EXPORTS = {
     "PolicyConfig": "prl.config",
     "VecMemory": "prl.custom_loop",
     "WorkerError": "prl.errors",
-    "evaluate": "prl.evaluate",
+    "evaluate": "prl.evaluation",
     "train": "prl.training",
     "tuned_config": "prl.presets",
 }
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from prl.config import Config, PolicyConfig, PPOConfig
     from prl.custom_loop import EnvVectorizer, VecMemory
     from prl.errors import ConfigError, WorkerError
-    from prl.evaluate import evaluate
+    from prl.evaluation import evaluate
     from prl.learner import Learner
     from prl.pool import ActorPool
     from prl.presets import tuned_config

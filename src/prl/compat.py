@@ -64,7 +64,9 @@ class PPO:
 
     Args:
         is_continuous: True for a Box action space, False for Discrete.
-        observ_dim: size of an observation; checked against the env.
+        observ_dim: size of an observation; checked against the env when its observations are
+            flat vectors (images, Dict and Tuple observations are encoded from their space, see
+            `prl.observations`, and this number is not used for them).
         action_dim: number of discrete actions, or size of a continuous action; checked against the env.
         action_scaling: continuous actions are multiplied by this and clipped to the bounds
             (prl's `action_scale`); None maps [-1, 1] onto the bounds.
@@ -135,7 +137,7 @@ class PPO:
         if continuous != self.is_continuous:
             kind = "a continuous (Box)" if continuous else "a discrete"
             raise ConfigError(f"{spec.name} has {kind} action space; pass is_continuous={continuous}.")
-        if spec.obs_dim != self.observ_dim:
+        if spec.flat_obs and spec.obs_dim != self.observ_dim:
             raise ConfigError(
                 f"observ_dim is {self.observ_dim}, but {spec.name}'s observations have {spec.obs_dim} values; pass observ_dim={spec.obs_dim}."
             )

@@ -14,7 +14,7 @@ from prl.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_ch
 from prl.config import Config, flatten_dict, to_flat
 from prl.envs import EnvFactory, EnvSpec, probe_env
 from prl.errors import ConfigError
-from prl.evaluate import evaluate
+from prl.evaluation import evaluate
 from prl.learner import Learner
 from prl.metrics import EpisodeWindow, MetricsLog, TensorBoardLog, check_run_folder, clear_run_folder, write_json
 from prl.pool import ActorPool
