@@ -2,6 +2,7 @@
 
     python benchmarks/learning.py --suite classic --seeds 3 --out DIR
     python benchmarks/learning.py --suite mujoco --seeds 3 --out DIR    # needs the mujoco extra
+    python benchmarks/learning.py --suite minigrid --seeds 3 --out DIR  # needs the minigrid extra
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
 
@@ -61,6 +62,8 @@ TARGETS = {
         Target("Hopper-v5", 1_000_000, 2400.0, "2410 (1M)", "2383 (1M)", 1_000_000, 1000.0),
         Target("Walker2d-v5", 1_000_000, 3400.0, "3479 (1M)", "2288 (1M)"),
         Target("Ant-v5", 1_000_000, 2000.0, "-", "-"),
+        Target("MiniGrid-Empty-5x5-v0", 50_000, 0.9, "-", "-"),
+        Target("MiniGrid-DoorKey-5x5-v0", 150_000, 0.9, "-", "-"),
     )
 }
 SUITES = {
@@ -73,6 +76,7 @@ SUITES = {
         "LunarLander-v3",
     ],
     "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
+    "minigrid": ["MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0"],
 }
 GOAL_ENVS = {"MountainCar-v0": -200.0}
 """Envs whose target also asks that every seed reach the goal: a return above this means it did."""
@@ -206,7 +210,7 @@ def plot(env: str, runs: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, or env ids")
+    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, or env ids")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
     parser.add_argument(
         "--quick", action="store_true", help="a tenth of each step budget and one seed, to try the pipeline"

@@ -31,3 +31,10 @@ def test_box2d_lunar_lander_learns_to_stop_crashing(tmp_path, no_leaks):
 def test_mujoco_hopper_hops_from_the_defaults(no_leaks):
     summary = train(tuned_config("Hopper-v5", seed=1, steps=100_000, progress=False, eval_episodes=5))
     assert summary["eval_return_mean"] > 400, summary  # a random policy falls over at about 20
+
+
+def test_minigrid_empty_room_is_crossed_from_the_image_alone(no_leaks):
+    # Reward 1 - 0.9 * steps / 100 on reaching the goal: 0.9 and above is a near-shortest path.
+    summary = train(tuned_config("MiniGrid-Empty-5x5-v0", seed=1, progress=False, eval_episodes=10))
+    assert summary["env_steps"] >= 50_000
+    assert summary["eval_return_mean"] >= 0.9, summary

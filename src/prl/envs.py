@@ -17,6 +17,7 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 
+from prl import env_families
 from prl.config import Config, EnvSource, callable_name
 from prl.errors import ConfigError
 from prl.observations import ObsLayout
@@ -46,7 +47,7 @@ class EnvFactory:
             kwargs = dict(self.kwargs)
             if render_mode is not None:
                 kwargs["render_mode"] = render_mode
-            return gym.make(self.env_id, **kwargs)
+            return env_families.make(self.env_id, kwargs)
         if self._fn is None:
             self._fn = cloudpickle.loads(self._pickled_fn)
         env = self._fn(**self.kwargs)

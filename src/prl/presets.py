@@ -132,6 +132,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         overlap=True,
         env_kwargs={"include_cfrc_ext_in_observation": False},
     ),
+    # MiniGrid (the minigrid extra) trains from the 7x7 view through the small grid CNN
+    # (`prl.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
+    # learn from, and more updates reach the goal sooner. Empty: 0.955 at 30k (seed 1).
+    "MiniGrid-Empty-5x5-v0": dict(envs_per_worker=8, batch_steps=1024, steps=50_000),
+    # The key must be found before the door opens: an entropy bonus of 0.01 keeps the policy
+    # exploring until it is: 0.964 at 150k (seed 1); without it the policy settles on wandering.
+    "MiniGrid-DoorKey-5x5-v0": dict(envs_per_worker=8, batch_steps=1024, steps=150_000, ent_coef=0.01),
 }
 
 
