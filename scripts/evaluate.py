@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from prl.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
+from prl.env_families import game_result
 from prl.envs import EnvFactory, make_env, seed_for
 from prl.errors import ConfigError
 from prl.evaluation import MAX_EPISODE_STEPS, evaluate
@@ -89,7 +90,8 @@ def record_video(
     """Play `episodes` episodes in an rgb_array env and write every frame into the mp4 `file`; returns the frame count.
 
     Episode i starts from the same reset seed as episode i of `evaluate`, so with the
-    deterministic policy the video shows the first evaluated episodes.
+    deterministic policy the video shows the first evaluated episodes. For Atari an episode is
+    a whole game, every life of it.
     """
     imageio = video_writer_module()
     # rgb_array frames need no window; without this, pygame (classic-control rendering) looks for a
@@ -112,10 +114,13 @@ def record_video(
                 for _ in range(MAX_EPISODE_STEPS):
                     batch = map_obs(torch.from_numpy, policy.spec.obs_layout.stack([obs]))
                     action = policy.spec.to_env_actions(policy.act(batch, deterministic=deterministic).numpy())[0]
-                    obs, _, terminated, truncated, _ = env.step(action)
+                    obs, _, terminated, truncated, info = env.step(action)
                     writer.append_data(_render(env))
                     frames += 1
                     if terminated or truncated:
+                        if policy.spec.game_scores and game_result(info) is None:
+                            obs, _ = env.reset()  # a life lost: the video goes on to the game's end
+                            continue
                         break
     finally:
         if writer is not None:

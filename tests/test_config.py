@@ -25,7 +25,7 @@ from prl.config import flat_fields, from_flat, to_flat
         (dict(steps=100), r"steps \(100\) is smaller than one batch of 2048"),
         (dict(device="tpu"), "device must be auto, cpu, cuda"),
         (dict(activation="gelu"), "activation must be tanh or relu"),
-        (dict(hidden_sizes=()), "hidden_sizes must be one or more"),
+        (dict(hidden_sizes=(64, 0)), "hidden_sizes must be positive widths"),
         (dict(speed=3), r"unknown option\(s\) speed"),
         (dict(seed=-1), "seed must be a non-negative integer"),
         (dict(worker_timeout=float("inf")), "worker_timeout must be a positive number of seconds"),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from prl import ConfigError
 from prl.config import PolicyConfig
 from prl.encoders import ObsEncoder
 from prl.envs import spec_from_spaces
@@ -91,3 +92,13 @@ def test_flat_observations_keep_the_numpy_actor():
     spec = spec_from_spaces("flat", gym.spaces.Box(-1, 1, shape=(4,)), gym.spaces.Discrete(2))
     policy = build_policy(spec, PolicyConfig(), normalize_obs=False, obs_clip=10.0)
     assert policy.encoder is None and isinstance(make_actor(policy, np.random.default_rng(0)), NumpyActor)
+
+
+def test_the_nature_cnn_refuses_images_it_cannot_fit():
+    with pytest.raises(ConfigError, match=r"needs images of at least 36x36 pixels, and the observation image is 7x7"):
+        ObsEncoder(ObsLayout.from_space(gym.spaces.Box(0, 255, shape=(7, 7, 3), dtype=np.uint8)), "nature")
+
+
+def test_the_grid_cnn_pools_larger_maps_to_keep_its_last_layer_small():
+    encoder = ObsEncoder(ObsLayout.from_space(gym.spaces.Box(0, 255, shape=(3, 35, 35), dtype=np.uint8)), "grid")
+    assert sum(p.numel() for p in encoder.parameters()) < 1_000_000

@@ -120,24 +120,3 @@ def test_an_env_whose_observation_contradicts_its_space_is_refused_at_start():
         ConfigError, match=r"returned an observation of shape \(3,\), but its observation space declares \(2,\)"
     ):
         probe_env(Config(env=toy_envs.WrongShapeEnv))
-
-
-def test_minigrid_ids_train_from_their_view_scaled_by_its_largest_index():
-    from prl import Config
-    from prl.envs import probe_env
-
-    spec = probe_env(Config(env="MiniGrid-DoorKey-5x5-v0"))
-    (view,) = spec.obs_layout.leaves
-    assert (view.kind, view.shape, view.scale) == ("image", (7, 7, 3), pytest.approx(1 / 10))
-    assert spec.action_dims == (7,)
-
-
-def test_a_family_whose_package_is_missing_names_its_extra(monkeypatch):
-    from prl import env_families
-
-    fake = env_families.Family(("Fake-",), "prl_no_such_package", "fake", lambda env: env)
-    monkeypatch.setattr(env_families, "FAMILIES", (fake,))
-    with pytest.raises(
-        ConfigError, match=r'Fake-v0 needs the prl_no_such_package package.*pip install -e "\.\[fake\]"\.$'
-    ):
-        env_families.make("Fake-v0", {})

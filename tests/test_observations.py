@@ -90,3 +90,17 @@ def test_an_observation_that_contradicts_its_dict_space_is_refused_at_start():
         ConfigError, match=r"at key 'vector' of shape \(3,\), but its observation space declares \(1,\)"
     ):
         probe_env(Config(env=Wrong))
+
+
+def test_channel_order_dotted_keys_and_deep_images():
+    (stack8,) = ObsLayout.from_space(gym.spaces.Box(0, 255, shape=(8, 84, 84), dtype=np.uint8)).leaves
+    assert stack8.channels_first and stack8.image_chw == (8, 84, 84)
+    dotted = gym.spaces.Dict({"a.b": gym.spaces.Box(-1, 1, shape=(2,)), "c": gym.spaces.Discrete(3)})
+    layout = ObsLayout.from_space(dotted)
+    assert [leaf.key for leaf in layout.leaves] == ["a.b", "c"]
+    assert layout.split({"a.b": np.ones(2), "c": 2})[0].tolist() == [1.0, 1.0]
+    clash = gym.spaces.Dict({"a": gym.spaces.Dict({"b": gym.spaces.Discrete(2)}), "a.b": gym.spaces.Discrete(5)})
+    with pytest.raises(ConfigError, match="two entries named 'a.b'"):
+        ObsLayout.from_space(clash, "env")
+    with pytest.raises(ConfigError, match=r"uint8 Box \(4, 84, 84, 3\), an image of more than 3 dimensions"):
+        ObsLayout.from_space(gym.spaces.Box(0, 255, shape=(4, 84, 84, 3), dtype=np.uint8), "env")

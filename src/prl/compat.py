@@ -202,6 +202,11 @@ class PPO:
             )
             learner = Learner(config, spec)
             weights = self.starting_weights()
+            if weights is not None and any(name.startswith("encoder.") for name in weights):
+                raise ConfigError(
+                    "these weights were trained on image or Dict observations, and get_action and learn "
+                    "take flat vectors; train such envs with AsyncPPO(...).run() or prl.train."
+                )
             if weights is not None:
                 learner.policy.load_state_dict(weights)
             self._loop_learner, self.policy, self.config, self.pending_weights = learner, learner.policy, config, None

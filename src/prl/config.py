@@ -117,7 +117,7 @@ class PolicyConfig:
     """Shape of the actor-critic network."""
 
     hidden_sizes: Tuple[int, ...] = (64, 64)
-    """Hidden layer widths, shared by the separate actor and critic MLPs."""
+    """Hidden layer widths, shared by the separate actor and critic MLPs (none: linear heads, as on a CNN's features)."""
     activation: str = "tanh"
     """Hidden activation: tanh or relu."""
     log_std_init: float = 0.0
@@ -130,8 +130,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
         _require(
-            len(self.hidden_sizes) >= 1 and all(size >= 1 for size in self.hidden_sizes),
-            f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}.",
+            all(size >= 1 for size in self.hidden_sizes),
+            f"hidden_sizes must be positive widths, got {self.hidden_sizes}.",
         )
         _require(
             self.encoder in ("auto", "mlp", "nature", "grid"),
@@ -336,8 +336,8 @@ def from_flat(values: Mapping[str, Any]) -> Config:
 def default_device() -> str:
     """The learner device that `device="auto"` means: the CPU, also where torch sees a GPU.
 
-    Every policy prl builds is an MLP, and its minibatches (64 to a few thousand rows) leave a
-    GPU idle between kernel launches. Measured on a 16-core machine with an H100 (see
+    MLP policies' minibatches (64 to a few thousand rows) leave a GPU idle between kernel
+    launches. CNN policies are another matter, not yet measured on a GPU here. Measured on a 16-core machine with an H100 (see
     docs/performance.md): CartPole's preset trains in 4.9 s on the CPU and 9.5 s on CUDA, and
     HalfCheetah's at 1,924 env steps/s against 1,268. Name `cuda` to train on the GPU anyway.
     """

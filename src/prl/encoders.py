@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prl.errors import ConfigError
 from prl.observations import DISCRETE, IMAGE, VECTOR, Leaf, ObsLayout
 
 ENCODERS = ("auto", "mlp", "nature", "grid")
@@ -53,14 +54,23 @@ def nature_cnn(channels: int, height: int, width: int) -> tuple[nn.Module, int]:
     return nn.Sequential(body, conv_init(nn.Linear(flat, 512)), nn.ReLU()), 512
 
 
+GRID_POOL_SIDE = 6
+"""The grid CNN pools larger maps down to this many cells a side, so its last layer stays small."""
+
+
 def grid_cnn(channels: int, height: int, width: int) -> tuple[nn.Module, int]:
-    """Three 2x2 convolutions (16, 32, 64 channels) for small grids, then 256 units; returns (module, 256)."""
+    """Three 2x2 convolutions (16, 32, 64 channels) for small grids, then 256 units; returns (module, 256).
+
+    Maps larger than GRID_POOL_SIDE after the convolutions are max-pooled down to it.
+    """
     layers: list[nn.Module] = []
     in_channels, side = channels, min(height, width)
     for out_channels in (16, 32, 64):
         if side >= 2:  # a 1-pixel grid keeps fewer convolutions
             layers += [conv_init(nn.Conv2d(in_channels, out_channels, 2)), nn.ReLU()]
             in_channels, side = out_channels, side - 1
+    if min(height, width) - len(layers) // 2 > GRID_POOL_SIDE:
+        layers.append(nn.AdaptiveMaxPool2d(GRID_POOL_SIDE))
     body = nn.Sequential(*layers, nn.Flatten())
     flat = _output_size(body, channels, height, width)
     return nn.Sequential(body, conv_init(nn.Linear(flat, 256)), nn.ReLU()), 256
@@ -77,6 +87,11 @@ def image_encoder(leaf: Leaf, choice: str) -> tuple[nn.Module, int]:
     if choice == "auto":
         choice = "nature" if min(height, width) >= NATURE_MIN_SIDE else "grid"
     if choice == "nature":
+        if min(height, width) < NATURE_MIN_SIDE:
+            raise ConfigError(
+                f"the Nature CNN needs images of at least {NATURE_MIN_SIDE}x{NATURE_MIN_SIDE} pixels, and the "
+                f"observation {leaf.key or 'image'} is {height}x{width}; use --encoder grid (or auto)."
+            )
         return nature_cnn(channels, height, width)
     if choice == "grid":
         return grid_cnn(channels, height, width)

@@ -4,6 +4,12 @@
 imports the family's package first (so its ids are registered, or a missing extra is named in
 one sentence), then applies the family's standard wrappers:
 
+- `ALE/...` (the `atari` extra): the standard preprocessing of CleanRL's ppo_atari and SB3's
+  AtariWrapper. Made with `frameskip=1`, then `AtariPreprocessing` (up to 30 no-ops at reset,
+  frame skip 4, 84x84 greyscale), FIRE pressed at the start of every life for games that
+  need it, the loss of a life as an episode end and sign-clipped rewards, for learning only,
+  and a stack of the last 4 frames. `GameScore` records the game's real score over all its
+  lives, unclipped, and every return prl reports comes from it (`Family.game_scores`).
 - `MiniGrid-...` and `BabyAI-...` (the `minigrid` extra): trained from the agent's 7x7 view
   alone (`ImgObsWrapper`; the mission text is dropped). The view holds object, colour and
   state indices of at most 10, and its space says so, so the network scales it by 1/10
@@ -15,7 +21,7 @@ Any other id goes to `gymnasium.make` as it is.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 import gymnasium as gym
@@ -32,6 +38,109 @@ class Family:
     module: str
     extra: str
     wrap: Callable[[gym.Env], gym.Env]
+    make_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments for `gymnasium.make` that the wrappers need (a user's env_kwargs still win)."""
+    game_scores: bool = False
+    """True when an episode prl learns from is not a whole game: returns are then read from
+    the `info` that `GameScore` adds when a game ends (see `game_result`)."""
+
+
+GAME_OVER = "prl_game_over"
+"""`info` key: True at the step a whole game ends (all lives lost, or the time limit)."""
+GAME_SCORE = "prl_game_score"
+"""`info` key: the game's unclipped score so far, summed over all its lives."""
+GAME_LENGTH = "prl_game_length"
+"""`info` key: agent steps taken in this game so far."""
+
+
+def game_result(info: Mapping[str, Any]) -> Optional[tuple[float, int]]:
+    """(score, length) of the game that ended at this step, or None if no game ended."""
+    if info.get(GAME_OVER):
+        return float(info[GAME_SCORE]), int(info[GAME_LENGTH])
+    return None
+
+
+class GameScore(gym.Wrapper):
+    """Adds the game's running score and length to every step's info, and GAME_OVER when it ends."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.score, self.length = 0.0, 0
+
+    def reset(self, **kwargs):
+        self.score, self.length = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.score += float(reward)
+        self.length += 1
+        info = {**info, GAME_SCORE: self.score, GAME_LENGTH: self.length, GAME_OVER: terminated or truncated}
+        return obs, reward, terminated, truncated, info
+
+
+class LifeLoss(gym.Wrapper):
+    """Ends an episode when a life is lost; the next reset goes on with the same game (one no-op).
+
+    Only a game over resets the game itself, so the agent learns that losing a life is final
+    while the emulator keeps the game's state, as the DQN papers did.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives, self.game_over = 0, True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.game_over = False
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireAtStart(gym.Wrapper):
+    """Presses FIRE at the start of every life in games that wait for it (Breakout's ball)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for action in (1, 2):  # FIRE, then a move, as SB3's FireResetEnv
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+ATARI_FRAME_STACK = 4
+"""Frames the policy sees at once."""
+
+
+def _atari(env: gym.Env) -> gym.Env:
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    env = LifeLoss(GameScore(env))
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireAtStart(env)
+    env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(reward)))
+    return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
+
+
+def _import_ale():
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner from every env
+    return ale_py
 
 
 MINIGRID_MAX_INDEX = 10
@@ -46,7 +155,10 @@ def _minigrid(env: gym.Env) -> gym.Env:
     return env
 
 
-FAMILIES = (Family(("MiniGrid-", "BabyAI-"), "minigrid", "minigrid", _minigrid),)
+FAMILIES = (
+    Family(("ALE/",), "ale_py", "atari", _atari, make_kwargs={"frameskip": 1}, game_scores=True),
+    Family(("MiniGrid-", "BabyAI-"), "minigrid", "minigrid", _minigrid),
+)
 
 
 def family_of(env_id: str) -> Optional[Family]:
@@ -60,10 +172,10 @@ def make(env_id: str, kwargs: Mapping[str, Any]) -> gym.Env:
     if family is None:
         return gym.make(env_id, **kwargs)
     try:
-        importlib.import_module(family.module)
+        _import_ale() if family.module == "ale_py" else importlib.import_module(family.module)
     except ImportError as error:
         raise ConfigError(
             f"{env_id} needs the {family.module} package, which is not installed ({error}); "
             f'install prl\'s {family.extra} extra: pip install -e ".[{family.extra}]".'
         ) from error
-    return family.wrap(gym.make(env_id, **kwargs))
+    return family.wrap(gym.make(env_id, **{**family.make_kwargs, **kwargs}))

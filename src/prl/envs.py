@@ -7,6 +7,7 @@ process, so that an unknown id or an unsupported space fails before any worker s
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import warnings
@@ -86,6 +87,9 @@ class EnvSpec:
     """Flat upper bounds of the observation's vector leaves (inf where unbounded)."""
     obs_layout: Optional[ObsLayout] = None
     """The observation's leaves: how they are stored and encoded (one vector leaf when flat)."""
+    game_scores: bool = False
+    """Episodes end at each lost life, and the returns prl reports are whole games' scores,
+    read from the env's info (`prl.env_families.game_result`): Atari."""
 
     @property
     def obs_dim(self) -> int:
@@ -257,7 +261,8 @@ def probe_env(config: Config) -> EnvSpec:
     try:
         spec = spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
         check_first_observation(spec, env)
-        return spec
+        family = env_families.family_of(factory.env_id) if factory.env_id else None
+        return dataclasses.replace(spec, game_scores=bool(family and family.game_scores))
     finally:
         env.close()
 

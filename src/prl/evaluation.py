@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 
+from prl.env_families import GAME_LENGTH, GAME_SCORE, game_result
 from prl.envs import EnvFactory, make_env, seed_for
 from prl.observations import map_obs
 from prl.policy import ActorCritic
 
 MAX_EPISODE_STEPS = 100_000
 """Safety bound for envs without a time limit: an episode this long is cut and counted as is."""
+
+STALL_STEPS = 2_000
+"""For whole games (Atari): a game that scores nothing for this many steps is ended there and
+counted with its score so far. A deterministic policy that never presses FIRE would otherwise
+sit until ALE's 27,000-step limit."""
 
 
 def evaluate(
@@ -27,19 +34,24 @@ def evaluate(
     """Run `episodes` episodes (one per env, stepped together) and return their returns and lengths.
 
     Uses a CPU copy of the policy, so the learner's device is left alone. Returns a dict with
-    `returns` and `lengths` lists and the mean, std, min and max of each.
+    `returns` and `lengths` lists and the mean, std, min and max of each. For envs whose
+    episodes are lives of a game (`EnvSpec.game_scores`), an episode is a whole game and its
+    return the game's real score; `stalled` counts the games ended after STALL_STEPS without
+    a point, and a warning says so.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}.")
     cpu_policy = copy.deepcopy(policy).to("cpu").eval()
     limit = max_episode_steps or MAX_EPISODE_STEPS
     envs = [make_env(factory) for _ in range(episodes)]
-    layout = policy.spec.obs_layout
+    layout, game_scores = policy.spec.obs_layout, policy.spec.game_scores
     try:
         obs = [env.reset(seed=seed_for(seed, 1 << 30, i))[0] for i, env in enumerate(envs)]
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
+        since_reward = np.zeros(episodes, dtype=np.int64)
+        stalled = 0
         torch.manual_seed(seed_for(seed, 1 << 30))
         with torch.inference_mode():
             while active.any():
@@ -47,15 +59,31 @@ def evaluate(
                 batch = map_obs(torch.from_numpy, layout.stack([obs[i] for i in live]))
                 actions = cpu_policy.act(batch, deterministic=deterministic).numpy()
                 for i, env_action in zip(live, policy.spec.to_env_actions(actions)):
-                    next_obs, reward, terminated, truncated, _ = envs[i].step(env_action)
+                    next_obs, reward, terminated, truncated, info = envs[i].step(env_action)
                     returns[i] += reward
                     lengths[i] += 1
                     obs[i] = next_obs
-                    if terminated or truncated or lengths[i] >= limit:
+                    if not game_scores:
+                        if terminated or truncated or lengths[i] >= limit:
+                            active[i] = False
+                        continue
+                    since_reward[i] = 0 if reward != 0 else since_reward[i] + 1
+                    game = game_result(info)
+                    if game is not None or since_reward[i] >= STALL_STEPS or lengths[i] >= limit:
+                        returns[i], lengths[i] = game or (info[GAME_SCORE], info[GAME_LENGTH])
+                        stalled += game is None
                         active[i] = False
+                    elif terminated or truncated:  # a life lost: the game goes on
+                        obs[i] = envs[i].reset()[0]
     finally:
         for env in envs:
             env.close()
+    if stalled:
+        warnings.warn(
+            f"prl: {stalled} of {episodes} evaluation games of {policy.spec.name} scored nothing for "
+            f"{STALL_STEPS} steps and were ended there, counted with their score so far.",
+            stacklevel=2,
+        )
     return {
         "returns": returns.tolist(),
         "lengths": lengths.tolist(),
@@ -67,4 +95,5 @@ def evaluate(
         "length_std": float(lengths.std()),
         "length_min": int(lengths.min()),
         "length_max": int(lengths.max()),
+        "stalled": int(stalled) if game_scores else 0,
     }

@@ -75,6 +75,10 @@ class Learner:
         self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
             self.device
         )
+        if self.device.type == "cuda" and self.policy.encoder is not None:
+            # The workers run the CNN on the CPU in full float32; TF32 convolutions here would
+            # move the learner's log-probabilities off theirs, and the first ratio off 1.
+            torch.backends.cudnn.allow_tf32 = False
         self.rnd: Optional[RND] = None
         self.int_scaler: Optional[RewardScaler] = None
         trainable = list(self.policy.parameters())

@@ -19,7 +19,7 @@ Any other space (Text, Graph, Sequence, ...) is refused with a sentence naming i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import gymnasium as gym
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 VECTOR = "vector"
 IMAGE = "image"
 DISCRETE = "discrete"
-
-IMAGE_CHANNELS = (1, 2, 3, 4)
-"""Channel counts that mark an image axis as its channels: grey, grey+alpha, RGB, RGBA or a frame stack of 4."""
 
 Observations = Union["torch.Tensor", dict]
 """A batch of observations: one tensor for the flat layout, else a dict of tensors by leaf key."""
@@ -53,16 +50,16 @@ class Leaf:
     """One stored array of an observation: its key, per-step shape, storage dtype and encoding."""
 
     key: str
-    """Path of the leaf in a Dict or Tuple space ("" for a space that is a leaf itself)."""
+    """Path of the leaf in a Dict or Tuple space, joined by dots ("" for a space that is a leaf itself)."""
     kind: str
     """VECTOR, IMAGE or DISCRETE."""
     shape: tuple[int, ...]
     """Shape of one env's observation of this leaf, as stored."""
     dtype: np.dtype
     """Storage dtype: float32 for vectors, uint8 for images, int64 for discrete indices."""
-    low: Optional[np.ndarray] = None
+    low: Optional[np.ndarray] = field(default=None, compare=False)
     """VECTOR: flat lower bounds (-inf where unbounded)."""
-    high: Optional[np.ndarray] = None
+    high: Optional[np.ndarray] = field(default=None, compare=False)
     """VECTOR: flat upper bounds (inf where unbounded)."""
     categories: tuple[int, ...] = ()
     """DISCRETE: the number of values of each index (one entry for Discrete, nvec for MultiDiscrete)."""
@@ -72,6 +69,8 @@ class Leaf:
     """IMAGE: True for CHW (and 2-d images, which get one channel), False for HWC."""
     scale: float = 1.0
     """IMAGE: multiplier that maps stored values onto [0, 1] (1 / the space's upper bound)."""
+    path: tuple = ()
+    """The Dict keys and Tuple indices that lead to the leaf, to read it out of an observation."""
 
     @property
     def size(self) -> int:
@@ -94,24 +93,27 @@ def _describe(space: gym.Space) -> str:
     return type(space).__name__ if shape is None else f"{type(space).__name__} {tuple(shape)}"
 
 
-def _is_image(space: gym.spaces.Box) -> bool:
-    return space.dtype == np.uint8 and len(space.shape) in (2, 3)
-
-
 def _channels_first(shape: tuple[int, ...]) -> bool:
-    """CHW when the first axis is a channel count and the last is not; HWC otherwise (Gymnasium's habit)."""
+    """CHW when the first axis is the shortest, HWC otherwise (Gymnasium's habit, also when in doubt)."""
     if len(shape) == 2:
         return True
-    return shape[0] in IMAGE_CHANNELS and shape[-1] not in IMAGE_CHANNELS
+    return shape[0] < min(shape[1], shape[2])
 
 
-def _leaf(key: str, space: gym.Space, env_name: str) -> Leaf:
+def _leaf(key: str, path: tuple, space: gym.Space, env_name: str) -> Leaf:
+    where = f"observation key {key!r}" if key else "observation space"
     if isinstance(space, gym.spaces.Box):
         shape = tuple(int(d) for d in space.shape)
-        if _is_image(space):
-            high = float(np.max(space.high)) if np.all(np.isfinite(space.high)) else 255.0
+        if space.dtype == np.uint8 and len(shape) > 3:
+            raise ConfigError(
+                f"{env_name}'s {where} is a uint8 Box {shape}, an image of more than 3 dimensions; "
+                "merge the extra axis into the channels (a frame stack of greyscale frames, for example)."
+            )
+        if space.dtype == np.uint8 and len(shape) >= 2:
+            high = float(np.max(space.high))
+            scale = 1.0 / max(high, 1.0)
             return Leaf(
-                key, IMAGE, shape, np.dtype(np.uint8), channels_first=_channels_first(shape), scale=1.0 / max(high, 1.0)
+                key, IMAGE, shape, np.dtype(np.uint8), channels_first=_channels_first(shape), scale=scale, path=path
             )
         return Leaf(
             key,
@@ -120,17 +122,18 @@ def _leaf(key: str, space: gym.Space, env_name: str) -> Leaf:
             np.dtype(np.float32),
             low=np.asarray(space.low, dtype=np.float64).reshape(-1),
             high=np.asarray(space.high, dtype=np.float64).reshape(-1),
+            path=path,
         )
     if isinstance(space, gym.spaces.Discrete):
-        return Leaf(key, DISCRETE, (), np.dtype(np.int64), categories=(int(space.n),), starts=(int(space.start),))
+        categories, starts = (int(space.n),), (int(space.start),)
+        return Leaf(key, DISCRETE, (), np.dtype(np.int64), categories=categories, starts=starts, path=path)
     if isinstance(space, gym.spaces.MultiDiscrete):
         nvec = tuple(int(n) for n in np.asarray(space.nvec).reshape(-1))
         starts = tuple(int(s) for s in np.asarray(space.start, dtype=np.int64).reshape(-1))
-        return Leaf(key, DISCRETE, (len(nvec),), np.dtype(np.int64), categories=nvec, starts=starts)
+        return Leaf(key, DISCRETE, (len(nvec),), np.dtype(np.int64), categories=nvec, starts=starts, path=path)
     if isinstance(space, gym.spaces.MultiBinary):
         n = int(math.prod(space.shape))
-        return Leaf(key, VECTOR, (n,), np.dtype(np.float32), low=np.zeros(n), high=np.ones(n))
-    where = f"observation key {key!r}" if key else "observation space"
+        return Leaf(key, VECTOR, (n,), np.dtype(np.float32), low=np.zeros(n), high=np.ones(n), path=path)
     raise ConfigError(
         f"{env_name}'s {where} is a {_describe(space)}, which prl cannot store; "
         "wrap the env so that entry is a Box, Discrete, MultiDiscrete or MultiBinary space "
@@ -138,18 +141,12 @@ def _leaf(key: str, space: gym.Space, env_name: str) -> Leaf:
     )
 
 
-def _walk(key: str, space: gym.Space, env_name: str) -> list[Leaf]:
+def _walk(path: tuple, space: gym.Space, env_name: str) -> list[Leaf]:
     if isinstance(space, gym.spaces.Dict):
-        return [
-            leaf
-            for name, sub in space.spaces.items()
-            for leaf in _walk(f"{key}.{name}" if key else str(name), sub, env_name)
-        ]
+        return [leaf for name, sub in space.spaces.items() for leaf in _walk((*path, name), sub, env_name)]
     if isinstance(space, gym.spaces.Tuple):
-        return [
-            leaf for i, sub in enumerate(space.spaces) for leaf in _walk(f"{key}.{i}" if key else str(i), sub, env_name)
-        ]
-    return [_leaf(key, space, env_name)]
+        return [leaf for i, sub in enumerate(space.spaces) for leaf in _walk((*path, i), sub, env_name)]
+    return [_leaf(".".join(str(part) for part in path), path, space, env_name)]
 
 
 @dataclass(frozen=True)
@@ -161,9 +158,16 @@ class ObsLayout:
     @classmethod
     def from_space(cls, space: gym.Space, env_name: str = "the env") -> ObsLayout:
         """Describe `space`; raise ConfigError naming any entry prl cannot store."""
-        leaves = tuple(_walk("", space, env_name))
+        leaves = tuple(_walk((), space, env_name))
         if not leaves:
             raise ConfigError(f"{env_name} has an empty observation space; give it at least one entry.")
+        keys = [leaf.key for leaf in leaves]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ConfigError(
+                f"{env_name}'s observation has two entries named {twice[0]!r} once nested keys are joined "
+                "with dots; rename one of them."
+            )
         return cls(leaves)
 
     @property
@@ -186,15 +190,14 @@ class ObsLayout:
         """Bytes one env's observation takes in a buffer."""
         return sum(int(math.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in self.leaves)
 
-    def allocate(self, *prefix: int, fill: bool = True) -> Observations:
-        """Shared tensors shaped [*prefix, *leaf.shape]: NaN for floats, -1 for integers, 0 for images when `fill`."""
-
+    def allocate(self, *prefix: int) -> Observations:
+        """Shared tensors shaped [*prefix, *leaf.shape]: NaN for floats, -1 for integers, 0 for images."""
         import torch  # here, so that the CLI can parse options without importing torch
 
         def one(leaf: Leaf) -> torch.Tensor:
             value = float("nan") if leaf.dtype.kind == "f" else (-1 if leaf.kind == DISCRETE else 0)
-            empty = torch.from_numpy(np.empty((*prefix, *leaf.shape), dtype=leaf.dtype))
-            return empty.fill_(value if fill else 0).share_memory_()
+            dtype = torch.from_numpy(np.empty(0, dtype=leaf.dtype)).dtype
+            return torch.full((*prefix, *leaf.shape), value, dtype=dtype).share_memory_()
 
         if self.flat:
             return one(self.leaves[0])
@@ -207,8 +210,8 @@ class ObsLayout:
         arrays = []
         for leaf in self.leaves:
             value = obs
-            for part in leaf.key.split(".") if leaf.key else ():
-                value = value[int(part)] if isinstance(value, (tuple, list)) else value[part]
+            for part in leaf.path:
+                value = value[part]
             if leaf.kind == DISCRETE:
                 array = np.asarray(value, dtype=np.int64).reshape(leaf.shape) - np.asarray(leaf.starts).reshape(
                     leaf.shape

@@ -132,6 +132,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         overlap=True,
         env_kwargs={"include_cfrc_ext_in_observation": False},
     ),
+    # Atari (the atari extra), from CleanRL's ppo_atari: 8 envs x 128 steps, 4 epochs of 4
+    # minibatches, lr 2.5e-4 annealed, clip 0.1 with a clipped value loss, entropy 0.01, linear
+    # actor and critic heads on the Nature CNN's 512 features, 10M steps. Rewards are already
+    # clipped to their sign, so they are not scaled again.
+    **{
+        env: dict(
+            workers=2,
+            envs_per_worker=4,
+            batch_steps=1024,
+            steps=10_000_000,
+            epochs=4,
+            minibatch_size=256,
+            lr=2.5e-4,
+            clip_coef=0.1,
+            clip_vloss=True,
+            ent_coef=0.01,
+            hidden_sizes=(),
+            normalize_reward=False,
+        )
+        for env in ("ALE/Pong-v5", "ALE/Breakout-v5")
+    },
     # MiniGrid (the minigrid extra) trains from the 7x7 view through the small grid CNN
     # (`prl.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
     # learn from, and more updates reach the goal sooner. Empty: 0.955 at 30k (seed 1).

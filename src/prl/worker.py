@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import traceback
@@ -18,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.config import PolicyConfig
+from prl.env_families import game_result
 from prl.envs import EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
 from prl.errors import ConfigError
 from prl.inference import make_actor
@@ -93,7 +95,7 @@ class RolloutCollector:
             for key, leaf_obs in obs.items():
                 leaf_obs[0] = self.obs[key]
         steps = rewards.shape[0]
-        envs, flat_obs = self.envs, self.flat_obs
+        envs, flat_obs, game_scores = self.envs, self.flat_obs, self.spec.game_scores
         episode_return, episode_length = self.episode_return, self.episode_length
         for t in range(steps):
             obs_t = obs[t] if layout is None else {key: leaf_obs[t] for key, leaf_obs in obs.items()}
@@ -107,17 +109,22 @@ class RolloutCollector:
             )
             truncated_envs = []
             for i, env_action in enumerate(self.spec.to_env_actions(actions)):
-                next_obs, reward, term, trunc, _ = envs[i].step(env_action)
+                next_obs, reward, term, trunc, info = envs[i].step(env_action)
                 episode_return[i] += reward
                 episode_length[i] += 1
                 reward_row[i] = reward
                 terminated_row[i] = term
                 truncated_row[i] = trunc and not term
                 if term or trunc:
-                    if not term:
-                        truncated_envs.append((i, next_obs))
-                    episode_returns[t, i] = episode_return[i]
-                    episode_lengths[t, i] = episode_length[i]
+                    if not term:  # kept before the reset, which some envs do in place
+                        truncated_envs.append(
+                            (i, self._stack([next_obs])[0] if layout is None else copy.deepcopy(next_obs))
+                        )
+                    if not game_scores:
+                        episode_returns[t, i] = episode_return[i]
+                        episode_lengths[t, i] = episode_length[i]
+                    elif (game := game_result(info)) is not None:  # a life lost is not a game over
+                        episode_returns[t, i], episode_lengths[t, i] = game
                     episode_return[i] = 0.0
                     episode_length[i] = 0
                     next_obs, _ = envs[i].reset()

@@ -1,0 +1,81 @@
+"""Env families known by id prefix: their packages, preprocessing, and whole-game scores for Atari."""
+
+import pytest
+import torch
+
+from prl import ActorPool, Config, ConfigError, Learner, tuned_config
+from prl.env_families import GAME_OVER, GAME_SCORE
+from prl.envs import EnvFactory, make_env, probe_env
+from prl.evaluation import evaluate
+
+
+def test_minigrid_ids_train_from_their_view_scaled_by_its_largest_index():
+    spec = probe_env(Config(env="MiniGrid-DoorKey-5x5-v0"))
+    (view,) = spec.obs_layout.leaves
+    assert (view.kind, view.shape, view.scale) == ("image", (7, 7, 3), pytest.approx(1 / 10))
+    assert spec.action_dims == (7,)
+
+
+def test_a_family_whose_package_is_missing_names_its_extra(monkeypatch):
+    from prl import env_families
+
+    fake = env_families.Family(("Fake-",), "prl_no_such_package", "fake", lambda env: env)
+    monkeypatch.setattr(env_families, "FAMILIES", (fake,))
+    with pytest.raises(
+        ConfigError, match=r'Fake-v0 needs the prl_no_such_package package.*pip install -e "\.\[fake\]"\.$'
+    ):
+        env_families.make("Fake-v0", {})
+
+
+def test_atari_ids_get_the_standard_preprocessing():
+    spec = probe_env(Config(env="ALE/Breakout-v5"))
+    (frames,) = spec.obs_layout.leaves
+    assert (frames.kind, frames.shape, frames.channels_first) == ("image", (4, 84, 84), True)
+    assert spec.game_scores and spec.action_dims == (4,)
+    env = make_env(EnvFactory("ALE/Breakout-v5"))
+    try:
+        env.reset(seed=0)
+        rewards = [env.step(2)[1] for _ in range(50)]
+        assert set(rewards) <= {0.0, 1.0}  # rewards clipped to their sign for learning
+    finally:
+        env.close()
+
+
+def test_an_atari_episode_spans_several_lives_and_reports_the_whole_games_score(no_leaks):
+    # Breakout has 5 lives: each lost life ends an episode to learn from, and only the game's
+    # end reports a return, the unclipped score of all 5 lives.
+    config = tuned_config("ALE/Breakout-v5", workers=1, envs_per_worker=1, rollout_steps=400, progress=False, seed=3)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+    ends = torch.nonzero(batch.terminated[:, 0] | batch.truncated[:, 0]).flatten().tolist()
+    games = torch.nonzero(~torch.isnan(batch.episode_returns[:, 0])).flatten().tolist()
+    assert games, "a random game of Breakout ends within 400 steps"
+    lives_in_first_game = [end for end in ends if end <= games[0]]
+    assert len(lives_in_first_game) == 5 and lives_in_first_game[-1] == games[0]
+    clipped_points = float(batch.rewards[: games[0] + 1, 0].sum())
+    assert float(batch.episode_returns[games[0], 0]) >= clipped_points  # a brick is worth 1 to 7 points
+    assert int(batch.episode_lengths[games[0], 0]) > games[0] // 5
+
+
+def test_evaluation_plays_whole_games_and_ends_the_ones_that_stall(monkeypatch):
+    import prl.evaluation
+
+    config = tuned_config("ALE/Breakout-v5")
+    learner = Learner(config)
+    result = evaluate(learner.policy, EnvFactory("ALE/Breakout-v5"), episodes=2, seed=1)
+    assert result["stalled"] == 0 and min(result["lengths"]) > 5 * 5  # five lives, each a few steps at least
+    monkeypatch.setattr(prl.evaluation, "STALL_STEPS", 3)
+    with pytest.warns(UserWarning, match=r"2 of 2 evaluation games of ALE/Breakout-v5 scored nothing for 3 steps"):
+        stalled = evaluate(learner.policy, EnvFactory("ALE/Breakout-v5"), episodes=2, seed=1)
+    assert stalled["stalled"] == 2 and max(stalled["lengths"]) < min(result["lengths"])
+
+
+def test_game_score_info_marks_only_the_games_end():
+    env = make_env(EnvFactory("ALE/Pong-v5"))
+    try:
+        env.reset(seed=0)
+        _, _, terminated, truncated, info = env.step(0)
+        assert not info[GAME_OVER] and info[GAME_SCORE] == 0.0 and not (terminated or truncated)
+    finally:
+        env.close()
