@@ -22,7 +22,7 @@ def run_train(args, tmp_path):
     [
         (["--env", "CartPol-v1"], "unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
         (["--env", "Taxi-v1"], "gymnasium cannot make 'Taxi-v1'"),
-        (["--encoder", "resnet"], "encoder must be auto, mlp, nature or grid, got 'resnet'."),
+        (["--encoder", "resnet"], "encoder must be auto, mlp, nature, grid or module:function, got 'resnet'."),
         (["--workers", "0"], "workers must be between 1 and 256, got 0."),
         (["--minibatch-size", "999999"], "is larger than the batch"),
         (["--lr", "-0.1"], "lr must be a positive number"),

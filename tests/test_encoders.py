@@ -102,3 +102,11 @@ def test_the_nature_cnn_refuses_images_it_cannot_fit():
 def test_the_grid_cnn_pools_larger_maps_to_keep_its_last_layer_small():
     encoder = ObsEncoder(ObsLayout.from_space(gym.spaces.Box(0, 255, shape=(3, 35, 35), dtype=np.uint8)), "grid")
     assert sum(p.numel() for p in encoder.parameters()) < 1_000_000
+
+
+def test_a_custom_encoder_is_named_by_module_and_function():
+    space = gym.spaces.Box(0, 255, shape=(7, 7, 3), dtype=np.uint8)
+    encoder = ObsEncoder(ObsLayout.from_space(space), "toy_envs:tiny_encoder")
+    assert encoder.out_size == 5 and encoder(batch_of(space, 2), no_normalizer).shape == (2, 5)
+    with pytest.raises(ConfigError, match=r"encoder 'toy_envs:missing' cannot be loaded"):
+        ObsEncoder(ObsLayout.from_space(space), "toy_envs:missing")

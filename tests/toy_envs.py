@@ -175,3 +175,20 @@ class WrongShapeEnv(CountingEnv):
 
     def _obs(self):
         return np.zeros(3, dtype=np.float32)
+
+
+def tiny_encoder(leaf):
+    """A custom image encoder for the tests (`--encoder toy_envs:tiny_encoder`): one 1x1 convolution, then a mean."""
+    import torch
+
+    channels = leaf.image_chw[0]
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(channels, 5, 1)
+
+        def forward(self, pixels):
+            return self.conv(pixels).mean(dim=(2, 3))
+
+    return Tiny(), 5

@@ -125,7 +125,7 @@ class PolicyConfig:
     action_scale: Optional[float] = None
     """Multiply continuous actions by this and clip to the action bounds, instead of mapping [-1, 1] onto the bounds."""
     encoder: str = "auto"
-    """Image encoder: auto (the Nature CNN from 36x36 pixels up, else a small grid CNN), nature, grid or mlp (flattened pixels)."""
+    """Image encoder: auto (the Nature CNN from 36x36 pixels up, else a small grid CNN), nature, grid, mlp (flattened pixels), or module:function, a function of an image leaf that returns (network, output width)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
@@ -134,8 +134,8 @@ class PolicyConfig:
             f"hidden_sizes must be positive widths, got {self.hidden_sizes}.",
         )
         _require(
-            self.encoder in ("auto", "mlp", "nature", "grid"),
-            f"encoder must be auto, mlp, nature or grid, got {self.encoder!r}.",
+            self.encoder in ("auto", "mlp", "nature", "grid") or ":" in self.encoder,
+            f"encoder must be auto, mlp, nature, grid or module:function, got {self.encoder!r}.",
         )
         _require(
             self.activation in ("tanh", "relu"),

@@ -9,12 +9,16 @@ which the policy's actor and critic heads share:
 - vectors: concatenated, then normalized together by the policy's `ObsNormalizer` (when on).
 - discrete indices: one-hot.
 
-`PolicyConfig.encoder` overrides the choice for images: `nature`, `grid`, or `mlp` (flatten the
-scaled pixels into the MLP heads).
+`PolicyConfig.encoder` overrides the choice for images: `nature`, `grid`, `mlp` (flatten the
+scaled pixels into the MLP heads), or `module:function` for one of your own: a function that
+takes the image's `Leaf` (see `Leaf.image_chw`) and returns `(network, output width)`; the
+network receives float images [B, C, H, W] scaled to [0, 1]. Workers import the module too, so
+it must be importable there (installed, or on PYTHONPATH).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -84,6 +88,8 @@ def _output_size(body: nn.Module, channels: int, height: int, width: int) -> int
 def image_encoder(leaf: Leaf, choice: str) -> tuple[nn.Module, int]:
     """The encoder `choice` names for an image leaf (auto: by its size), and its output width."""
     channels, height, width = leaf.image_chw
+    if ":" in choice:
+        return custom_encoder(choice, leaf)
     if choice == "auto":
         choice = "nature" if min(height, width) >= NATURE_MIN_SIDE else "grid"
     if choice == "nature":
@@ -96,6 +102,21 @@ def image_encoder(leaf: Leaf, choice: str) -> tuple[nn.Module, int]:
     if choice == "grid":
         return grid_cnn(channels, height, width)
     return nn.Flatten(), channels * height * width
+
+
+def custom_encoder(name: str, leaf: Leaf) -> tuple[nn.Module, int]:
+    """The (network, width) that the function `module:function` builds for `leaf`."""
+    module_name, _, function_name = name.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(
+            f"encoder {name!r} cannot be loaded ({error}); name an importable module:function."
+        ) from error
+    built = function(leaf)
+    if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module)):
+        raise ConfigError(f"encoder {name!r} must return (torch.nn.Module, output width), not {type(built).__name__}.")
+    return built[0], int(built[1])
 
 
 class ObsEncoder(nn.Module):
