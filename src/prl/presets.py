@@ -87,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # they differ. Figures: one seed, deterministic evaluation over 20 episodes, 2 cores; the
     # benchmark (benchmarks/learning.py, docs/learning.md) holds the 3-seed results.
     # Defaults alone: -83.5 at 300k (58 s). With lr 3e-4 the seeds spread from -73 to -87 at
-    # 500k; lr 1e-3 (annealed) gives -71.9 +- 3.7 over seeds 1 to 3 (97 s each). rl-zoo3's
+    # 500k; lr 1e-3 (annealed) gives -71.9 +- 3.7 over seeds 1 to 3 (92 s each). rl-zoo3's
     # shape (lambda 0.94, larger batch) and gamma 0.995 did worse here.
     "Acrobot-v1": dict(batch_steps=2048, steps=500_000, lr=1e-3),
     # Defaults alone reach the goal: -100 at 1M (168 s); normalizing the tiny velocity matters.

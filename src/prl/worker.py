@@ -133,9 +133,9 @@ class RolloutCollector:
                 else:
                     for leaf_row, leaf_obs in zip(next_obs_row, layout.split(next_obs)):
                         leaf_row[i] = leaf_obs
-            finite_obs = self._finite_rows(next_obs_row)
-            if not (np.isfinite(reward_row).all() and finite_obs.all()):
-                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & finite_obs))[0])
+            finite = np.isfinite(next_obs_row).all() if layout is None else self._finite_rows(next_obs_row).all()
+            if not (finite and np.isfinite(reward_row).all()):
+                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & self._finite_rows(next_obs_row)))[0])
                 what = "reward" if not np.isfinite(reward_row[bad]) else "observation"
                 raise NonFiniteData(
                     f"{self.spec.name} (env {bad} of this worker) returned a non-finite {what} "
