@@ -27,6 +27,7 @@ from prl.env_families import game_result
 from prl.envs import EnvFactory, make_env, seed_for
 from prl.errors import ConfigError
 from prl.evaluation import MAX_EPISODE_STEPS, evaluate
+from prl.metrics import format_return
 from prl.observations import map_obs
 from prl.policy import ActorCritic
 
@@ -173,9 +174,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     policy_kind = "deterministic" if deterministic else "stochastic"
     print(f"{report['checkpoint']}: {report['env']}, {args.episodes} episodes, {policy_kind} policy, seed {seed}")
+    mean = result["return_mean"]
     print(
-        f"return {result['return_mean']:.1f} +- {result['return_std']:.1f} "
-        f"(min {result['return_min']:.1f}, max {result['return_max']:.1f})"
+        f"return {format_return(result['return_mean'])} +- {format_return(result['return_std'], like=mean)} "
+        f"(min {format_return(result['return_min'], like=mean)}, max {format_return(result['return_max'], like=mean)})"
     )
     print(
         f"length {result['length_mean']:.1f} +- {result['length_std']:.1f} "

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 from prl.config import SECTIONS, Config, flat_fields, flatten_dict, from_flat
 from prl.envs import probe_env
 from prl.errors import ConfigError, WorkerError
-from prl.metrics import check_run_folder
+from prl.metrics import check_run_folder, format_return
 from prl.presets import PRESETS, tuned_config
 from prl.startup import prestart
 
@@ -177,6 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "eval_return_mean" in summary:
         print(
             f"evaluation over {summary['eval_episodes']} episodes: "
-            f"return {summary['eval_return_mean']:.1f} +- {summary['eval_return_std']:.1f}"
+            f"return {format_return(summary['eval_return_mean'])} "
+            f"+- {format_return(summary['eval_return_std'], like=summary['eval_return_mean'])}"
         )
     return 0

@@ -178,3 +178,14 @@ class TensorBoardLog:
     def close(self) -> None:
         """Flush and close the event file."""
         self._writer.close()
+
+
+def format_return(value: Optional[float], like: Optional[float] = None) -> str:
+    """A return for people: one decimal from 10 up, three below (MiniGrid's 0.955 is not 1.0); "-" for None.
+
+    `like` picks the precision from another value, so a std is printed as its mean is.
+    """
+    if value is None:
+        return "-"
+    scale = abs(value if like is None else like)
+    return f"{value:.1f}" if scale >= 10 else f"{value:.3f}"

@@ -16,7 +16,15 @@ from prl.envs import EnvFactory, EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.evaluation import evaluate
 from prl.learner import Learner
-from prl.metrics import EpisodeWindow, MetricsLog, TensorBoardLog, check_run_folder, clear_run_folder, write_json
+from prl.metrics import (
+    EpisodeWindow,
+    MetricsLog,
+    TensorBoardLog,
+    check_run_folder,
+    clear_run_folder,
+    format_return,
+    write_json,
+)
 from prl.pool import ActorPool
 from prl.startup import StopRequests
 
@@ -119,10 +127,6 @@ def resume_checkpoint(config: Config, resume_from: str) -> dict:
     return payload
 
 
-def _format_return(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def train(config: Config, spec: Optional[EnvSpec] = None, resume_from: Optional[str] = None) -> dict:
     """Train PPO as `config` says and return the run summary (see `run_training`)."""
     return run_training(config, spec, resume_from)[0]
@@ -196,7 +200,7 @@ def run_training(
                     run.save()
                 bar.update(min(learner.env_steps, config.steps) - bar.n)
                 bar.set_postfix_str(
-                    f"{record['steps_per_s']:,.0f} steps/s, return {_format_return(record['episode_return_mean'])}"
+                    f"{record['steps_per_s']:,.0f} steps/s, return {format_return(record['episode_return_mean'])}"
                 )
                 if stop.requested:
                     run.save()  # between updates, so the saved state is whole
