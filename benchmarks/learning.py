@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from prl.metrics import format_return
+
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
 EVAL_EPISODES = 20
@@ -167,9 +169,11 @@ def table(rows: list[dict]) -> str:
         met = "-" if goal is None else ("yes" if row["met"] else "no")
         if "goal_reached" in row:
             met += f" (goal in {row['goal_reached']} seeds)"
+        mean = row["eval_mean"]
         lines.append(
-            f"| {row['env']} | {row['steps']:,} | {row['eval_mean']:.1f} +- {row['eval_std']:.1f} "
-            f"({row['finished']} seeds) | {row['train_last100_mean']:.1f} | {row['wall_s_mean']:.0f} s | "
+            f"| {row['env']} | {row['steps']:,} | {format_return(mean)} +- {format_return(row['eval_std'], like=mean)} "
+            f"({row['finished']} seeds) | {format_return(row['train_last100_mean'], like=mean)} | "
+            f"{row['wall_s_mean']:.0f} s | "
             f"{'-' if goal is None else f'>= {goal:g}'} | {met} | {zoo} | {clean} |"
         )
     return "\n".join(lines)
@@ -252,7 +256,7 @@ def main(argv=None) -> int:
             if "failed" in last:
                 log(f"  failed: {last['failed']}")
             else:
-                log(f"  eval {last['eval_return_mean']:.1f} in {last['process_wall_s']:.0f} s")
+                log(f"  eval {format_return(last['eval_return_mean'])} in {last['process_wall_s']:.0f} s")
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
         plot(env, runs, out / f"learning_{env}.png")
