@@ -138,8 +138,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Atari (the atari extra), from CleanRL's ppo_atari: 8 envs x 128 steps, 4 epochs of 4
     # minibatches, lr 2.5e-4 annealed, clip 0.1 with a clipped value loss, entropy 0.01, linear
     # actor and critic heads on the Nature CNN's 512 features, 10M steps. Rewards are already
-    # clipped to their sign, so they are not scaled again. The CNN's backward pass is 84% of
-    # an update, and in synchronous mode the workers wait meanwhile, so the learner takes two
+    # clipped to their sign, so they are not scaled again. The learner's update is 84% of each
+    # iteration, and in synchronous mode the workers wait meanwhile, so the learner takes two
     # threads: 413 env steps/s on Breakout on 2 cores, against 253 with one (SB3: 210 / 320).
     **{
         env: dict(
