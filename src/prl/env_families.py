@@ -130,7 +130,8 @@ ATARI_FRAME_STACK = 4
 def _atari(env: gym.Env) -> gym.Env:
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = LifeLoss(GameScore(env))
-    if "FIRE" in env.unwrapped.get_action_meanings():
+    meanings = env.unwrapped.get_action_meanings()
+    if "FIRE" in meanings and len(meanings) >= 3:  # FIRE, then a move: the reset needs both
         env = FireAtStart(env)
     env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(reward)))
     return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
