@@ -132,11 +132,7 @@ class TorchActor:
     def act(self, obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions for raw observations: (actions [B, action_dim], log-probs [B], values [B])."""
         with torch.inference_mode():
-            inputs = self.policy.features(self.policy.prepare(self._tensors(obs)))
-            heads = self.policy._heads(inputs)
-            actions = self.policy._sample(heads, self.generator)
-            logprob, _ = self.policy._score(heads, actions)
-            values = self.policy.critic(inputs).squeeze(-1)
+            actions, logprob, _, values = self.policy.get_action_and_value(self._tensors(obs), generator=self.generator)
         return actions.numpy(), logprob.numpy(), values.numpy()
 
 

@@ -103,9 +103,11 @@ class ActorCritic(nn.Module):
             return [out.log_softmax(-1)]
         return [logits.log_softmax(-1) for logits in torch.split(out, list(self.spec.action_dims), dim=-1)]
 
-    def _choose(self, heads: list[torch.Tensor], deterministic: bool) -> torch.Tensor:
+    def _choose(
+        self, heads: list[torch.Tensor], deterministic: bool, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         if not deterministic:
-            return self._sample(heads)
+            return self._sample(heads, generator)
         if self.spec.action_kind == CONTINUOUS:
             return heads[0]
         return torch.stack([log_probs.argmax(-1) for log_probs in heads], dim=-1).to(torch.float32)
@@ -136,13 +138,20 @@ class ActorCritic(nn.Module):
         return logprob, entropy
 
     def get_action_and_value(
-        self, obs: Observations, action: Optional[torch.Tensor] = None, deterministic: bool = False
+        self,
+        obs: Observations,
+        action: Optional[torch.Tensor] = None,
+        deterministic: bool = False,
+        generator: Optional[torch.Generator] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B]."""
+        """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B].
+
+        `generator` draws the samples (torch's global generator when None).
+        """
         x = self.features(self.prepare(obs))
         heads = self._heads(x)
         if action is None:
-            action = self._choose(heads, deterministic)
+            action = self._choose(heads, deterministic, generator)
         logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
