@@ -133,7 +133,7 @@ class ActorPool:
             config.workers,
             config.rollout_steps,
             config.envs_per_worker,
-            self.spec.obs_dim if self.spec.flat_obs else self.spec.obs_layout,
+            self.spec.obs_layout,
             self.spec.action_dim,
         )
         self.weights = SharedWeights(policy)

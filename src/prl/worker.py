@@ -72,9 +72,7 @@ class RolloutCollector:
 
     def _stack(self, observations: list):
         """Env observations as the actor takes them: [E, D] float32, or a dict of per-leaf arrays."""
-        if self.layout is None:
-            return np.stack([np.asarray(obs, dtype=np.float32).reshape(-1) for obs in observations])
-        return self.layout.stack(observations)
+        return self.spec.obs_layout.stack(observations)
 
     def collect(self, views: dict) -> None:
         """Run one rollout, writing every field of the slot behind `views` (see `TrajectoryBuffer`)."""
