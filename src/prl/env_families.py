@@ -40,6 +40,8 @@ class Family:
     wrap: Callable[[gym.Env], gym.Env]
     make_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Arguments for `gymnasium.make` that the wrappers need (a user's env_kwargs still win)."""
+    on_import: Optional[Callable[[Any], None]] = None
+    """Called with the imported package before any env is made (to quiet its logging, say)."""
     game_scores: bool = False
     """True when an episode prl learns from is not a whole game: returns are then read from
     the `info` that `GameScore` adds when a game ends (see `game_result`)."""
@@ -137,11 +139,8 @@ def _atari(env: gym.Env) -> gym.Env:
     return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
 
 
-def _import_ale():
-    import ale_py
-
+def _quiet_ale(ale_py) -> None:
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner from every env
-    return ale_py
 
 
 MINIGRID_MAX_INDEX = 10
@@ -157,7 +156,7 @@ def _minigrid(env: gym.Env) -> gym.Env:
 
 
 FAMILIES = (
-    Family(("ALE/",), "ale_py", "atari", _atari, make_kwargs={"frameskip": 1}, game_scores=True),
+    Family(("ALE/",), "ale_py", "atari", _atari, {"frameskip": 1}, on_import=_quiet_ale, game_scores=True),
     Family(("MiniGrid-", "BabyAI-"), "minigrid", "minigrid", _minigrid),
 )
 
@@ -173,10 +172,12 @@ def make(env_id: str, kwargs: Mapping[str, Any]) -> gym.Env:
     if family is None:
         return gym.make(env_id, **kwargs)
     try:
-        _import_ale() if family.module == "ale_py" else importlib.import_module(family.module)
+        package = importlib.import_module(family.module)
     except ImportError as error:
         raise ConfigError(
             f"{env_id} needs the {family.module} package, which is not installed ({error}); "
             f'install prl\'s {family.extra} extra: pip install -e ".[{family.extra}]".'
         ) from error
+    if family.on_import is not None:
+        family.on_import(package)
     return family.wrap(gym.make(env_id, **{**family.make_kwargs, **kwargs}))
