@@ -3,6 +3,7 @@
     python benchmarks/learning.py --suite classic --seeds 3 --out DIR
     python benchmarks/learning.py --suite mujoco --seeds 3 --out DIR    # needs the mujoco extra
     python benchmarks/learning.py --suite minigrid --seeds 3 --out DIR  # needs the minigrid extra
+    python benchmarks/learning.py --suite atari --seeds 1 --out DIR     # needs the atari extra
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
 
@@ -43,7 +44,8 @@ class Target:
 
     env: str
     steps: int
-    target: float
+    target: Optional[float]
+    """The mean evaluation return that counts as learned; None where only the curve is compared."""
     rl_zoo: str
     cleanrl: str
     default_steps: Optional[int] = None
@@ -66,6 +68,7 @@ TARGETS = {
         Target("Ant-v5", 1_000_000, 2000.0, "-", "-"),
         Target("MiniGrid-Empty-5x5-v0", 50_000, 0.9, "-", "-"),
         Target("MiniGrid-DoorKey-5x5-v0", 150_000, 0.9, "-", "-"),
+        Target("ALE/Breakout-v5", 500_000, None, "398 (10M)", "415 (10M)"),
     )
 }
 SUITES = {
@@ -79,6 +82,7 @@ SUITES = {
     ],
     "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
     "minigrid": ["MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0"],
+    "atari": ["ALE/Breakout-v5"],
 }
 GOAL_ENVS = {"MountainCar-v0": -200.0}
 """Envs whose target also asks that every seed reach the goal: a return above this means it did."""
@@ -86,6 +90,11 @@ GOAL_ENVS = {"MountainCar-v0": -200.0}
 
 def log(message: str) -> None:
     print(f"[learning] {message}", file=sys.stderr, flush=True)
+
+
+def file_name(env: str) -> str:
+    """`env` as one file name: namespaced ids such as ALE/Breakout-v5 hold a slash."""
+    return env.replace("/", "-")
 
 
 def budget(target: Target, no_preset: bool, quick: bool) -> int:
@@ -202,7 +211,7 @@ def plot(env: str, runs: list[dict], path: Path) -> None:
         axis.set_ylabel("mean return, last 100 training episodes")
         axis.grid(alpha=0.3)
     target = TARGETS.get(env)
-    if target:
+    if target and target.target is not None:
         for axis in axes:
             axis.axhline(target.target, color="gray", linestyle="--", linewidth=1, label="target")
     axes[0].legend(loc="lower right")
@@ -214,7 +223,7 @@ def plot(env: str, runs: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, or env ids")
+    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, atari, or env ids")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
     parser.add_argument(
         "--quick", action="store_true", help="a tenth of each step budget and one seed, to try the pipeline"
@@ -250,7 +259,14 @@ def main(argv=None) -> int:
         for seed in range(1, seeds + 1):
             log(f"{env}, seed {seed} of {seeds}, {steps:,} steps")
             runs.append(
-                train_one(env, seed, steps, out / "runs" / f"{env}-seed{seed}", args.no_preset, args.train_args.split())
+                train_one(
+                    env,
+                    seed,
+                    steps,
+                    out / "runs" / f"{file_name(env)}-seed{seed}",
+                    args.no_preset,
+                    args.train_args.split(),
+                )
             )
             last = runs[-1]
             if "failed" in last:
@@ -259,7 +275,7 @@ def main(argv=None) -> int:
                 log(f"  eval {format_return(last['eval_return_mean'])} in {last['process_wall_s']:.0f} s")
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
-        plot(env, runs, out / f"learning_{env}.png")
+        plot(env, runs, out / f"learning_{file_name(env)}.png")
         (out / "learning.json").write_text(json.dumps(results, indent=2))
     markdown = table(results["rows"])
     (out / "learning.md").write_text(f"{results['command']}\n\n{markdown}\n")
