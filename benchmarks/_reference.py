@@ -2,8 +2,9 @@
 
 Every function here runs one measurement for a fixed time or a fixed step budget and returns a
 record made by `rate()`; `throughput.py` decides what to run and prints the table. Nothing here
-uses prl's processes: prl only lends its policy network, so that every collection loop pays
-for the same forward pass.
+uses prl's processes: prl only lends its env recipe (so that an Atari id gets the same
+preprocessing everywhere) and its policy network, so that every collection loop pays for the
+same forward pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from prl.config import PolicyConfig
-from prl.envs import EnvSpec
+from prl.envs import EnvFactory, EnvSpec, make_env
+from prl.inference import TorchActor, make_actor
 from prl.policy import build_policy
 
 ACTION_POOL = 1024
@@ -36,6 +38,14 @@ SB3_SETTINGS = dict(
     n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=1e-3, ent_coef=0.0
 )
 """rl-baselines3-zoo's tuned PPO for CartPole-v1 (constant rates instead of its linear schedules)."""
+
+SB3_ATARI_SETTINGS = dict(
+    n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01
+)
+"""rl-baselines3-zoo's PPO for Atari with 8 envs, AtariWrapper and 4 stacked frames (constant rates
+instead of its linear schedules): the same work per env step as prl's Atari presets."""
+
+SB3_FRAME_STACK = 4
 
 ASYNC_ENVS = 8
 """Envs of the AsyncVectorEnv measurement: one process each."""
@@ -64,9 +74,14 @@ def _same_step_autoreset() -> dict:
     return {} if mode is None else {"autoreset_mode": mode.SAME_STEP}
 
 
+def env_recipe(env_id: str) -> Callable[[], gym.Env]:
+    """A picklable function that makes `env_id` as prl's workers do (an Atari id gets its preprocessing)."""
+    return partial(make_env, EnvFactory(env_id))
+
+
 def step_randomly(env_id: str, seconds: float, barrier, results) -> None:
     """Process entry point: step one env with random actions for `seconds`; put (steps, elapsed)."""
-    env = gym.make(env_id)
+    env = env_recipe(env_id)()
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(ACTION_POOL)]
     env.reset(seed=0)
@@ -107,10 +122,19 @@ def raw_floor(env_id: str, processes: int, seconds: float, context) -> dict:
 def drive(
     vector_env: gym.vector.VectorEnv, act: Callable[[np.ndarray], np.ndarray], spec: EnvSpec, seconds: float
 ) -> dict:
-    """Step `vector_env` for `seconds`, `act` choosing every action in this process from float32 observations."""
+    """Step `vector_env` for `seconds`, `act` choosing every action in this process.
 
-    def step(obs: np.ndarray) -> np.ndarray:
-        actions = act(np.asarray(obs, dtype=np.float32))
+    Flat observations reach `act` as float32, as in prl's workers; other layouts as prl's workers
+    stack them (`ObsLayout.stack`: one array per leaf, uint8 images stay uint8).
+    """
+    single_space = vector_env.single_observation_space
+
+    def step(obs):
+        if spec.flat_obs:
+            obs = np.asarray(obs, dtype=np.float32)
+        else:
+            obs = spec.obs_layout.stack(list(gym.vector.utils.iterate(single_space, obs)))
+        actions = act(obs)
         return vector_env.step(np.asarray(spec.to_env_actions(actions)))[0]
 
     obs, _ = vector_env.reset(seed=0)
@@ -124,38 +148,40 @@ def drive(
     return rate(steps * vector_env.num_envs, time.perf_counter() - start, envs=vector_env.num_envs)
 
 
-def torch_actor(spec: EnvSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """prl's default network under `torch.inference_mode`: action, log-prob and value in one call."""
-    policy = build_policy(spec, PolicyConfig(), False, 10.0)
-
-    @torch.inference_mode()
-    def act(obs: np.ndarray) -> np.ndarray:
-        action, _, _, _ = policy.get_action_and_value(torch.from_numpy(obs))
-        return action.numpy()
-
-    return act
+def torch_actor(spec: EnvSpec, policy: PolicyConfig) -> Callable:
+    """The network under `torch.inference_mode` (`prl.inference.TorchActor`): action, log-prob and value in one call."""
+    actor = TorchActor(build_policy(spec, policy, False, 10.0), np.random.default_rng(0))
+    return lambda obs: actor.act(obs)[0]
 
 
-def worker_actor(spec: EnvSpec) -> Optional[Callable[[np.ndarray], np.ndarray]]:
-    """The actor prl's workers use (`prl.inference.NumpyActor`) on the same network; None if this prl has none."""
-    try:
-        from prl.inference import NumpyActor
-    except ImportError:
+def worker_actor(spec: EnvSpec, policy: PolicyConfig) -> Optional[Callable]:
+    """The numpy copy of the network that prl's workers act with on flat observations; None where they use torch."""
+    network = build_policy(spec, policy, False, 10.0)
+    if network.encoder is not None:
         return None
-    actor = NumpyActor(build_policy(spec, PolicyConfig(), False, 10.0), np.random.default_rng(0))
+    actor = make_actor(network, np.random.default_rng(0))
     return lambda obs: actor.act(obs)[0]  # act() also computes log-probs and values, as in a worker
 
 
-def collection_floor(env_id: str, spec: EnvSpec, num_envs: int, seconds: float, actor: str = "torch") -> dict:
+def collection_floor(
+    env_id: str,
+    spec: EnvSpec,
+    num_envs: int,
+    seconds: float,
+    actor: str = "torch",
+    policy: Optional[PolicyConfig] = None,
+) -> dict:
     """Steps/s of one process stepping a SyncVectorEnv of `num_envs` envs, one thread, `actor` in the loop.
 
     `actor` is "torch" (the network under `torch.inference_mode`) or "worker" (the numpy actor
-    prl's workers use); the record is skipped when this prl has no worker actor.
+    prl's workers use on flat observations; skipped where they act with the torch policy).
+    `policy` is the network's settings (default: prl's default network).
     """
-    act = torch_actor(spec) if actor == "torch" else worker_actor(spec)
+    policy = policy or PolicyConfig()
+    act = torch_actor(spec, policy) if actor == "torch" else worker_actor(spec, policy)
     if act is None:
-        return {"envs": num_envs, "actor": actor, "skipped": "this prl has no prl.inference.NumpyActor"}
-    envs = gym.vector.SyncVectorEnv([partial(gym.make, env_id)] * num_envs, **_same_step_autoreset())
+        return {"envs": num_envs, "actor": actor, "skipped": "prl's workers act with the torch policy here"}
+    envs = gym.vector.SyncVectorEnv([env_recipe(env_id)] * num_envs, **_same_step_autoreset())
     try:
         # one thread for torch and BLAS, as in a prl worker: spinning idle threads only steal the core
         with torch_threads(1), threadpool_limits(limits=1):
@@ -164,14 +190,16 @@ def collection_floor(env_id: str, spec: EnvSpec, num_envs: int, seconds: float, 
         envs.close()
 
 
-def async_collection(env_id: str, spec: EnvSpec, seconds: float, start_method: str) -> dict:
+def async_collection(
+    env_id: str, spec: EnvSpec, seconds: float, start_method: str, policy: Optional[PolicyConfig] = None
+) -> dict:
     """Steps/s of gymnasium's AsyncVectorEnv (shared memory, one process per env), torch policy in this process."""
     envs = gym.vector.AsyncVectorEnv(
-        [partial(gym.make, env_id)] * ASYNC_ENVS, shared_memory=True, context=start_method, **_same_step_autoreset()
+        [env_recipe(env_id)] * ASYNC_ENVS, shared_memory=True, context=start_method, **_same_step_autoreset()
     )
     try:
         with torch_threads(1), threadpool_limits(limits=1):
-            return drive(envs, torch_actor(spec), spec, seconds)
+            return drive(envs, torch_actor(spec, policy or PolicyConfig()), spec, seconds)
     finally:
         envs.close()
 
@@ -184,16 +212,29 @@ def missing(package: str) -> Optional[str]:
 
 
 def sb3_training(env_id: str, vec_env: str, total_steps: int, threads: int, seed: int = 1) -> dict:
-    """Steps/s of Stable-Baselines3 PPO's `learn` over `total_steps`, with DummyVecEnv or SubprocVecEnv."""
+    """Steps/s of Stable-Baselines3 PPO's `learn` over `total_steps`, with DummyVecEnv or SubprocVecEnv.
+
+    An `ALE/` id runs as rl-baselines3-zoo runs Atari: `make_atari_env` (AtariWrapper) on the
+    id made with frameskip 1, 4 stacked frames, CnnPolicy and `SB3_ATARI_SETTINGS`. Any other
+    id runs MlpPolicy with the CartPole settings `SB3_SETTINGS`.
+    """
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     vec_env_cls = {"DummyVecEnv": DummyVecEnv, "SubprocVecEnv": SubprocVecEnv}[vec_env]
+    atari = env_id.startswith("ALE/")
     with torch_threads(threads):
-        envs = make_vec_env(env_id, n_envs=SB3_ENVS, seed=seed, vec_env_cls=vec_env_cls)
+        if atari:  # "ale_py:" makes gymnasium import ale_py (which registers ALE/) in SB3's own subprocesses too
+            envs = make_atari_env(
+                f"ale_py:{env_id}", n_envs=SB3_ENVS, seed=seed, vec_env_cls=vec_env_cls, env_kwargs={"frameskip": 1}
+            )
+            envs = VecFrameStack(envs, n_stack=SB3_FRAME_STACK)
+        else:
+            envs = make_vec_env(env_id, n_envs=SB3_ENVS, seed=seed, vec_env_cls=vec_env_cls)
         try:
-            model = PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **SB3_SETTINGS)
+            settings = SB3_ATARI_SETTINGS if atari else SB3_SETTINGS
+            model = PPO("CnnPolicy" if atari else "MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **settings)
             start = time.perf_counter()
             model.learn(total_timesteps=total_steps)
             elapsed = time.perf_counter() - start

@@ -61,7 +61,7 @@ def _scaling(record: dict, single: Optional[float]) -> str:
 
 
 def figure_rows(results: dict) -> list[tuple]:
-    """One table row per measurement of figures 1 to 5 and 7."""
+    """One table row per measurement of figures 1 to 5, 7 and 8."""
     single = steps_per_s_of(results["floor"][0])
     rows = [_row("1 floor", f"raw env, processes={r['processes']}", r, _scaling(r, single)) for r in results["floor"]]
     rows += [
@@ -82,19 +82,19 @@ def figure_rows(results: dict) -> list[tuple]:
         note = f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else ""
         rows.append(_row("4 prl end-to-end", f"W={r['workers']} x E={r['envs']}{mode}", r, note))
     reference = results["reference"]
-    for key, setting in (
-        ("sb3_dummy", "SB3 PPO, DummyVecEnv 8 envs"),
-        ("sb3_subproc", "SB3 PPO, SubprocVecEnv 8 envs"),
+    policy = "CnnPolicy" if results["settings"]["env"].startswith("ALE/") else "MlpPolicy"
+    for key, vec_env in (
+        ("sb3_dummy", "DummyVecEnv"),
+        ("sb3_subproc", "SubprocVecEnv"),
+        ("sb3_dummy_one_thread", "DummyVecEnv"),
     ):
-        record = reference[key]
-        rows.append(
-            _row(
-                "5 reference",
-                setting,
-                record,
-                "" if "skipped" in record else f"{record['steps']:,} steps in {record['seconds']:.1f} s",
-            )
-        )
+        record = reference.get(key)
+        if record is None:
+            continue
+        threads = record.get("torch_threads")
+        setting = f"SB3 PPO {policy}, {vec_env} 8 envs" + (f", {threads} thread(s)" if threads else "")
+        note = "" if "skipped" in record else f"{record['steps']:,} steps in {record['seconds']:.1f} s"
+        rows.append(_row("5 reference", setting, record, note))
     rows.append(
         _row("5 reference", "AsyncVectorEnv 8 envs, torch actor", reference["async_vector_env"], "collection only")
     )
@@ -110,6 +110,19 @@ def figure_rows(results: dict) -> list[tuple]:
         rows.append(
             ("7 time to solve", f"{setting}, {solve['finished']} run(s)", _number(solve["median_steps_per_s"]), note)
         )
+    memory = results.get("buffer_memory")
+    if memory:
+        shape = f"{memory['slots']} slots x {memory['rollout_steps']} steps x {memory['envs']} envs"
+        for key, label in (("native", "as prl stores it"), ("float32", "all float32")):
+            part = memory[key]
+            rows.append(
+                (
+                    "8 buffer memory",
+                    f"{shape}, {label}",
+                    "-",
+                    f"observations {part['obs_bytes'] / 2**20:,.1f} MiB, all tensors {part['total_bytes'] / 2**20:,.1f} MiB",
+                )
+            )
     return rows
 
 

@@ -1,6 +1,7 @@
 """Learner speed: PPO gradient steps per second, prl against Stable-Baselines3 at the same settings.
 
     python benchmarks/learner_speed.py [--env HalfCheetah-v5] [--updates 5] [--out DIR]
+    python benchmarks/learner_speed.py --env ALE/Breakout-v5   # an image env: the CNN's part of each update
 
 Both learners train on the same kind of batch: 512 env steps of the env collected with the
 current policy, 20 epochs of 64-sample minibatches (160 gradient steps per update), two
@@ -8,6 +9,11 @@ current policy, 20 epochs of 64-sample minibatches (160 gradient steps per updat
 where the learner is the bottleneck. Each side runs one torch thread, one after the other in
 this process, and the figure is the mean over `--updates` updates after one warm-up update.
 Needs the mujoco extra for MuJoCo envs and the bench extra for Stable-Baselines3.
+
+For an env with image observations (the atari or minigrid extra), it measures instead how one
+update of the env's preset splits: the time of a whole update, and the time of the CNN's
+forward and backward passes over as many minibatches of the same size, with the preset's
+learner threads and with one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import _reference as ref
 import torch
 
 from prl import ActorPool, Learner, tuned_config
+from prl.config import Config
+from prl.envs import probe_env
+from prl.observations import map_obs
 
 ROLLOUT = 512
 MINIBATCH = 64
@@ -121,14 +130,78 @@ def sb3_learner(env_id: str, updates: int) -> dict:
     }
 
 
+def cnn_share(env_id: str, updates: int, threads: int) -> dict:
+    """Seconds per update of the image env's preset, and the part its CNN (forward and backward) takes.
+
+    One batch is collected with the preset's shape, then `learner.update` runs `updates` times on
+    it. The CNN alone then runs forward and backward on as many minibatches of the same size as
+    an update takes: the rest of the update is the heads, the PPO loss, the optimizer and the
+    batch's preparation.
+    """
+    config = tuned_config(env_id, steps=10**7, progress=False, device="cpu", learner_threads=threads)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect(learner.device)
+    with ref.torch_threads(threads):
+        report = learner.update(batch)  # warm-up, and the number of gradient steps an update takes
+        started = time.perf_counter()
+        for _ in range(updates):
+            learner.update(batch)
+        per_update = (time.perf_counter() - started) / updates
+        steps = report["gradient_steps"]
+        policy = learner.policy
+        frames = map_obs(lambda tensor: tensor[:-1].flatten(0, 1)[: config.ppo.minibatch_size], batch.obs)
+        started = time.perf_counter()
+        for _ in range(updates * steps):
+            policy.zero_grad(set_to_none=True)
+            policy.features(policy.prepare(frames)).sum().backward()
+        cnn = (time.perf_counter() - started) / updates
+    return {
+        "env": env_id,
+        "threads": threads,
+        "minibatch": config.ppo.minibatch_size,
+        "gradient_steps": steps,
+        "update_s": per_update,
+        "cnn_s": cnn,
+        "cnn_share": cnn / per_update,
+        "env_steps_per_update": config.batch_size,
+    }
+
+
+def print_cnn_share(rows: list[dict]) -> None:
+    """The table of `cnn_share` rows."""
+    first = rows[0]
+    print(
+        f"{first['env']}: one update = {first['gradient_steps']} gradient steps of {first['minibatch']} samples "
+        f"({first['env_steps_per_update']:,} env steps)"
+    )
+    print("| torch threads | ms per update | CNN forward + backward, ms | CNN share | learner bound, env steps/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['threads']} | {row['update_s'] * 1000:.0f} | {row['cnn_s'] * 1000:.0f} | "
+            f"{row['cnn_share']:.0%} | {row['env_steps_per_update'] / row['update_s']:,.0f} |"
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="HalfCheetah-v5", help="a Box-action env id (default HalfCheetah-v5)")
+    parser.add_argument(
+        "--env", default="HalfCheetah-v5", help="a Box-action env id, or an image env (default HalfCheetah-v5)"
+    )
     parser.add_argument("--updates", type=int, default=5, help="timed updates per learner (default 5)")
     parser.add_argument("--out", help="folder for learner_speed.json")
     args = parser.parse_args(argv)
     if args.updates < 1:
         parser.error("--updates must be at least 1")
+    if probe_env(Config(env=args.env)).obs_layout.has_images:
+        threads = sorted({1, tuned_config(args.env).learner_threads})
+        rows = [cnn_share(args.env, args.updates, count) for count in threads]
+        print_cnn_share(rows)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "learner_speed.json").write_text(json.dumps({"env": args.env, "rows": rows}, indent=2))
+        return 0
     with ref.torch_threads(1):
         rows = [prl_learner(args.env, args.updates), sb3_learner(args.env, args.updates)]
     sb3 = rows[1].get("grad_steps_per_s")

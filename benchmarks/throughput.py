@@ -3,6 +3,7 @@
     python benchmarks/throughput.py            # roughly 10 minutes on 2 cores
     python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
     python benchmarks/throughput.py --out DIR  # also writes DIR/results.json and DIR/throughput.png
+    python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
 machines of the same kind (see the project's ANCHORS.md): read the ratios.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -33,8 +35,10 @@ from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, 
 
 import prl
 from prl import ActorPool, ConfigError, Learner, tuned_config
+from prl.buffers import TrajectoryBuffer
 from prl.config import Config, to_flat
 from prl.envs import EnvSpec, probe_env
+from prl.observations import map_obs
 from prl.startup import resolve_start_method
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +51,7 @@ README_SHAPE = (8, 4)
 """Workers x envs per worker of the command in prl's README (`--workers 8 --envs-per-worker 4`)."""
 
 DEFAULT_SHAPE = (2, 32)
-"""prl's default workers x envs per worker with the CartPole preset."""
+"""prl's default workers x envs per worker with the CartPole preset (other envs: their preset's, `default_shape`)."""
 
 SAMPLE_FACTORY_STEPS_PER_S = 11_400
 """Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
@@ -70,9 +74,10 @@ START_METHOD = resolve_start_method(Config())
 """How this benchmark starts its own processes: prl's rule (never plain fork)."""
 
 SB3_TORCH_THREADS = 1
-"""Torch threads of the SB3 runs: one, as prl's learner (learner_threads=1). With torch's default of
-one per core, its OpenMP threads spin-wait, and SB3 fell to 1/8 of its speed here whenever another
-process wanted a core."""
+"""Torch threads of the SB3 runs where prl's learner has one (learner_threads=1). With torch's default
+of one per core, its OpenMP threads spin-wait, and SB3 fell to 1/8 of its speed here whenever
+another process wanted a core. Where the env's preset gives the learner more threads (Atari: 2),
+SB3 gets as many, and one more DummyVecEnv run keeps one thread."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,33 @@ QUICK = Plan(
     sb3_steps=20_000,
     solve_runs=1,
 )
+
+IMAGE_PLAN = Plan(
+    workers=(1, 2),
+    envs=(4, 8),
+    floor_s=3.0,
+    collect_s=4.0,
+    train_steps=16_384,
+    train_sweep=False,
+    sb3_steps=8_192,
+    solve_runs=0,
+)
+"""Image envs step and act about 100 times slower than CartPole: fewer shapes, 16 updates of the Atari batch."""
+
+IMAGE_QUICK = replace(IMAGE_PLAN, envs=(4,), floor_s=1.0, collect_s=1.5, train_steps=4_096, sb3_steps=2_048)
+
+
+def plan_for(spec: EnvSpec, quick: bool) -> Plan:
+    """The shapes and budgets for `spec`'s env: the image plan where observations hold an image."""
+    if spec.obs_layout.has_images:
+        return IMAGE_QUICK if quick else IMAGE_PLAN
+    return QUICK if quick else Plan()
+
+
+def default_shape(env_id: str) -> tuple[int, int]:
+    """Workers x envs per worker of the env's preset (prl's defaults where it has none)."""
+    config = tuned_config(env_id)
+    return config.workers, config.envs_per_worker
 
 
 def log(message: str) -> None:
@@ -250,8 +282,13 @@ def time_to_solve(runs: int, overlap: bool) -> dict:
 
 
 def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
-    """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E and actor."""
+    """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E and actor.
+
+    The collection floor acts with the env's preset network (the Nature CNN on Atari), the one
+    prl's workers act with in figure 3.
+    """
     context = multiprocessing.get_context(START_METHOD)
+    policy = tuned_config(env_id).policy
     floors = {"floor": [], "collection_floor": []}
     for processes in sorted({1, min(2, usable_cores())}):
         log(f"floor: raw {env_id} stepping, processes={processes}")
@@ -259,8 +296,39 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     for envs in plan.envs:
         for actor in ("torch", "worker"):
             log(f"collection floor: SyncVectorEnv of {envs} envs + {actor} actor")
-            floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s, actor))
+            floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s, actor, policy))
     return floors
+
+
+def buffer_bytes(buffer: TrajectoryBuffer) -> dict:
+    """Bytes of a trajectory buffer's observation tensors and of all its tensors."""
+    obs: list[int] = []
+    map_obs(lambda tensor: obs.append(tensor.nbytes), buffer.obs)
+    others = [value.nbytes for name, value in vars(buffer).items() if name != "obs" and hasattr(value, "nbytes")]
+    return {"obs_bytes": sum(obs), "total_bytes": sum(obs) + sum(others)}
+
+
+def measure_memory(env_id: str, spec: EnvSpec) -> dict:
+    """Figure 8: the shared trajectory buffer of the env's preset shape, as prl allocates it and in float32.
+
+    prl keeps every observation leaf in its own dtype (uint8 images stay uint8); the float32 row
+    is the same buffer with every observation value stored as a float32, as prl stored them
+    before. Both buffers are allocated here and their tensors' sizes read back.
+    """
+    config = tuned_config(env_id)
+    shape = (config.workers, config.rollout_steps, config.envs_per_worker)
+    values = sum(math.prod(leaf.shape) for leaf in spec.obs_layout.leaves)
+    native = buffer_bytes(TrajectoryBuffer(*shape, spec.obs_layout, spec.action_dim))
+    as_float = buffer_bytes(TrajectoryBuffer(*shape, values, spec.action_dim))
+    return {
+        "slots": shape[0],
+        "rollout_steps": shape[1],
+        "envs": shape[2],
+        "bytes_per_obs": spec.obs_layout.bytes_per_step,
+        "native": native,
+        "float32": as_float,
+        "obs_ratio": as_float["obs_bytes"] / native["obs_bytes"],
+    }
 
 
 def measure_collection(env_id: str, plan: Plan) -> list[dict]:
@@ -286,12 +354,13 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     Beside the grid: the default and README shapes in overlap mode, and the default shape with
     SB3's PPO settings (the same learner work per env step as the SB3 rows).
     """
-    shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [DEFAULT_SHAPE]
-    shapes += [shape for shape in (DEFAULT_SHAPE, README_SHAPE) if shape not in shapes]
+    default = default_shape(env_id)
+    shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [default]
+    shapes += [shape for shape in (default, README_SHAPE) if shape not in shapes]
     runs = [(w, e, None, False) for w, e in shapes]
-    runs += [(*DEFAULT_SHAPE, None, True), (*README_SHAPE, None, True)]
+    runs += [(*default, None, True), (*README_SHAPE, None, True)]
     if env_id == "CartPole-v1":
-        runs.append((*DEFAULT_SHAPE, SB3_LIKE_PPO, False))
+        runs.append((*default, SB3_LIKE_PPO, False))
     records = []
     for workers, envs, ppo, overlap in runs:
         label = " overlap" if overlap else " SB3 settings" if ppo else ""
@@ -300,18 +369,33 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     return records
 
 
+def sb3_runs(env_id: str) -> list[tuple[str, str, int]]:
+    """(record key, vector env, torch threads) of the SB3 runs: as many threads as prl's learner has.
+
+    Where that is more than one, a DummyVecEnv run with one thread is added: SB3's own best
+    setting where cores are contended (see `SB3_TORCH_THREADS`).
+    """
+    threads = max(SB3_TORCH_THREADS, tuned_config(env_id).learner_threads)
+    runs = [("sb3_dummy", "DummyVecEnv", threads), ("sb3_subproc", "SubprocVecEnv", threads)]
+    if threads > 1:
+        runs.append(("sb3_dummy_one_thread", "DummyVecEnv", 1))
+    return runs
+
+
 def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     """Figure 5: SB3 PPO with both vector envs, and gymnasium's AsyncVectorEnv collection."""
     references = {}
     reason = ref.missing("stable_baselines3")
-    for name, vec_env in (("sb3_dummy", "DummyVecEnv"), ("sb3_subproc", "SubprocVecEnv")):
+    for name, vec_env, threads in sb3_runs(env_id):
         if reason:
             references[name] = skipped(f"SB3 PPO with {vec_env}: {reason}")
             continue
-        log(f"reference: SB3 PPO with {vec_env}, {plan.sb3_steps:,} steps")
-        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, SB3_TORCH_THREADS)
-    log(f"reference: gymnasium AsyncVectorEnv, {ref.ASYNC_ENVS} envs + MLP policy")
-    references["async_vector_env"] = ref.async_collection(env_id, spec, plan.collect_s, START_METHOD)
+        log(f"reference: SB3 PPO with {vec_env}, {threads} torch thread(s), {plan.sb3_steps:,} steps")
+        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, threads)
+    log(f"reference: gymnasium AsyncVectorEnv, {ref.ASYNC_ENVS} envs + the preset's policy")
+    references["async_vector_env"] = ref.async_collection(
+        env_id, spec, plan.collect_s, START_METHOD, tuned_config(env_id).policy
+    )
     return references
 
 
@@ -332,21 +416,43 @@ def ratios(results: dict) -> list[dict]:
     plain = plain_runs(training)
     best_plain = max(plain, key=steps_per_s_of, default=None)
     best_any = max([r for r in training if not r["sb3_settings"]], key=steps_per_s_of, default=None)
-    default = _find(training, DEFAULT_SHAPE)
+    default_at = tuple(results.get("settings", {}).get("default_shape", DEFAULT_SHAPE))
+    default = _find(training, default_at)
     readme = _find(training, README_SHAPE)
-    equal_work = _find(training, DEFAULT_SHAPE, sb3_settings=True)
-    dummy = steps_per_s_of(results["reference"].get("sb3_dummy"))
+    equal_work = _find(training, default_at, sb3_settings=True)
+    reference = results["reference"]
+    dummy = steps_per_s_of(reference.get("sb3_dummy"))
+    cartpole = results.get("settings", {}).get("env", "CartPole-v1") == "CartPole-v1"
 
     def shape(record: Optional[dict]) -> str:
         if not record:
             return "-"
         return f"{record['workers']}x{record['envs']}{', overlap' if record['overlap'] else ''}"
 
+    def sb3(key: str, vec_env: str) -> str:
+        threads = (reference.get(key) or {}).get("torch_threads")
+        return f"SB3 {vec_env}" + (f" ({threads} torch thread{'s' if threads > 1 else ''})" if threads else "")
+
     here = "measured here"
     rows = [
-        (f"prl end-to-end, default ({shape(default)}) / SB3 DummyVecEnv", steps_per_s_of(default), dummy, here),
-        (f"prl end-to-end, best ({shape(best_any)}) / SB3 DummyVecEnv", steps_per_s_of(best_any), dummy, here),
-        (f"prl at SB3's PPO settings ({shape(equal_work)}) / SB3 DummyVecEnv", steps_per_s_of(equal_work), dummy, here),
+        (
+            f"prl end-to-end, default ({shape(default)}) / {sb3('sb3_dummy', 'DummyVecEnv')}",
+            steps_per_s_of(default),
+            dummy,
+            here,
+        ),
+        (
+            f"prl end-to-end, best ({shape(best_any)}) / {sb3('sb3_dummy', 'DummyVecEnv')}",
+            steps_per_s_of(best_any),
+            dummy,
+            here,
+        ),
+        (
+            f"prl end-to-end, default ({shape(default)}) / {sb3('sb3_subproc', 'SubprocVecEnv')}",
+            steps_per_s_of(default),
+            steps_per_s_of(reference.get("sb3_subproc")),
+            here,
+        ),
         (
             f"README shape ({shape(readme)}) / best synchronous shape ({shape(best_plain)})",
             steps_per_s_of(readme),
@@ -354,7 +460,39 @@ def ratios(results: dict) -> list[dict]:
             here,
         ),
     ]
-    if results.get("settings", {}).get("env", "CartPole-v1") == "CartPole-v1":  # Sample Factory's figure is CartPole's
+    if "sb3_dummy_one_thread" in reference:
+        one = sb3("sb3_dummy_one_thread", "DummyVecEnv")
+        rows.insert(
+            1,
+            (
+                f"prl end-to-end, default ({shape(default)}) / {one}",
+                steps_per_s_of(default),
+                steps_per_s_of(reference["sb3_dummy_one_thread"]),
+                here,
+            ),
+        )
+    if cartpole:  # the run at SB3's settings is CartPole's; on Atari prl's preset is already rl-zoo3's
+        rows.insert(
+            2,
+            (
+                f"prl at SB3's PPO settings ({shape(equal_work)}) / SB3 DummyVecEnv",
+                steps_per_s_of(equal_work),
+                dummy,
+                here,
+            ),
+        )
+    collection = next((r for r in results.get("prl_collection", []) if (r["workers"], r["envs"]) == default_at), None)
+    if collection and "efficiency" in collection:
+        workers = min(collection["workers"], usable_cores())
+        rows.append(
+            (
+                f"prl collection ({default_at[0]}x{default_at[1]}) / {workers} x one-process floor, same network",
+                collection["steps_per_s"],
+                collection["steps_per_s"] / collection["efficiency"],
+                here,
+            )
+        )
+    if cartpole:  # Sample Factory's figure is CartPole's
         sample_factory = (
             f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
             steps_per_s_of(best_any),
@@ -380,8 +518,9 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
         "env": env_id,
         **asdict(plan),
         "start_method": START_METHOD,
+        "default_shape": default_shape(env_id),
         "ppo": SB3_LIKE_PPO,
-        "sb3": ref.SB3_SETTINGS,
+        "sb3": ref.SB3_ATARI_SETTINGS if env_id.startswith("ALE/") else ref.SB3_SETTINGS,
     }
     results = {"machine": machine(), "settings": settings}
     torch.set_num_threads(1)  # this process plays prl's learner, which runs with learner_threads=1
@@ -393,6 +532,7 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     add_efficiency(results)
     results["prl_training"] = measure_training(env_id, plan)
     results["reference"] = measure_references(env_id, spec, plan)
+    results["buffer_memory"] = measure_memory(env_id, spec)
     if env_id == "CartPole-v1" and plan.solve_runs > 0:
         results["time_to_solve"] = [time_to_solve(plan.solve_runs, overlap) for overlap in (False, True)]
     else:
@@ -417,16 +557,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark; returns the exit code (0 also when the env needs a missing package)."""
     args = parse_args(argv)
-    plan = QUICK if args.quick else Plan()
-    plan = replace(plan, workers=tuple(args.workers or plan.workers), envs=tuple(args.envs or plan.envs))
     try:
         spec = probe_env(Config(env=args.env))
     except ConfigError as error:
-        if isinstance(error.__cause__, gym.error.DependencyNotInstalled):  # e.g. HalfCheetah-v5 without mujoco
-            print(f"skipped {args.env}: {error.__cause__}")
+        # e.g. HalfCheetah-v5 without mujoco, ALE/Breakout-v5 without ale-py
+        if isinstance(error.__cause__, (gym.error.DependencyNotInstalled, ImportError)):
+            print(f"skipped {args.env}: {error}")
             return 0
         print(f"throughput.py: error: {error}", file=sys.stderr)
         return 2
+    plan = plan_for(spec, args.quick)
+    plan = replace(plan, workers=tuple(args.workers or plan.workers), envs=tuple(args.envs or plan.envs))
     results = run(args.env, spec, plan)
     print_report(results, plan)
     if args.out:

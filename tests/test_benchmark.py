@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from prl import tuned_config
 from prl.cli import parse_config
+from prl.config import Config
+from prl.envs import probe_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _reference  # noqa: E402
 import learning  # noqa: E402  (a renamed or broken benchmark must fail here, not skip)
 import throughput  # noqa: E402
 
@@ -80,6 +84,58 @@ def test_ratios_compare_against_the_right_runs():
     assert values["prl end-to-end, best / SB3 DummyVecEnv"] == pytest.approx(12.8)
     assert values["prl at SB3's PPO settings / SB3 DummyVecEnv"] == 2.0
     assert values["README shape / best synchronous shape"] == pytest.approx(40 / 52)
+    assert values["prl end-to-end, default / SB3 SubprocVecEnv"] is None, "not measured: no ratio"
+
+    # an Atari run: its preset's shape is the default, SB3 ran with 2 threads and with 1
+    results["settings"] = {"env": "ALE/Breakout-v5", "default_shape": (8, 4)}
+    results["reference"] = {
+        "sb3_dummy": {"steps_per_s": 4.0, "torch_threads": 2},
+        "sb3_subproc": {"steps_per_s": 5.0, "torch_threads": 2},
+        "sb3_dummy_one_thread": {"steps_per_s": 2.0, "torch_threads": 1},
+    }
+    results["prl_collection"] = [{"workers": 8, "envs": 4, "steps_per_s": 300.0, "efficiency": 0.75}]
+    rows = {row["ratio"]: row for row in throughput.ratios(results)}
+    assert rows["prl end-to-end, default (8x4) / SB3 DummyVecEnv (2 torch threads)"]["value"] == 10.0
+    assert rows["prl end-to-end, default (8x4) / SB3 DummyVecEnv (1 torch thread)"]["value"] == 20.0
+    assert rows["prl end-to-end, default (8x4) / SB3 SubprocVecEnv (2 torch threads)"]["value"] == 8.0
+    floor = rows["prl collection (8x4) / 2 x one-process floor, same network"]
+    assert floor["value"] == 0.75 and floor["denominator"] == 400.0
+    assert not any("Sample Factory" in name or "SB3's PPO settings" in name for name in rows)
+
+
+def test_image_envs_get_fewer_shapes_their_preset_shape_and_sb3_at_the_learners_threads():
+    image = probe_env(Config(env="MiniGrid-Empty-5x5-v0"))
+    assert throughput.plan_for(image, quick=False) == throughput.IMAGE_PLAN
+    assert throughput.plan_for(image, quick=True) == throughput.IMAGE_QUICK
+    assert throughput.plan_for(probe_env(Config()), quick=True) == throughput.QUICK
+    assert throughput.default_shape("ALE/Breakout-v5") == (2, 4)
+    assert throughput.default_shape("CartPole-v1") == throughput.DEFAULT_SHAPE
+    assert [run[1:] for run in throughput.sb3_runs("ALE/Breakout-v5")] == [
+        ("DummyVecEnv", 2),
+        ("SubprocVecEnv", 2),
+        ("DummyVecEnv", 1),
+    ]
+    assert [run[2] for run in throughput.sb3_runs("CartPole-v1")] == [1, 1]
+
+
+def test_the_floors_step_atari_with_its_preprocessing_and_act_with_the_preset_cnn():
+    env_id = "ALE/Breakout-v5"
+    spec = probe_env(Config(env=env_id))
+    policy = tuned_config(env_id).policy
+    record = _reference.collection_floor(env_id, spec, 2, 0.2, "torch", policy)
+    assert record["envs"] == 2 and record["steps"] > 0 and record["steps"] % 2 == 0
+    assert "torch policy" in _reference.collection_floor(env_id, spec, 2, 0.2, "worker", policy)["skipped"]
+    assert _reference.env_recipe(env_id)().observation_space.shape == (4, 84, 84)
+
+
+def test_the_buffer_keeps_atari_frames_in_uint8_a_quarter_of_their_float32_size():
+    spec = probe_env(Config(env="ALE/Breakout-v5"))
+    memory = throughput.measure_memory("ALE/Breakout-v5", spec)
+    stored = 2 * (128 + 1) * 4  # the preset's slots (workers) x (rollout steps + 1) x envs per worker
+    assert memory["native"]["obs_bytes"] == stored * 4 * 84 * 84 == stored * memory["bytes_per_obs"]
+    assert memory["float32"]["obs_bytes"] == 4 * memory["native"]["obs_bytes"] and memory["obs_ratio"] == 4.0
+    others = memory["native"]["total_bytes"] - memory["native"]["obs_bytes"]
+    assert others == memory["float32"]["total_bytes"] - memory["float32"]["obs_bytes"] > 0
 
 
 def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
