@@ -6,12 +6,18 @@
     python benchmarks/learning.py --suite atari --seeds 1 --out DIR     # needs the atari extra
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
+    python benchmarks/learning.py --replot DIR --reference "CleanRL ppo_atari=FILE"  # redraw, another system beside
 
 Each run is `scripts/train.py --env ENV --seed S --steps N` with the env's preset (or, with
 `--no-preset`, prl's defaults alone), one run at a time, timed from outside as a whole process.
 Each run ends with a deterministic evaluation over 20 episodes. DIR receives `learning.json`
 (every run), `learning.md` (the table) and `learning_ENV.png` (return against env steps and
 against wall time, mean and spread over seeds) per env, and each run's folder.
+
+`--reference LABEL=FILE` draws another system's run beside prl's: FILE holds one JSON line per
+finished episode, `{"env_steps": ..., "wall_s": ..., "return": ...}`, smoothed here over the
+last 100 episodes as prl's own curve is. A reference applies to every env of the command, so
+give it with one env. `--replot DIR` redraws DIR's plots from its learning.json without training.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from prl.metrics import format_return
+from prl.metrics import EpisodeWindow, format_return
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
@@ -188,8 +194,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(env: str, runs: list[dict], path: Path) -> None:
-    """Training return against env steps and against wall time: the mean over seeds and its min-max band."""
+def load_reference(option: str) -> dict:
+    """A `LABEL=FILE` reference: its episodes smoothed into a curve, as prl's `episode_return_mean` is."""
+    label, _, path = option.partition("=")
+    if not label or not path:
+        raise ValueError(f"--reference takes LABEL=FILE, got {option!r}")
+    window = EpisodeWindow()
+    curve = []
+    for line in Path(path).read_text().splitlines():
+        episode = json.loads(line)
+        window.add([episode["return"]], [episode.get("length", 0)])
+        curve.append({"env_steps": episode["env_steps"], "wall_s": episode["wall_s"], "return": window.return_mean()})
+    if not curve:
+        raise ValueError(f"{path} holds no episode")
+    return {"label": label, "file": Path(path).name, "episodes": len(curve), "curve": curve}
+
+
+def plot(env: str, runs: list[dict], path: Path, references: tuple = ()) -> None:
+    """Training return against env steps and against wall time: the mean over seeds and its min-max band.
+
+    Each of `references` (from `load_reference`) is drawn beside it as one line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,8 +230,13 @@ def plot(env: str, runs: list[dict], path: Path) -> None:
         curves = np.array(
             [np.interp(grid, [p[key] for p in r["curve"]], [p["return"] for p in r["curve"]]) for r in done]
         )
-        axis.plot(grid, curves.mean(0), label=f"mean of {len(done)} seed(s)")
+        axis.plot(grid, curves.mean(0), label=f"prl, mean of {len(done)} seed(s)")
         axis.fill_between(grid, curves.min(0), curves.max(0), alpha=0.25, label="min to max")
+        for index, reference in enumerate(references):
+            points = reference["curve"]
+            axis.plot(
+                [p[key] for p in points], [p["return"] for p in points], color=f"C{index + 1}", label=reference["label"]
+            )
         axis.set_xlabel(label)
         axis.set_ylabel("mean return, last 100 training episodes")
         axis.grid(alpha=0.3)
@@ -214,11 +244,32 @@ def plot(env: str, runs: list[dict], path: Path) -> None:
     if target and target.target is not None:
         for axis in axes:
             axis.axhline(target.target, color="gray", linestyle="--", linewidth=1, label="target")
-    axes[0].legend(loc="lower right")
-    figure.suptitle(env)
+    axes[0].legend(loc="lower right" if not references else "upper left")
+    figure.suptitle(f"{env}: prl" + "".join(f" and {r['label']}" for r in references))
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def replot(folder: Path, references: tuple) -> int:
+    """Redraw each env's plot in `folder` from its learning.json, with `references` (or those it holds)."""
+    results_file = folder / "learning.json"
+    if not results_file.exists():
+        print(
+            f"learning.py: error: {results_file} does not exist; give the --out folder of a finished run",
+            file=sys.stderr,
+        )
+        return 2
+    results = json.loads(results_file.read_text())
+    if references:
+        results["references"] = {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in references}
+        results_file.write_text(json.dumps(results, indent=2))
+    else:
+        references = tuple({"label": label, **value} for label, value in results.get("references", {}).items())
+    for env, runs in results["runs"].items():
+        plot(env, runs, folder / f"learning_{file_name(env)}.png", references)
+        log(f"redrew {folder / f'learning_{file_name(env)}.png'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -235,7 +286,21 @@ def main(argv=None) -> int:
         default="",
         help='extra flags for every train.py run, as one string with =: --train-args="--lr 1e-3"',
     )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="another system's episodes (JSON lines) to draw beside prl's curve; repeatable",
+    )
+    parser.add_argument("--replot", metavar="DIR", help="redraw DIR's plots from its learning.json, without training")
     args = parser.parse_args(argv)
+    try:
+        references = tuple(load_reference(option) for option in args.reference)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(f"cannot read --reference: {error}")
+    if args.replot:
+        return replot(Path(args.replot), references)
     envs = [env for name in args.suite for env in SUITES.get(name, [name])]
     unknown = [env for env in envs if env not in TARGETS]
     if unknown:
@@ -250,6 +315,7 @@ def main(argv=None) -> int:
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "no_preset": args.no_preset,
+        "references": {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in references},
         "runs": {},
         "rows": [],
     }
@@ -275,7 +341,7 @@ def main(argv=None) -> int:
                 log(f"  eval {format_return(last['eval_return_mean'])} in {last['process_wall_s']:.0f} s")
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
-        plot(env, runs, out / f"learning_{file_name(env)}.png")
+        plot(env, runs, out / f"learning_{file_name(env)}.png", references)
         (out / "learning.json").write_text(json.dumps(results, indent=2))
     markdown = table(results["rows"])
     (out / "learning.md").write_text(f"{results['command']}\n\n{markdown}\n")

@@ -1,5 +1,6 @@
 """The throughput benchmark's pieces work against the current API (the full run lives in benchmarks/)."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -162,3 +163,22 @@ def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
     assert "| MountainCar-v0 | 1,000,000 | -104.0 +- 3.3 (3 seeds) |" in learning.table([solved])
     assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=True, quick=False) == 300_000
     assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=False, quick=True) == 50_000
+
+
+def test_a_reference_run_is_smoothed_over_its_last_100_episodes_and_replotted_beside_prl(tmp_path):
+    episodes = [{"env_steps": 10 * i, "wall_s": i / 10, "return": float(i)} for i in range(1, 151)]
+    (tmp_path / "other.jsonl").write_text("\n".join(json.dumps(e) for e in episodes) + "\n")
+    reference = learning.load_reference(f"Other PPO={tmp_path / 'other.jsonl'}")
+    assert reference["label"] == "Other PPO" and reference["episodes"] == 150
+    assert reference["curve"][9] == {"env_steps": 100, "wall_s": 1.0, "return": 5.5}
+    assert reference["curve"][-1]["return"] == sum(range(51, 151)) / 100
+    with pytest.raises(ValueError, match="LABEL=FILE"):
+        learning.load_reference(str(tmp_path / "other.jsonl"))
+
+    curve = [{"env_steps": 100 * i, "wall_s": float(i), "return": float(i)} for i in range(1, 20)]
+    run = {"env": "ALE/Breakout-v5", "seed": 1, "curve": curve}
+    (tmp_path / "learning.json").write_text(json.dumps({"runs": {"ALE/Breakout-v5": [run]}}))
+    assert learning.main(["--replot", str(tmp_path), "--reference", f"Other PPO={tmp_path / 'other.jsonl'}"]) == 0
+    assert (tmp_path / "learning_ALE-Breakout-v5.png").stat().st_size > 0
+    assert "Other PPO" in json.loads((tmp_path / "learning.json").read_text())["references"]
+    assert learning.main(["--replot", str(tmp_path / "missing")]) == 2

@@ -24,10 +24,16 @@ def toy_config(**options) -> Config:
     return from_flat(defaults)
 
 
-def test_batch_shapes_env_ids_and_versions(device, no_leaks):
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), device=device)
+INFERENCE = pytest.mark.parametrize("inference", ["worker", "central"])
+"""Each worker acts with its own copy of the policy, or one server acts for all (`prl.central`)."""
+
+
+@INFERENCE
+def test_batch_shapes_env_ids_and_versions(device, inference, no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), device=device, inference=inference)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
+        assert pool.inference == inference
         batch = pool.collect(learner.device)  # gathered onto the learner's device (pinned copies on CUDA)
         assert batch.obs.device == learner.device
         assert batch.obs.shape == (9, 6, 2)
@@ -55,9 +61,13 @@ def test_batch_shapes_env_ids_and_versions(device, no_leaks):
         assert torch.allclose(value, second.values[:-1].reshape(-1), atol=1e-5)
 
 
-def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(no_leaks):
+@INFERENCE
+def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(inference, no_leaks):
     config = toy_config(
-        env=functools.partial(toy_envs.CountingEnv, terminate_at=4, truncate_at=6), workers=1, envs_per_worker=2
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=4, truncate_at=6),
+        workers=1,
+        envs_per_worker=2,
+        inference=inference,
     )
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
@@ -74,7 +84,9 @@ def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(no_leaks):
     assert (batch.episode_returns[3, 0] == 4.0) and torch.isnan(batch.episode_returns[2, 0])
     assert batch.episode_lengths[:, 0].nan_to_num(0).tolist() == [0, 0, 0, 4, 0, 0, 0, 4]
 
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, truncate_at=3), workers=1, envs_per_worker=2)
+    config = toy_config(
+        env=functools.partial(toy_envs.CountingEnv, truncate_at=3), workers=1, envs_per_worker=2, inference=inference
+    )
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         batch = pool.collect()
@@ -136,10 +148,15 @@ def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
         pool.collect()
 
 
-def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(no_leaks):
+@INFERENCE
+def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inference, no_leaks):
     # Overlap mode: when collect() returns, every worker is already in its next rollout.
     config = toy_config(
-        env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True, rollout_steps=256, steps=4096
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=5),
+        overlap=True,
+        rollout_steps=256,
+        steps=4096,
+        inference=inference,
     )
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
@@ -152,8 +169,9 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(no_leaks
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
 
 
-def test_overlap_mode_collects_with_weights_exactly_one_update_old(no_leaks):
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True)
+@INFERENCE
+def test_overlap_mode_collects_with_weights_exactly_one_update_old(inference, no_leaks):
+    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True, inference=inference)
     learner = Learner(config)
     snapshots = {0: copy.deepcopy(learner.policy)}
     with ActorPool(config, learner.policy) as pool:

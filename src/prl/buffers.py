@@ -75,8 +75,13 @@ class TrajectoryBuffer:
         envs_per_worker: int,
         obs_dim: Union[int, ObsLayout],
         action_dim: int,
+        final_obs: bool = False,
     ):
-        """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype)."""
+        """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype).
+
+        `final_obs` adds one observation per slot and env (`final_obs`, [slots, envs_per_worker, ...]):
+        where a worker leaves a truncated episode's last observation for central inference (`prl.central`).
+        """
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
 
@@ -84,6 +89,9 @@ class TrajectoryBuffer:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
 
         self.obs = obs_dim.allocate(S, T + 1, E) if isinstance(obs_dim, ObsLayout) else floats(S, T + 1, E, obs_dim)
+        self.final_obs = None
+        if final_obs:
+            self.final_obs = obs_dim.allocate(S, E) if isinstance(obs_dim, ObsLayout) else floats(S, E, obs_dim)
         self.actions = floats(S, T, E, action_dim)
         self.logprobs = floats(S, T, E)
         self.values = floats(S, T + 1, E)

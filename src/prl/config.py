@@ -167,6 +167,8 @@ class Config:
     """Seed of the learner, the workers' samplers and every env."""
     device: str = "auto"
     """Learner device: auto (the CPU for prl's MLP policies, faster there than on a GPU), cpu, cuda or cuda:N."""
+    inference: str = "auto"
+    """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.central) or auto (central for CNN policies on CUDA, else worker)."""
     overlap: bool = False
     """Collect the next batch while the learner trains on this one (rollouts then act with weights one update old; still reproducible)."""
     learner_threads: int = 1
@@ -221,6 +223,10 @@ class Config:
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.",
+        )
+        _require(
+            self.inference in ("auto", "worker", "central"),
+            f"inference must be auto, worker or central, got {self.inference!r}.",
         )
         _require(
             0 < self.worker_timeout < math.inf,

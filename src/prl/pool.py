@@ -55,8 +55,15 @@ from the env or the options, not from bad luck. A worker that reports nothing wi
 Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
 not, it exits, so killing the parent leaves no worker behind.
 
+Central inference (`inference="central"`, `prl.central`). Each worker also gets an inference
+pipe, served by a thread of the parent that holds the policy on the learner's device; the
+worker then holds no policy and its rollouts act through that thread. The requests, slots,
+versions, failures and shutdown above are unchanged: the pool names the version the server
+acts with before it sends requests, a replacement worker's new pipe is attached to the server,
+and an error in the server is raised by `collect()`.
+
 Shutdown (`close()`, idempotent, also run by the context manager and at interpreter exit):
-send None to every live worker, join each for up to `JOIN_S`, terminate and then kill what is
+stop the inference server (central mode), send None to every live worker, join each for up to `JOIN_S`, terminate and then kill what is
 left, close the pipes. The shared tensors are unlinked segments held by file descriptor, and
 prl creates no named semaphore, so nothing in /dev/shm outlives the processes, however they end.
 """
@@ -73,10 +80,11 @@ from multiprocessing.connection import wait
 import torch
 
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
-from prl.config import Config
-from prl.envs import EnvFactory
+from prl.central import InferenceServer
+from prl.config import Config, concrete_device, resolve_device
+from prl.envs import EnvFactory, seed_for
 from prl.errors import ConfigError, WorkerError
-from prl.policy import ActorCritic
+from prl.policy import ActorCritic, build_policy
 from prl.startup import main_script_hidden, sigint_ignored, worker_context
 from prl.worker import worker_main
 
@@ -84,8 +92,26 @@ JOIN_S = 5.0
 """How long `close()` waits for a worker to exit by itself before terminating it."""
 
 
-def _shutdown(processes: list, conns: list) -> None:
-    """Stop worker processes in protocol order; safe to call more than once."""
+WAKE_S = 1.0
+"""How often `collect()` wakes while it waits on workers, to check the inference server."""
+
+
+def resolve_inference(config: Config, policy: ActorCritic) -> str:
+    """worker or central: what `config.inference` means for this policy on the learner's device.
+
+    auto picks central where it wins: a CNN (or other encoder) policy with the learner on CUDA,
+    where one batched forward pass on the GPU replaces a CNN on every worker's core.
+    """
+    if config.inference != "auto":
+        return config.inference
+    on_cuda = concrete_device(resolve_device(config)).type == "cuda"
+    return "central" if on_cuda and policy.encoder is not None else "worker"
+
+
+def _shutdown(processes: list, conns: list, server: InferenceServer | None = None) -> None:
+    """Stop the inference server and the worker processes in protocol order; safe to call more than once."""
+    if server is not None:
+        server.stop()
     for conn in conns:
         try:
             conn.send(None)
@@ -128,6 +154,8 @@ class ActorPool:
     def __init__(self, config: Config, policy: ActorCritic, seed_stream: int = 0):
         self.config = config
         self.spec = policy.spec
+        self.inference = resolve_inference(config, policy)
+        """worker or central (`prl.central`): where this pool's rollouts compute their actions."""
         self._context = worker_context(config)
         self.buffer = TrajectoryBuffer(
             config.workers,
@@ -135,6 +163,7 @@ class ActorPool:
             config.envs_per_worker,
             self.spec.obs_layout,
             self.spec.action_dim,
+            final_obs=self.inference == "central",
         )
         self.weights = SharedWeights(policy)
         self._collecting = False
@@ -160,7 +189,13 @@ class ActorPool:
         )
         self._processes: list = []
         self._conns: list = []
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
+        self._server: InferenceServer | None = None
+        if self.inference == "central":
+            twin = build_policy(self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
+            device = concrete_device(resolve_device(config))
+            self._server = InferenceServer(twin, self.weights, self.buffer, device, seed_for(config.seed, 1 << 26))
+            self._server.start()
+        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns, self._server)
         try:
             for index in range(config.workers):
                 process, conn = self._spawn(index, (seed_stream,) if seed_stream else ())
@@ -174,15 +209,21 @@ class ActorPool:
     def _spawn(self, index: int, seed_path: tuple):
         """Start worker `index` (its pipe and process); returns (process, parent end of the pipe)."""
         parent_conn, child_conn = self._context.Pipe(duplex=True)
+        inference_parent = inference_child = None
+        if self._server is not None:
+            inference_parent, inference_child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
             name=f"prl-worker-{index}",
-            args=(index, child_conn, os.getpid(), *self._worker_args, seed_path),
+            args=(index, child_conn, os.getpid(), *self._worker_args, seed_path, inference_child),
             daemon=True,
         )
         with sigint_ignored(), main_script_hidden():
             process.start()
         child_conn.close()
+        if self._server is not None:
+            inference_child.close()
+            self._server.attach(index, inference_parent)
         return process, parent_conn
 
     @property
@@ -235,6 +276,8 @@ class ActorPool:
     def _request_rollouts(self) -> None:
         """Send every worker its slot and the weight version to act with."""
         version = self.version
+        if self._server is not None:
+            self._server.use_version(version)
         for worker in range(len(self._conns)):
             self._requests[worker] = (worker, version)
             self._send_request(worker)
@@ -283,8 +326,12 @@ class ActorPool:
             handles = {id(self._conns[w]): w for w in pending}
             sentinels = {self._processes[w].sentinel: w for w in pending}
             ready = wait(
-                [self._conns[w] for w in pending] + list(sentinels), timeout=max(0.0, deadline - time.monotonic())
+                [self._conns[w] for w in pending] + list(sentinels),
+                timeout=min(WAKE_S, max(0.0, deadline - time.monotonic())),
             )
+            self._check_server()
+            if not ready and time.monotonic() < deadline:
+                continue
             if not ready:
                 raise WorkerError(
                     f"worker(s) {sorted(pending)} sent no {what} within {self.config.worker_timeout:.0f} s; "
@@ -322,6 +369,12 @@ class ActorPool:
                     received[worker] = payload
         return received
 
+    def _check_server(self) -> None:
+        """Raise the inference server's error, if it stopped with one."""
+        if self._server is not None and self._server.error is not None:
+            error = self._server.error
+            raise WorkerError(f"the inference server failed: {type(error).__name__}: {error}") from error
+
     def _drain(self, worker: int) -> list:
         """Every message left in a dead worker's pipe."""
         messages = []
@@ -347,6 +400,7 @@ class ActorPool:
         return WorkerError(f"worker {worker} died during {what} (exit code {code}).")
 
     def _raise_worker_error(self, worker: int, payload: tuple) -> None:
+        self._check_server()  # a worker whose inference pipe closed reports the server's failure, not its own
         error_type, message, trace = payload
         if error_type == "ConfigError":
             raise ConfigError(message)

@@ -18,11 +18,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from prl.buffers import SharedWeights, TrajectoryBuffer
+from prl.central import InferenceClient, InferenceGone, env_groups
 from prl.config import PolicyConfig
 from prl.env_families import game_result
 from prl.envs import EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
 from prl.errors import ConfigError
 from prl.inference import make_actor
+from prl.observations import map_obs
 from prl.policy import build_policy
 
 POLL_S = 0.5
@@ -74,89 +76,150 @@ class RolloutCollector:
         """Env observations as the actor takes them: [E, D] float32, or a dict of per-leaf arrays."""
         return self.spec.obs_layout.stack(observations)
 
-    def collect(self, views: dict) -> None:
-        """Run one rollout, writing every field of the slot behind `views` (see `TrajectoryBuffer`)."""
-        obs, rewards = views["obs"], views["rewards"]
-        terminated, truncated = views["terminated"], views["truncated"]
-        final_values, episode_returns, episode_lengths = (
-            views["final_values"],
-            views["episode_returns"],
-            views["episode_lengths"],
-        )
-        final_values.fill(0.0)
-        episode_returns.fill(math.nan)
-        episode_lengths.fill(math.nan)
-        layout = self.layout
-        if layout is None:
+    def _begin(self, views: dict) -> None:
+        """Clear the slot's per-step episode fields and write the carried-over observations as row 0."""
+        views["final_values"].fill(0.0)
+        views["episode_returns"].fill(math.nan)
+        views["episode_lengths"].fill(math.nan)
+        obs = views["obs"]
+        if self.layout is None:
             obs[0] = self.obs
         else:
             for key, leaf_obs in obs.items():
                 leaf_obs[0] = self.obs[key]
-        steps = rewards.shape[0]
-        envs, flat_obs, game_scores = self.envs, self.flat_obs, self.spec.game_scores
-        episode_return, episode_length = self.episode_return, self.episode_length
+
+    def _row(self, views: dict, t: int):
+        """Row `t` of the slot's observations: an array, or a dict of per-leaf arrays."""
+        obs = views["obs"]
+        return obs[t] if self.layout is None else {key: leaf_obs[t] for key, leaf_obs in obs.items()}
+
+    def _finish(self, views: dict) -> None:
+        """Keep the last row's observations for the next rollout."""
+        steps = views["rewards"].shape[0]
+        obs = views["obs"]
+        self.obs = (
+            obs[steps].copy() if self.layout is None else {key: leaf_obs[steps].copy() for key, leaf_obs in obs.items()}
+        )
+
+    def collect(self, views: dict) -> None:
+        """Run one rollout, writing every field of the slot behind `views` (see `TrajectoryBuffer`)."""
+        self._begin(views)
+        steps = views["rewards"].shape[0]
+        every_env = range(len(self.envs))
         for t in range(steps):
-            obs_t = obs[t] if layout is None else {key: leaf_obs[t] for key, leaf_obs in obs.items()}
-            actions, views["logprobs"][t], views["values"][t] = self.actor.act(obs_t)
+            actions, views["logprobs"][t], views["values"][t] = self.actor.act(self._row(views, t))
             views["actions"][t] = actions
-            next_obs_row, reward_row, terminated_row, truncated_row = (
-                obs[t + 1] if layout is None else [obs[leaf.key][t + 1] for leaf in layout.leaves],
-                rewards[t],
-                terminated[t],
-                truncated[t],
-            )
-            truncated_envs = []
-            for i, env_action in enumerate(self.spec.to_env_actions(actions)):
-                next_obs, reward, term, trunc, info = envs[i].step(env_action)
-                episode_return[i] += reward
-                episode_length[i] += 1
-                reward_row[i] = reward
-                terminated_row[i] = term
-                truncated_row[i] = trunc and not term
-                if term or trunc:
-                    if not term:  # kept before the reset, which some envs do in place
-                        truncated_envs.append(
-                            (i, self._stack([next_obs])[0] if layout is None else copy.deepcopy(next_obs))
-                        )
-                    if not game_scores:
-                        episode_returns[t, i] = episode_return[i]
-                        episode_lengths[t, i] = episode_length[i]
-                    elif (game := game_result(info)) is not None:  # a life lost is not a game over
-                        episode_returns[t, i], episode_lengths[t, i] = game
-                    episode_return[i] = 0.0
-                    episode_length[i] = 0
-                    next_obs, _ = envs[i].reset()
-                if layout is None:
-                    next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
-                else:
-                    for leaf_row, leaf_obs in zip(next_obs_row, layout.split(next_obs)):
-                        leaf_row[i] = leaf_obs
-            finite = np.isfinite(next_obs_row).all() if layout is None else self._finite_rows(next_obs_row).all()
-            if not (finite and np.isfinite(reward_row).all()):
-                bad = int(np.flatnonzero(~(np.isfinite(reward_row) & self._finite_rows(next_obs_row)))[0])
-                what = "reward" if not np.isfinite(reward_row[bad]) else "observation"
-                raise NonFiniteData(
-                    f"{self.spec.name} (env {bad} of this worker) returned a non-finite {what} "
-                    f"at step {episode_length[bad] or 'reset'} of its episode"
-                )
+            truncated_envs = self._step(views, t, every_env)
             if truncated_envs:
                 indices = [i for i, _ in truncated_envs]
-                final_values[t, indices] = self.actor.value(self._stack([o for _, o in truncated_envs]))
-        if layout is None:
-            views["values"][steps] = self.actor.value(obs[steps])
-            self.obs = obs[steps].copy()
-        else:
-            self.obs = {key: leaf_obs[steps].copy() for key, leaf_obs in obs.items()}
-            views["values"][steps] = self.actor.value(self.obs)
+                views["final_values"][t, indices] = self.actor.value(self._stack([o for _, o in truncated_envs]))
+        self._finish(views)
+        views["values"][steps] = self.actor.value(self.obs)
 
-    def _finite_rows(self, next_obs_row) -> np.ndarray:
-        """[E] bool: each env's new observation is finite (integer and image leaves always are)."""
+    def collect_central(self, views: dict, slot: int, client: InferenceClient, final_obs) -> None:
+        """Run one rollout as `collect` does, acting through the inference server (`prl.central`).
+
+        The envs take turns in two groups: while the server computes one group's actions, this
+        process steps the other. `final_obs` is this worker's row of the buffer's final
+        observations, where truncated envs' last observations wait for their values.
+        """
+        self._begin(views)
+        steps = views["rewards"].shape[0]
+        groups = env_groups(len(self.envs))
+        try:
+            for group in range(len(groups)):
+                client.act(slot, 0, group)
+            for t in range(steps):
+                for group, envs in enumerate(groups):
+                    client.reply()
+                    truncated_envs = self._step(views, t, envs)
+                    if truncated_envs:
+                        for i, observation in truncated_envs:
+                            self._write_final(final_obs, i, observation)
+                        client.final(slot, t, [i for i, _ in truncated_envs])
+                    client.act(slot, t + 1, group)
+            for _ in groups:
+                client.reply()
+        except InferenceGone:
+            raise
+        except Exception:
+            client.drain()  # the server still owes replies for this slot; the next rollout must not read them
+            raise
+        self._finish(views)
+
+    def _write_final(self, final_obs, env: int, observation) -> None:
         if self.layout is None:
-            return np.isfinite(next_obs_row).all(axis=1)
-        finite = np.ones(len(self.envs), dtype=bool)
+            final_obs[env] = observation
+        else:
+            for leaf, part in zip(self.layout.leaves, self.layout.split(observation)):
+                final_obs[leaf.key][env] = part
+
+    def _step(self, views: dict, t: int, env_indices: range) -> list:
+        """Step the envs in `env_indices` with row `t`'s actions and write what they return into the slot.
+
+        Returns (env index, final observation) for each env that was truncated, not terminated:
+        its value is still owed to final_values[t].
+        """
+        obs, actions = views["obs"], views["actions"][t]
+        layout, envs, flat_obs, game_scores = self.layout, self.envs, self.flat_obs, self.spec.game_scores
+        episode_return, episode_length = self.episode_return, self.episode_length
+        episode_returns, episode_lengths = views["episode_returns"], views["episode_lengths"]
+        next_obs_row, reward_row, terminated_row, truncated_row = (
+            obs[t + 1] if layout is None else [obs[leaf.key][t + 1] for leaf in layout.leaves],
+            views["rewards"][t],
+            views["terminated"][t],
+            views["truncated"][t],
+        )
+        env_actions = self.spec.to_env_actions(actions[env_indices.start : env_indices.stop])
+        truncated_envs = []
+        for i, env_action in zip(env_indices, env_actions):
+            next_obs, reward, term, trunc, info = envs[i].step(env_action)
+            episode_return[i] += reward
+            episode_length[i] += 1
+            reward_row[i] = reward
+            terminated_row[i] = term
+            truncated_row[i] = trunc and not term
+            if term or trunc:
+                if not term:  # kept before the reset, which some envs do in place
+                    truncated_envs.append(
+                        (i, self._stack([next_obs])[0] if layout is None else copy.deepcopy(next_obs))
+                    )
+                if not game_scores:
+                    episode_returns[t, i] = episode_return[i]
+                    episode_lengths[t, i] = episode_length[i]
+                elif (game := game_result(info)) is not None:  # a life lost is not a game over
+                    episode_returns[t, i], episode_lengths[t, i] = game
+                episode_return[i] = 0.0
+                episode_length[i] = 0
+                next_obs, _ = envs[i].reset()
+            if layout is None:
+                next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
+            else:
+                for leaf_row, leaf_obs in zip(next_obs_row, layout.split(next_obs)):
+                    leaf_row[i] = leaf_obs
+        rows = slice(env_indices.start, env_indices.stop)
+        finite = (
+            np.isfinite(next_obs_row[rows]).all() if layout is None else self._finite_rows(next_obs_row, rows).all()
+        )
+        if not (finite and np.isfinite(reward_row[rows]).all()):
+            good = self._finite_rows(next_obs_row, rows) & np.isfinite(reward_row[rows])
+            bad = env_indices.start + int(np.flatnonzero(~good)[0])
+            what = "reward" if not np.isfinite(reward_row[bad]) else "observation"
+            raise NonFiniteData(
+                f"{self.spec.name} (env {bad} of this worker) returned a non-finite {what} "
+                f"at step {episode_length[bad] or 'reset'} of its episode"
+            )
+        return truncated_envs
+
+    def _finite_rows(self, next_obs_row, rows: slice) -> np.ndarray:
+        """Bool per env in `rows`: its new observation is finite (integer and image leaves always are)."""
+        if self.layout is None:
+            return np.isfinite(next_obs_row[rows]).all(axis=1)
+        count = len(range(*rows.indices(len(self.envs))))
+        finite = np.ones(count, dtype=bool)
         for leaf_row in next_obs_row:
             if leaf_row.dtype.kind == "f":
-                finite &= np.isfinite(leaf_row.reshape(len(self.envs), -1)).all(axis=1)
+                finite &= np.isfinite(leaf_row[rows].reshape(count, -1)).all(axis=1)
         return finite
 
     def close(self) -> None:
@@ -176,11 +239,16 @@ class ParentGone(Exception):
     """The process that started this worker has exited."""
 
 
-def _wait_for_message(conn, parent: psutil.Process):
-    """Block until the parent sends something, waking every POLL_S to check it is still alive."""
+def _wait_until_readable(conn, parent: psutil.Process) -> None:
+    """Block until `conn` has something to read, waking every POLL_S to check that the parent is still alive."""
     while not conn.poll(POLL_S):
         if not parent.is_running():
             raise ParentGone()
+
+
+def _wait_for_message(conn, parent: psutil.Process):
+    """Block until the parent sends something, waking every POLL_S to check it is still alive."""
+    _wait_until_readable(conn, parent)
     return conn.recv()
 
 
@@ -198,12 +266,14 @@ def worker_main(
     envs_per_worker: int,
     seed: int,
     seed_path: tuple = (),
+    inference_conn=None,
 ) -> None:
     """Entry point of a worker process; follows the protocol written in `prl.pool`.
 
     `seed_path` is mixed into every seed: empty for a fresh run's first workers, so their
     seeds depend on (seed, worker, env) alone; a resumed run or a replacement worker passes
-    its own path, so no episode stream is replayed.
+    its own path, so no episode stream is replayed. With `inference_conn` (central inference,
+    `prl.central`) the worker holds no policy: the server acts for its envs.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # One thread for torch and for numpy's BLAS: a worker's matrices are tiny, and idle BLAS
@@ -213,9 +283,15 @@ def worker_main(
     collector: Optional[RolloutCollector] = None
     try:
         parent = psutil.Process(parent_pid)
-        policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-        held_version = weights.load_into(policy, -1, weights.current_version())
-        actor = make_actor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
+        policy = actor = client = final_obs = None
+        if inference_conn is None:
+            policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
+            held_version = weights.load_into(policy, -1, weights.current_version())
+            actor = make_actor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
+        else:
+            held_version = weights.current_version()
+            client = InferenceClient(inference_conn, lambda pipe: _wait_until_readable(pipe, parent))
+            final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
         rebuilds = 0
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
@@ -225,11 +301,18 @@ def worker_main(
             if request is None:
                 break
             slot, version = request
-            if version != held_version:
+            if client is not None:
+                held_version = version  # the server acts with it
+            elif version != held_version:
                 held_version = weights.load_into(policy, held_version, version)
                 actor.load(policy)
             try:
-                collector.collect(buffer.numpy_views(slot))
+                if client is None:
+                    collector.collect(buffer.numpy_views(slot))
+                else:
+                    collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs)
+            except InferenceGone:
+                raise
             except Exception as error:
                 # The env failed mid-rollout: the slot is not reported (its data is never learned
                 # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
@@ -256,3 +339,5 @@ def worker_main(
         if collector is not None:
             collector.close()
         conn.close()
+        if inference_conn is not None:
+            inference_conn.close()

@@ -1,0 +1,115 @@
+"""Central inference (`prl.central`): one server acts for every worker, with the same guarantees as worker mode."""
+
+import functools
+import threading
+
+import pytest
+import torch
+import toy_envs
+from conftest import on_device
+
+from prl import ActorPool, ConfigError, Learner, WorkerError, train, tuned_config
+from prl.central import env_groups
+from prl.config import from_flat
+from prl.pool import resolve_inference
+
+
+def central_config(**options):
+    defaults = dict(
+        workers=2,
+        envs_per_worker=3,
+        rollout_steps=8,
+        steps=1000,
+        minibatch_size=16,
+        progress=False,
+        seed=3,
+        inference="central",
+    )
+    return from_flat({**defaults, **options})
+
+
+def inference_threads() -> list:
+    return [thread for thread in threading.enumerate() if thread.name == "prl-inference"]
+
+
+def test_a_workers_envs_take_turns_in_two_groups():
+    assert env_groups(1) == [range(0, 1)]
+    assert env_groups(2) == [range(0, 1), range(1, 2)]
+    assert env_groups(5) == [range(0, 3), range(3, 5)]
+
+
+def test_auto_means_worker_inference_on_the_cpu_and_a_bad_value_is_refused():
+    config = central_config(inference="auto", env="CartPole-v1")
+    assert resolve_inference(config, Learner(config).policy) == "worker"
+    image = central_config(inference="auto", env=toy_envs.CueImageEnv, device="cpu")
+    assert resolve_inference(image, Learner(image).policy) == "worker", "a CNN on the CPU acts in the workers"
+    with pytest.raises(ConfigError, match="inference must be auto, worker or central, got 'gpu'"):
+        central_config(inference="gpu")
+
+
+def test_image_rollouts_are_scored_exactly_by_the_weights_that_acted(no_leaks):
+    config = central_config(env=toy_envs.CueImageEnv, encoder="grid")
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        first = pool.collect(learner.device)
+        learner.update(first)
+        pool.publish(learner.policy)
+        batch = pool.collect(learner.device)
+    assert batch.obs[""].dtype == torch.uint8 and batch.policy_versions.tolist() == [1, 1]
+    obs = batch.obs[""][:-1].reshape(48, *batch.obs[""].shape[2:])
+    _, logprob, _, value = learner.policy.get_action_and_value(
+        {"": obs.to(learner.device)}, batch.actions.reshape(48, 1).to(learner.device)
+    )
+    assert torch.allclose(logprob.cpu(), batch.logprobs.reshape(-1), atol=1e-5)
+    assert torch.allclose(value.cpu(), batch.values[:-1].reshape(-1), atol=1e-5)
+    rewards = batch.rewards.reshape(-1)
+    assert set(rewards.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_an_env_error_mid_rollout_leaves_no_stale_reply_for_the_next_rollout(tmp_path, no_leaks):
+    config = central_config(env=functools.partial(toy_envs.FailOnceEnv, str(tmp_path / "failed"), fail_at=3))
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        with pytest.warns(UserWarning, match="raised RuntimeError: a one-off env failure"):
+            first = pool.collect(learner.device)
+        assert pool.restarts == 1
+        for _ in range(2):  # later rollouts act on their own rows: a stale reply would misalign them
+            batch = pool.collect(learner.device)
+            _, logprob, _, _ = learner.policy.get_action_and_value(
+                *on_device(learner.policy, batch.obs[:-1].reshape(48, 2), batch.actions.reshape(48, 1))
+            )
+            assert torch.allclose(logprob.cpu(), batch.logprobs.reshape(-1), atol=1e-5)
+    assert not torch.isnan(first.rewards).any()
+
+
+def test_a_failing_server_stops_collection_with_its_error_and_leaves_nothing_running(monkeypatch, no_leaks):
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    learner = Learner(config)
+    pool = ActorPool(config, learner.policy)
+    pids = pool.pids
+
+    def broken(requests, conns):
+        raise RuntimeError("out of device memory")
+
+    monkeypatch.setattr(pool._server, "_serve", broken)
+    with pytest.raises(WorkerError, match="the inference server failed: RuntimeError: out of device memory"):
+        pool.collect()
+    import psutil
+
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert not inference_threads()
+
+
+def test_close_stops_the_inference_thread(no_leaks):
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        assert len(inference_threads()) == 1
+    assert not inference_threads()
+
+
+def test_central_inference_trains_cartpole_to_the_solved_return_within_100k_steps(no_leaks):
+    summary = train(tuned_config("CartPole-v1", inference="central", seed=1, progress=False, eval_episodes=10))
+    assert summary["env_steps"] <= 100_000 + 2048
+    assert summary["eval_return_mean"] >= 475, summary
