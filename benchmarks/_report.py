@@ -60,6 +60,16 @@ def _scaling(record: dict, single: Optional[float]) -> str:
     return f"scaling {record['steps_per_s'] / (record['processes'] * single):.2f} (1.00 = {record['processes']} x 1 process)"
 
 
+def _mode(record: dict) -> str:
+    """ ", central inference" where a run named its --inference mode (nothing for prl's own choice)."""
+    mode = record.get("inference", "auto")
+    return "" if mode == "auto" else f", {mode} inference"
+
+
+def _of_mode(records: list[dict], mode: str) -> list[dict]:
+    return [r for r in records if r.get("inference", "auto") == mode]
+
+
 def figure_rows(results: dict) -> list[tuple]:
     """One table row per measurement of figures 1 to 5, 7 and 8."""
     single = steps_per_s_of(results["floor"][0])
@@ -71,7 +81,7 @@ def figure_rows(results: dict) -> list[tuple]:
     rows += [
         _row(
             "3 prl collection",
-            f"W={r['workers']} x E={r['envs']}",
+            f"W={r['workers']} x E={r['envs']}{_mode(r)}",
             r,
             f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s",
         )
@@ -80,7 +90,7 @@ def figure_rows(results: dict) -> list[tuple]:
     for r in results["prl_training"]:
         mode = " overlap" if r.get("overlap") else " SB3's PPO settings" if r.get("sb3_settings") else ""
         note = f"{r['env_steps']:,} steps, process wall {r['process_wall_s']:.1f} s" if "env_steps" in r else ""
-        rows.append(_row("4 prl end-to-end", f"W={r['workers']} x E={r['envs']}{mode}", r, note))
+        rows.append(_row("4 prl end-to-end", f"W={r['workers']} x E={r['envs']}{mode}{_mode(r)}", r, note))
     reference = results["reference"]
     policy = "CnnPolicy" if results["settings"]["env"].startswith("ALE/") else "MlpPolicy"
     for key, vec_env in (
@@ -144,16 +154,25 @@ def print_report(results: dict, plan: Plan) -> None:
         "figures (steps/s = env steps per second)", ("figure", "setting", "steps/s", "notes"), figure_rows(results)
     )
     header = ("sweep", "", *(f"E={e}" for e in plan.envs))
-    _print_table(
-        "6 scaling: prl collection steps/s (efficiency)",
-        header,
-        _grid(results["prl_collection"], plan, lambda r: f"{r['steps_per_s']:,.0f} ({r['efficiency']:.2f})"),
-    )
+    for mode in plan.inference:
+        _print_table(
+            f"6 scaling: prl collection steps/s (efficiency){_mode({'inference': mode})}",
+            header,
+            _grid(
+                _of_mode(results["prl_collection"], mode),
+                plan,
+                lambda r: f"{r['steps_per_s']:,.0f} ({r['efficiency']:.2f})",
+            ),
+        )
     if plan.train_sweep:
         _print_table(
             "6 scaling: prl end-to-end steps/s",
             header,
-            _grid(plain_runs(results["prl_training"]), plan, lambda r: f"{r['steps_per_s']:,.0f}"),
+            _grid(
+                plain_runs(_of_mode(results["prl_training"], plan.inference[0])),
+                plan,
+                lambda r: f"{r['steps_per_s']:,.0f}",
+            ),
         )
     _print_table(
         "ratios",
@@ -170,8 +189,8 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [
-        ("prl collection", results["prl_collection"]),
-        ("prl end-to-end training", plain_runs(results["prl_training"])),
+        ("prl collection", _of_mode(results["prl_collection"], plan.inference[0])),
+        ("prl end-to-end training", plain_runs(_of_mode(results["prl_training"], plan.inference[0]))),
     ]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for axis, (title, records) in zip(axes, panels):

@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
     python benchmarks/throughput.py --out DIR  # also writes DIR/results.json and DIR/throughput.png
     python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
+    python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
 machines of the same kind (see the project's ANCHORS.md): read the ratios.
@@ -92,6 +93,11 @@ class Plan:
     train_sweep: bool = True
     sb3_steps: int = 100_000
     solve_runs: int = 3
+    device: str = "auto"
+    """prl's learner (and central inference) device: auto (the CPU), cpu, cuda or cuda:N."""
+    inference: tuple[str, ...] = ("auto",)
+    """prl's --inference modes: the first gets every run; each other one collects over the same
+    grid and trains at the default shape, synchronous and overlapped."""
 
 
 QUICK = Plan(
@@ -196,14 +202,18 @@ def _fitted(env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict
     return {**ppo, "minibatch_size": min(wanted_minibatch, probe.batch_size), "steps": max(steps, probe.batch_size)}
 
 
-def prl_collection(env_id: str, workers: int, envs: int, seconds: float) -> dict:
+def prl_collection(
+    env_id: str, workers: int, envs: int, seconds: float, inference: str = "auto", device: str = "auto"
+) -> dict:
     """Steps/s of `ActorPool.collect()` with `workers` x `envs`, repeated for `seconds`, learner idle."""
     fixed = {"rollout_steps": ROLLOUT_STEPS}
-    config = tuned_config(env_id, workers=workers, envs_per_worker=envs, **_fitted(env_id, workers, envs, 0, fixed))
+    shape = {"workers": workers, "envs_per_worker": envs, "inference": inference, "device": device}
+    config = tuned_config(env_id, **shape, **_fitted(env_id, workers, envs, 0, fixed))
     learner = Learner(config)
     started = time.perf_counter()
     with ActorPool(config, learner.policy) as pool:
         start_s = time.perf_counter() - started
+        mode = pool.inference
         for _ in range(WARMUP_COLLECTS):
             pool.collect(learner.device)
         collects = 0
@@ -212,11 +222,19 @@ def prl_collection(env_id: str, workers: int, envs: int, seconds: float) -> dict
             pool.collect(learner.device)
             collects += 1
         elapsed = time.perf_counter() - begin
-    return ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
+    record = ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
+    return {**record, "inference": inference, "inference_used": mode}
 
 
 def train_args(
-    env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None, overlap: bool = False
+    env_id: str,
+    workers: int,
+    envs: int,
+    steps: int,
+    ppo: Optional[dict] = None,
+    overlap: bool = False,
+    inference: str = "auto",
+    device: str = "auto",
 ) -> list[str]:
     """train.py flags for one end-to-end run: the env's tuned defaults, or the `ppo` settings where they differ."""
     preset = to_flat(tuned_config(env_id, workers=workers, envs_per_worker=envs))
@@ -224,6 +242,8 @@ def train_args(
     flags = {"env": env_id, "workers": workers, "envs-per-worker": envs, "steps": wanted.pop("steps"), "out": "TMP"}
     args = [part for name, value in flags.items() for part in (f"--{name}", str(value))]
     args += ["--no-progress", "--eval-episodes", "0"] + (["--overlap"] if overlap else [])
+    args += ["--inference", inference] if inference != "auto" else []
+    args += ["--device", device] if device != "auto" else []
     for name, value in wanted.items():
         if preset[name] != value:
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -250,11 +270,19 @@ def run_train(args: list[str]) -> dict:
 
 
 def prl_training(
-    env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None, overlap: bool = False
+    env_id: str,
+    workers: int,
+    envs: int,
+    steps: int,
+    ppo: Optional[dict] = None,
+    overlap: bool = False,
+    inference: str = "auto",
+    device: str = "auto",
 ) -> dict:
     """Steps/s of a whole `scripts/train.py` run (from its summary.json), plus its wall time seen from outside."""
-    record = run_train(train_args(env_id, workers, envs, steps, ppo, overlap))
-    return {"workers": workers, "envs": envs, "overlap": overlap, "sb3_settings": ppo is not None, **record}
+    record = run_train(train_args(env_id, workers, envs, steps, ppo, overlap, inference, device))
+    shape = {"workers": workers, "envs": envs, "overlap": overlap, "sb3_settings": ppo is not None}
+    return {**shape, "inference": inference, **record}
 
 
 def time_to_solve(runs: int, overlap: bool) -> dict:
@@ -334,10 +362,11 @@ def measure_memory(env_id: str, spec: EnvSpec) -> dict:
 def measure_collection(env_id: str, plan: Plan) -> list[dict]:
     """Figures 3 and 6: prl collection over the W x E grid (efficiency is added once the floors exist)."""
     records = []
-    for workers in plan.workers:
-        for envs in plan.envs:
-            log(f"prl collection: {workers} workers x {envs} envs")
-            records.append(prl_collection(env_id, workers, envs, plan.collect_s))
+    for inference in plan.inference:
+        for workers in plan.workers:
+            for envs in plan.envs:
+                log(f"prl collection: {workers} workers x {envs} envs, {inference} inference")
+                records.append(prl_collection(env_id, workers, envs, plan.collect_s, inference, plan.device))
     return records
 
 
@@ -361,11 +390,15 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     runs += [(*default, None, True), (*README_SHAPE, None, True)]
     if env_id == "CartPole-v1":
         runs.append((*default, SB3_LIKE_PPO, False))
+    runs = [(*run, plan.inference[0]) for run in runs]
+    runs += [(*default, None, overlap, mode) for mode in plan.inference[1:] for overlap in (False, True)]
     records = []
-    for workers, envs, ppo, overlap in runs:
+    for workers, envs, ppo, overlap, inference in runs:
         label = " overlap" if overlap else " SB3 settings" if ppo else ""
-        log(f"prl end-to-end{label}: {workers} workers x {envs} envs, {plan.train_steps:,} steps")
-        records.append(prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap))
+        log(
+            f"prl end-to-end{label}: {workers} workers x {envs} envs, {inference} inference, {plan.train_steps:,} steps"
+        )
+        records.append(prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap, inference, plan.device))
     return records
 
 
@@ -399,27 +432,40 @@ def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     return references
 
 
-def _find(records: list[dict], shape: tuple, overlap: bool = False, sb3_settings: bool = False) -> Optional[dict]:
+def _find(
+    records: list[dict], shape: tuple, overlap: bool = False, sb3_settings: bool = False, inference: str = "auto"
+) -> Optional[dict]:
     return next(
         (
             r
             for r in records
-            if (r["workers"], r["envs"]) == shape and r["overlap"] == overlap and r["sb3_settings"] == sb3_settings
+            if (r["workers"], r["envs"]) == shape
+            and r["overlap"] == overlap
+            and r["sb3_settings"] == sb3_settings
+            and r.get("inference", "auto") == inference
         ),
         None,
     )
 
 
+def primary_runs(records: list[dict], results: dict) -> list[dict]:
+    """The records of the first --inference mode, which gets every run (the others are compared with it)."""
+    mode = results.get("settings", {}).get("inference", ("auto",))[0]
+    return [r for r in records if r.get("inference", "auto") == mode]
+
+
 def ratios(results: dict) -> list[dict]:
     """The comparisons to read: prl against SB3 and Sample Factory, and the README shape against the best."""
-    training = [r for r in results["prl_training"] if "steps_per_s" in r]
+    modes = results.get("settings", {}).get("inference", ("auto",))
+    every_mode = [r for r in results["prl_training"] if "steps_per_s" in r]
+    training = primary_runs(every_mode, results)
     plain = plain_runs(training)
     best_plain = max(plain, key=steps_per_s_of, default=None)
     best_any = max([r for r in training if not r["sb3_settings"]], key=steps_per_s_of, default=None)
     default_at = tuple(results.get("settings", {}).get("default_shape", DEFAULT_SHAPE))
-    default = _find(training, default_at)
-    readme = _find(training, README_SHAPE)
-    equal_work = _find(training, default_at, sb3_settings=True)
+    default = _find(training, default_at, inference=modes[0])
+    readme = _find(training, README_SHAPE, inference=modes[0])
+    equal_work = _find(training, default_at, sb3_settings=True, inference=modes[0])
     reference = results["reference"]
     dummy = steps_per_s_of(reference.get("sb3_dummy"))
     cartpole = results.get("settings", {}).get("env", "CartPole-v1") == "CartPole-v1"
@@ -481,7 +527,34 @@ def ratios(results: dict) -> list[dict]:
                 here,
             ),
         )
-    collection = next((r for r in results.get("prl_collection", []) if (r["workers"], r["envs"]) == default_at), None)
+    collections = primary_runs(results.get("prl_collection", []), results)
+    collection = next((r for r in collections if (r["workers"], r["envs"]) == default_at), None)
+    if "worker" in modes and "central" in modes:
+        for overlap in (False, True):
+            central = _find(every_mode, default_at, overlap=overlap, inference="central")
+            worker = _find(every_mode, default_at, overlap=overlap, inference="worker")
+            label = f"{default_at[0]}x{default_at[1]}{', overlap' if overlap else ''}"
+            rows.append(
+                (
+                    f"prl end-to-end ({label}), central / worker inference",
+                    steps_per_s_of(central),
+                    steps_per_s_of(worker),
+                    here,
+                )
+            )
+        by_mode = {
+            r["inference"]: r
+            for r in results.get("prl_collection", [])
+            if (r["workers"], r["envs"]) == default_at and "steps_per_s" in r
+        }
+        rows.append(
+            (
+                f"prl collection ({default_at[0]}x{default_at[1]}), central / worker inference",
+                steps_per_s_of(by_mode.get("central")),
+                steps_per_s_of(by_mode.get("worker")),
+                here,
+            )
+        )
     if collection and "efficiency" in collection:
         workers = min(collection["workers"], usable_cores())
         rows.append(
@@ -544,13 +617,20 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """The command line: --quick, --out, --env, --workers and --envs."""
+    """The command line: --quick, --out, --env, --workers, --envs, --inference and --device."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and shorter budgets (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="folder for results.json and throughput.png")
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: CartPole-v1)")
     parser.add_argument("--workers", type=int, nargs="+", help="worker counts of the sweep (default: 1 2 4 8)")
     parser.add_argument("--envs", type=int, nargs="+", help="envs per worker of the sweep (default: 4 16 64)")
+    parser.add_argument(
+        "--inference",
+        nargs="+",
+        choices=("auto", "worker", "central"),
+        help="prl's inference modes to measure, e.g. worker central (default: auto, prl's own choice)",
+    )
+    parser.add_argument("--device", default="auto", help="prl's learner device: auto (the CPU), cpu, cuda or cuda:N")
     return parser.parse_args(argv)
 
 
@@ -567,7 +647,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"throughput.py: error: {error}", file=sys.stderr)
         return 2
     plan = plan_for(spec, args.quick)
-    plan = replace(plan, workers=tuple(args.workers or plan.workers), envs=tuple(args.envs or plan.envs))
+    plan = replace(
+        plan,
+        workers=tuple(args.workers or plan.workers),
+        envs=tuple(args.envs or plan.envs),
+        inference=tuple(dict.fromkeys(args.inference or plan.inference)),
+        device=args.device,
+    )
     results = run(args.env, spec, plan)
     print_report(results, plan)
     if args.out:

@@ -182,3 +182,41 @@ def test_a_reference_run_is_smoothed_over_its_last_100_episodes_and_replotted_be
     assert (tmp_path / "learning_ALE-Breakout-v5.png").stat().st_size > 0
     assert "Other PPO" in json.loads((tmp_path / "learning.json").read_text())["references"]
     assert learning.main(["--replot", str(tmp_path / "missing")]) == 2
+
+
+def test_each_inference_mode_gets_its_rows_and_central_is_compared_with_worker():
+    args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, True, "central")
+    config = parse_config(["out" if arg == "TMP" else arg for arg in args])
+    assert config.inference == "central" and config.overlap
+    assert "--inference" not in throughput.train_args("CartPole-v1", 2, 32, 20_000)
+
+    def run(rate, inference, overlap=False):
+        return {
+            "workers": 2,
+            "envs": 32,
+            "steps_per_s": rate,
+            "overlap": overlap,
+            "sb3_settings": False,
+            "inference": inference,
+        }
+
+    results = {
+        "settings": {"env": "CartPole-v1", "default_shape": (2, 32), "inference": ("worker", "central")},
+        "prl_training": [
+            run(50.0, "worker"),
+            run(60.0, "worker", True),
+            run(25.0, "central"),
+            run(45.0, "central", True),
+        ],
+        "prl_collection": [
+            {"workers": 2, "envs": 32, "steps_per_s": 100.0, "efficiency": 0.9, "inference": "worker"},
+            {"workers": 2, "envs": 32, "steps_per_s": 40.0, "efficiency": 0.4, "inference": "central"},
+        ],
+        "reference": {"sb3_dummy": {"steps_per_s": 5.0, "torch_threads": 1}},
+    }
+    rows = {row["ratio"]: row["value"] for row in throughput.ratios(results)}
+    assert rows["prl end-to-end, default (2x32) / SB3 DummyVecEnv (1 torch thread)"] == 10.0, "the first mode's run"
+    assert rows["prl end-to-end (2x32), central / worker inference"] == 0.5
+    assert rows["prl end-to-end (2x32, overlap), central / worker inference"] == 0.75
+    assert rows["prl collection (2x32), central / worker inference"] == 0.4
+    assert rows["prl collection (2x32) / 2 x one-process floor, same network"] == pytest.approx(0.9)

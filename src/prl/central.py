@@ -83,6 +83,7 @@ class InferenceServer:
         self._held = -1
         self._wanted = 0
         self._conns: dict[int, Connection] = {}
+        self._retired: list[Connection] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prl-inference", daemon=True)
@@ -96,8 +97,8 @@ class InferenceServer:
         with self._lock:
             old = self._conns.get(worker)
             self._conns[worker] = conn
-        if old is not None and old is not conn:
-            old.close()
+            if old is not None and old is not conn:
+                self._retired.append(old)  # closed by the server's thread, which may be waiting on it now
 
     def use_version(self, version: int) -> None:
         """Act with weight `version` from the next batch on; called only while no rollout runs."""
@@ -109,8 +110,9 @@ class InferenceServer:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         with self._lock:
-            conns = list(self._conns.values())
+            conns = list(self._conns.values()) + self._retired
             self._conns.clear()
+            self._retired = []
         for conn in conns:
             conn.close()
 
@@ -120,6 +122,9 @@ class InferenceServer:
             while not self._stop.is_set():
                 with self._lock:
                     by_conn = {id(conn): (worker, conn) for worker, conn in self._conns.items()}
+                    retired, self._retired = self._retired, []
+                for conn in retired:
+                    conn.close()
                 ready = wait([conn for _, conn in by_conn.values()], timeout=POLL_S) if by_conn else []
                 if not by_conn:
                     self._stop.wait(POLL_S)
