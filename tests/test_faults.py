@@ -111,8 +111,11 @@ def test_a_nan_observation_stops_the_run_naming_the_env_and_step(tmp_path, no_le
             pool.collect()
 
 
-def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(tmp_path, no_leaks):
-    config = toy_config(functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")), worker_timeout=2.0)
+@pytest.mark.parametrize("inference", ["worker", "central"])
+def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inference, tmp_path, no_leaks):
+    config = toy_config(
+        functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")), worker_timeout=2.0, inference=inference
+    )
     learner = Learner(config)
     pool = ActorPool(config, learner.policy)
     pids = pool.pids
