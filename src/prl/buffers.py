@@ -185,11 +185,21 @@ class SharedWeights:
         """
         if version == held_version:
             return held_version
-        source = self.flat[version % 2]
-        with torch.no_grad():
-            offset = 0
-            for _, tensor in _state_entries(module):
-                n = tensor.numel()
-                tensor.copy_(source[offset : offset + n].view(tensor.shape))
-                offset += n
+        load_flat_state(module, self.flat[version % 2])
         return version
+
+
+def flat_state(module: nn.Module) -> torch.Tensor:
+    """The module's parameters and buffers in one new float32 vector, in `SharedWeights`' order."""
+    with torch.no_grad():
+        return torch.cat([tensor.detach().reshape(-1).float().cpu() for _, tensor in _state_entries(module)])
+
+
+def load_flat_state(module: nn.Module, flat: torch.Tensor) -> None:
+    """Copy a vector made by `flat_state` (or a `SharedWeights` buffer) into the module, in place."""
+    with torch.no_grad():
+        offset = 0
+        for _, tensor in _state_entries(module):
+            n = tensor.numel()
+            tensor.copy_(flat[offset : offset + n].view(tensor.shape))
+            offset += n

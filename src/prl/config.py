@@ -167,6 +167,12 @@ class Config:
     """Seed of the learner, the workers' samplers and every env."""
     device: str = "auto"
     """Learner device: auto (the CPU for prl's MLP policies, faster there than on a GPU), cpu, cuda or cuda:N."""
+    backend: str = "local"
+    """Where the workers run: local (processes on this machine, shared memory) or ray (Ray actors, on a cluster; the ray extra)."""
+    ray_address: Optional[str] = None
+    """With backend ray: the cluster to join (auto, or HOST:PORT); unset starts a local Ray instance for the run."""
+    ray_worker_cpus: float = 1.0
+    """With backend ray: CPUs each worker actor asks Ray for."""
     inference: str = "auto"
     """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.central) or auto (central for CNN policies on CUDA, else worker)."""
     overlap: bool = False
@@ -223,6 +229,12 @@ class Config:
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.",
+        )
+        _require(self.backend in ("local", "ray"), f"backend must be local or ray, got {self.backend!r}.")
+        _require(self.ray_worker_cpus > 0, f"ray_worker_cpus must be positive, got {self.ray_worker_cpus}.")
+        _require(
+            self.backend == "local" or self.inference != "central",
+            "central inference runs with the local backend only; pass --inference worker (or auto) with --backend ray.",
         )
         _require(
             self.inference in ("auto", "worker", "central"),

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from prl.backends import open_collector
 from prl.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
 from prl.config import Config, flatten_dict, to_flat
 from prl.envs import EnvFactory, EnvSpec, probe_env
@@ -25,7 +26,6 @@ from prl.metrics import (
     format_return,
     write_json,
 )
-from prl.pool import ActorPool
 from prl.startup import StopRequests
 
 RESUMABLE_CHANGES = {
@@ -171,7 +171,7 @@ def run_training(
         desc=config.env_name,
     )
     try:
-        with StopRequests() as stop, ActorPool(config, learner.policy, seed_stream=learner.updates) as pool:
+        with StopRequests() as stop, open_collector(config, learner.policy, seed_stream=learner.updates) as pool:
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()

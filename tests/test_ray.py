@@ -1,0 +1,103 @@
+"""The Ray backend (`prl.ray_pool`): the local pool's batches, guarantees and clean shutdown, over Ray actors."""
+
+import os
+import signal
+import sys
+
+import psutil
+import pytest
+import torch
+
+from prl import ConfigError, Learner, train, tuned_config
+from prl.backends import open_collector
+from prl.config import from_flat
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+FIELDS = ("actions", "logprobs", "values", "rewards", "terminated", "truncated", "final_values", "episode_returns")
+
+
+def ray_config(env="CartPole-v1", **options):
+    defaults = dict(env=env, workers=2, envs_per_worker=3, rollout_steps=16, minibatch_size=32, progress=False, seed=5)
+    return from_flat({**defaults, **options})
+
+
+def descendants() -> set:
+    return {child.pid for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE}
+
+
+def test_a_pool_that_starts_ray_shuts_it_down_and_leaves_no_process(no_leaks):
+    assert not ray.is_initialized()
+    before = descendants()
+    config = ray_config(backend="ray")
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        assert ray.is_initialized() and len(pool.pids) == 2
+        batch = pool.collect()
+        assert batch.rewards.shape == (16, 6)
+    assert not ray.is_initialized()
+    deadline = psutil.time.time() + 10
+    while descendants() - before and psutil.time.time() < deadline:
+        psutil.time.sleep(0.2)
+    assert not descendants() - before, "Ray's processes must stop with the pool that started them"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance with 2 CPUs for the tests below (pools then leave it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0"])
+def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_leaks):
+    batches = {}
+    for backend in ("local", "ray"):
+        config = ray_config(env, backend=backend)
+        learner = Learner(config)
+        with open_collector(config, learner.policy) as pool:
+            first = pool.collect()
+            learner.update(first)
+            pool.publish(learner.policy)
+            batches[backend] = (first, pool.collect())
+    for local, remote in zip(batches["local"], batches["ray"]):
+        local_obs = local.obs if isinstance(local.obs, dict) else {"": local.obs}
+        remote_obs = remote.obs if isinstance(remote.obs, dict) else {"": remote.obs}
+        for key in local_obs:
+            assert local_obs[key].dtype == remote_obs[key].dtype and torch.equal(local_obs[key], remote_obs[key])
+        for name in FIELDS:
+            assert torch.allclose(getattr(local, name), getattr(remote, name), equal_nan=True), name
+        assert torch.equal(local.env_ids, remote.env_ids) and torch.equal(local.worker_ids, remote.worker_ids)
+        assert torch.equal(local.policy_versions, remote.policy_versions)
+
+
+def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, no_leaks):
+    config = ray_config(backend="ray", overlap=True, rollout_steps=256)
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        pool.collect()  # overlap: every actor is already in its next rollout
+        killed = pool.pids[1]
+        os.kill(killed, signal.SIGKILL)
+        with pytest.warns(UserWarning, match="Ray actor 1 died"):
+            pool.collect()  # the rollout in flight may have finished before the kill: then the next one fails
+            batch = pool.collect()
+        assert pool.restarts == 1 and pool.pids[1] != killed
+        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+
+
+def test_ray_trains_cartpole_to_the_solved_return_within_100k_steps(local_ray, no_leaks):
+    summary = train(tuned_config("CartPole-v1", backend="ray", seed=1, progress=False, eval_episodes=10))
+    assert summary["env_steps"] <= 100_000 + 2048
+    assert summary["eval_return_mean"] >= 475, summary
+
+
+def test_options_that_cannot_work_are_refused_in_one_sentence(monkeypatch):
+    with pytest.raises(ConfigError, match="central inference runs with the local backend only"):
+        ray_config(backend="ray", inference="central")
+    with pytest.raises(ConfigError, match="backend must be local or ray, got 'slurm'"):
+        ray_config(backend="slurm")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    config = ray_config(backend="ray")
+    with pytest.raises(ConfigError, match=r'install prl\'s ray extra: pip install -e "\.\[ray\]"'):
+        open_collector(config, Learner(config).policy)
