@@ -63,11 +63,13 @@ def _scaling(record: dict, single: Optional[float]) -> str:
 def _mode(record: dict) -> str:
     """ ", central inference" where a run named its --inference mode (nothing for prl's own choice)."""
     mode = record.get("inference", "auto")
-    return "" if mode == "auto" else f", {mode} inference"
+    backend = ", Ray backend" if record.get("backend") == "ray" else ""
+    return backend + ("" if mode == "auto" else f", {mode} inference")
 
 
 def _of_mode(records: list[dict], mode: str) -> list[dict]:
-    return [r for r in records if r.get("inference", "auto") == mode]
+    """The local pool's records in inference `mode` (the Ray rows stand apart, at one shape)."""
+    return [r for r in records if r.get("inference", "auto") == mode and r.get("backend", "local") == "local"]
 
 
 def figure_rows(results: dict) -> list[tuple]:
@@ -83,7 +85,8 @@ def figure_rows(results: dict) -> list[tuple]:
             "3 prl collection",
             f"W={r['workers']} x E={r['envs']}{_mode(r)}",
             r,
-            f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s",
+            f"efficiency {r['efficiency']:.2f}, pool start {r['pool_start_s']:.1f} s"
+            + (f", {r['rollout_bytes'] / 1024:,.0f} KiB per rollout" if "rollout_bytes" in r else ""),
         )
         for r in results["prl_collection"]
     ]

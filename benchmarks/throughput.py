@@ -35,7 +35,8 @@ import torch
 from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
 
 import prl
-from prl import ActorPool, ConfigError, Learner, tuned_config
+from prl import ConfigError, Learner, tuned_config
+from prl.backends import open_collector
 from prl.buffers import TrajectoryBuffer
 from prl.config import Config, to_flat
 from prl.envs import EnvSpec, probe_env
@@ -203,15 +204,24 @@ def _fitted(env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict
 
 
 def prl_collection(
-    env_id: str, workers: int, envs: int, seconds: float, inference: str = "auto", device: str = "auto"
+    env_id: str,
+    workers: int,
+    envs: int,
+    seconds: float,
+    inference: str = "auto",
+    device: str = "auto",
+    backend: str = "local",
 ) -> dict:
-    """Steps/s of `ActorPool.collect()` with `workers` x `envs`, repeated for `seconds`, learner idle."""
+    """Steps/s of the backend's `collect()` with `workers` x `envs`, repeated for `seconds`, learner idle.
+
+    The Ray backend also records the bytes of one actor's rollout, as they cross the object store.
+    """
     fixed = {"rollout_steps": ROLLOUT_STEPS}
     shape = {"workers": workers, "envs_per_worker": envs, "inference": inference, "device": device}
-    config = tuned_config(env_id, **shape, **_fitted(env_id, workers, envs, 0, fixed))
+    config = tuned_config(env_id, backend=backend, **shape, **_fitted(env_id, workers, envs, 0, fixed))
     learner = Learner(config)
     started = time.perf_counter()
-    with ActorPool(config, learner.policy) as pool:
+    with open_collector(config, learner.policy) as pool:
         start_s = time.perf_counter() - started
         mode = pool.inference
         for _ in range(WARMUP_COLLECTS):
@@ -222,8 +232,12 @@ def prl_collection(
             pool.collect(learner.device)
             collects += 1
         elapsed = time.perf_counter() - begin
+        transfer = getattr(pool, "last_transfer_bytes", None)
     record = ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
-    return {**record, "inference": inference, "inference_used": mode}
+    record |= {"inference": inference, "inference_used": mode, "backend": backend}
+    if transfer is not None:
+        record |= {"rollout_bytes": transfer / workers, "rollout_steps": ROLLOUT_STEPS, "rollouts": collects * workers}
+    return record
 
 
 def train_args(
@@ -235,6 +249,7 @@ def train_args(
     overlap: bool = False,
     inference: str = "auto",
     device: str = "auto",
+    backend: str = "local",
 ) -> list[str]:
     """train.py flags for one end-to-end run: the env's tuned defaults, or the `ppo` settings where they differ."""
     preset = to_flat(tuned_config(env_id, workers=workers, envs_per_worker=envs))
@@ -244,6 +259,7 @@ def train_args(
     args += ["--no-progress", "--eval-episodes", "0"] + (["--overlap"] if overlap else [])
     args += ["--inference", inference] if inference != "auto" else []
     args += ["--device", device] if device != "auto" else []
+    args += ["--backend", backend] if backend != "local" else []
     for name, value in wanted.items():
         if preset[name] != value:
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -278,11 +294,12 @@ def prl_training(
     overlap: bool = False,
     inference: str = "auto",
     device: str = "auto",
+    backend: str = "local",
 ) -> dict:
     """Steps/s of a whole `scripts/train.py` run (from its summary.json), plus its wall time seen from outside."""
-    record = run_train(train_args(env_id, workers, envs, steps, ppo, overlap, inference, device))
+    record = run_train(train_args(env_id, workers, envs, steps, ppo, overlap, inference, device, backend))
     shape = {"workers": workers, "envs": envs, "overlap": overlap, "sb3_settings": ppo is not None}
-    return {**shape, "inference": inference, **record}
+    return {**shape, "inference": inference, "backend": backend, **record}
 
 
 def time_to_solve(runs: int, overlap: bool) -> dict:
@@ -367,6 +384,12 @@ def measure_collection(env_id: str, plan: Plan) -> list[dict]:
             for envs in plan.envs:
                 log(f"prl collection: {workers} workers x {envs} envs, {inference} inference")
                 records.append(prl_collection(env_id, workers, envs, plan.collect_s, inference, plan.device))
+    if ref.missing("ray"):
+        log(f"skipped the Ray row: {ref.missing('ray')}")
+        return records
+    workers, envs = default_shape(env_id)
+    log(f"prl collection: {workers} workers x {envs} envs, Ray backend")
+    records.append(prl_collection(env_id, workers, envs, plan.collect_s, backend="ray"))
     return records
 
 
@@ -399,6 +422,9 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
             f"prl end-to-end{label}: {workers} workers x {envs} envs, {inference} inference, {plan.train_steps:,} steps"
         )
         records.append(prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap, inference, plan.device))
+    if not ref.missing("ray"):
+        log(f"prl end-to-end: {default[0]} workers x {default[1]} envs, Ray backend, {plan.train_steps:,} steps")
+        records.append(prl_training(env_id, *default, plan.train_steps, backend="ray"))
     return records
 
 
@@ -433,7 +459,12 @@ def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
 
 
 def _find(
-    records: list[dict], shape: tuple, overlap: bool = False, sb3_settings: bool = False, inference: str = "auto"
+    records: list[dict],
+    shape: tuple,
+    overlap: bool = False,
+    sb3_settings: bool = False,
+    inference: str = "auto",
+    backend: str = "local",
 ) -> Optional[dict]:
     return next(
         (
@@ -443,6 +474,7 @@ def _find(
             and r["overlap"] == overlap
             and r["sb3_settings"] == sb3_settings
             and r.get("inference", "auto") == inference
+            and r.get("backend", "local") == backend
         ),
         None,
     )
@@ -451,7 +483,7 @@ def _find(
 def primary_runs(records: list[dict], results: dict) -> list[dict]:
     """The records of the first --inference mode, which gets every run (the others are compared with it)."""
     mode = results.get("settings", {}).get("inference", ("auto",))[0]
-    return [r for r in records if r.get("inference", "auto") == mode]
+    return [r for r in records if r.get("inference", "auto") == mode and r.get("backend", "local") == "local"]
 
 
 def ratios(results: dict) -> list[dict]:
@@ -562,6 +594,27 @@ def ratios(results: dict) -> list[dict]:
                 f"prl collection ({default_at[0]}x{default_at[1]}) / {workers} x one-process floor, same network",
                 collection["steps_per_s"],
                 collection["steps_per_s"] / collection["efficiency"],
+                here,
+            )
+        )
+    on_ray = _find(every_mode, default_at, inference="auto", backend="ray")
+    if on_ray is not None:
+        local = _find(every_mode, default_at, inference="auto") or default
+        shape_text = f"{default_at[0]}x{default_at[1]}"
+        rows.append(
+            (
+                f"Ray backend / local pool, end to end ({shape_text})",
+                steps_per_s_of(on_ray),
+                steps_per_s_of(local),
+                here,
+            )
+        )
+        ray_collection = next((r for r in results.get("prl_collection", []) if r.get("backend") == "ray"), None)
+        rows.append(
+            (
+                f"Ray backend / local pool, collection ({shape_text})",
+                steps_per_s_of(ray_collection),
+                steps_per_s_of(collection),
                 here,
             )
         )

@@ -220,3 +220,25 @@ def test_each_inference_mode_gets_its_rows_and_central_is_compared_with_worker()
     assert rows["prl end-to-end (2x32, overlap), central / worker inference"] == 0.75
     assert rows["prl collection (2x32), central / worker inference"] == 0.4
     assert rows["prl collection (2x32) / 2 x one-process floor, same network"] == pytest.approx(0.9)
+
+
+def test_the_ray_rows_compare_with_the_local_pool_at_the_default_shape():
+    def run(rate, backend):
+        shape = {"workers": 2, "envs": 32, "overlap": False, "sb3_settings": False, "inference": "auto"}
+        return {**shape, "steps_per_s": rate, "backend": backend}
+
+    results = {
+        "settings": {"env": "CartPole-v1", "default_shape": (2, 32), "inference": ("auto",)},
+        "prl_training": [run(40.0, "local"), run(30.0, "ray")],
+        "prl_collection": [
+            {"workers": 2, "envs": 32, "steps_per_s": 100.0, "efficiency": 0.9, "inference": "auto"},
+            {"workers": 2, "envs": 32, "steps_per_s": 80.0, "efficiency": 0.7, "inference": "auto", "backend": "ray"},
+        ],
+        "reference": {"sb3_dummy": {"steps_per_s": 4.0, "torch_threads": 1}},
+    }
+    rows = {row["ratio"]: row["value"] for row in throughput.ratios(results)}
+    assert rows["prl end-to-end, default (2x32) / SB3 DummyVecEnv (1 torch thread)"] == 10.0, "the local run"
+    assert rows["Ray backend / local pool, end to end (2x32)"] == 0.75
+    assert rows["Ray backend / local pool, collection (2x32)"] == 0.8
+    args = throughput.train_args("CartPole-v1", 2, 32, 20_000, backend="ray")
+    assert parse_config(["out" if arg == "TMP" else arg for arg in args]).backend == "ray"

@@ -138,3 +138,18 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_run_whose_workers_fail_for_good_is_saved_with_the_command_that_resumes_it(tmp_path, no_leaks):
+    from prl import train
+
+    out = tmp_path / "run"
+    config = toy_config(
+        functools.partial(toy_envs.CountingEnv, terminate_at=5, fail_at=40), max_worker_restarts=0, out=str(out)
+    )
+    with pytest.raises(WorkerError) as failure:
+        train(config)
+    message = str(failure.value)
+    assert "failed 1 times" in message and f"continue with: python scripts/train.py --resume {out}" in message
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert checkpoint["learner"]["updates"] >= 1, "the updates made before the failure are kept"

@@ -14,7 +14,7 @@ from prl.backends import open_collector
 from prl.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
 from prl.config import Config, flatten_dict, to_flat
 from prl.envs import EnvFactory, EnvSpec, probe_env
-from prl.errors import ConfigError
+from prl.errors import ConfigError, WorkerError
 from prl.evaluation import evaluate
 from prl.learner import Learner
 from prl.metrics import (
@@ -175,7 +175,16 @@ def run_training(
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()
-                batch = pool.collect(learner.device)
+                try:
+                    batch = pool.collect(learner.device)
+                except WorkerError as error:
+                    if run.out is None:
+                        raise
+                    run.save()  # between updates, so the saved state is whole
+                    raise WorkerError(
+                        f"{error} The run is saved at {learner.env_steps:,} env steps; once the cause is fixed, "
+                        f"continue with: python scripts/train.py --resume {run.out}"
+                    ) from error
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
                 pool.publish(learner.policy)
