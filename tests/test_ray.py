@@ -42,6 +42,24 @@ def test_a_pool_that_starts_ray_shuts_it_down_and_leaves_no_process(no_leaks):
     assert not descendants() - before, "Ray's processes must stop with the pool that started them"
 
 
+def test_actors_spread_over_the_nodes_of_a_cluster_the_pool_joins_and_leaves_running(no_leaks):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        config = ray_config(backend="ray", ray_address=cluster.address)
+        learner = Learner(config)
+        with open_collector(config, learner.policy) as pool:
+            batch = pool.collect()
+            assert len(set(pool.nodes)) == 2, "one actor per node: each node has one CPU"
+        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+        assert ray.is_initialized(), "a cluster the pool joined keeps running"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance with 2 CPUs for the tests below (pools then leave it running)."""

@@ -105,9 +105,11 @@ class RolloutActor:
         self.held_version = -1
         self.rebuilds = 0
 
-    def ready(self) -> int:
-        """The actor's process id, once its envs and policy are built."""
-        return os.getpid()
+    def ready(self) -> tuple[int, str]:
+        """The actor's process id and Ray node id, once its envs and policy are built."""
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def rollout(self, version: int, weights: np.ndarray) -> dict:
         """One rollout acting with `weights` (version `version`): the slot's arrays, or the env error that stopped it."""
@@ -167,6 +169,7 @@ class RayPool:
         self._started_ray = False
         self._actors: list = []
         self._pids: dict[int, int] = {}
+        self._nodes: dict[int, str] = {}
         self._inflight: dict[int, tuple] = {}
         self._version = -1
         self._weights = None
@@ -214,7 +217,7 @@ class RayPool:
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.worker_timeout)
         for ref in ready:
             try:
-                self._pids[refs[ref]] = ray.get(ref)
+                self._pids[refs[ref]], self._nodes[refs[ref]] = ray.get(ref)
             except ray.exceptions.RayTaskError as error:
                 raise self._task_error(refs[ref], error) from None
             except ray.exceptions.RayActorError as error:
@@ -381,3 +384,8 @@ class RayPool:
     def pids(self) -> list[int]:
         """Process ids of the actors (each on its own node), as they reported when they started."""
         return [self._pids[worker] for worker in range(len(self._actors))]
+
+    @property
+    def nodes(self) -> list[str]:
+        """The Ray node id each actor runs on."""
+        return [self._nodes[worker] for worker in range(len(self._actors))]
