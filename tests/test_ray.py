@@ -3,12 +3,14 @@
 import os
 import signal
 import sys
+import threading
 
 import psutil
 import pytest
 import torch
+import toy_envs
 
-from prl import ConfigError, Learner, train, tuned_config
+from prl import ConfigError, Learner, WorkerError, train, tuned_config
 from prl.backends import open_collector
 from prl.config import from_flat
 
@@ -60,6 +62,37 @@ def test_actors_spread_over_the_nodes_of_a_cluster_the_pool_joins_and_leaves_run
         cluster.shutdown()
 
 
+def test_losing_the_workers_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the learner's node runs no actor
+    node = cluster.add_node(num_cpus=2)
+    out = tmp_path / "run"
+    config = tuned_config(
+        "CartPole-v1",
+        backend="ray",
+        ray_address=cluster.address,
+        steps=10**7,
+        worker_timeout=5.0,
+        progress=False,
+        out=str(out),
+        eval_episodes=0,
+    )
+    lose_node = threading.Timer(4.0, cluster.remove_node, args=(node,), kwargs={"allow_graceful": False})
+    try:
+        lose_node.start()
+        with pytest.raises(WorkerError) as failure:
+            train(config)
+    finally:
+        lose_node.cancel()
+        ray.shutdown()
+        cluster.shutdown()
+    message = str(failure.value)
+    assert "did not start within 5 s" in message and "free CPU(s) per worker" in message
+    assert f"continue with: python scripts/train.py --resume {out}" in message
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance with 2 CPUs for the tests below (pools then leave it running)."""
@@ -68,7 +101,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0"])
+@pytest.mark.parametrize("env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv])
 def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_leaks):
     batches = {}
     for backend in ("local", "ray"):
