@@ -28,8 +28,9 @@ def descendants() -> set:
     return {child.pid for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE}
 
 
-def test_a_pool_that_starts_ray_shuts_it_down_and_leaves_no_process(no_leaks):
+def test_a_pool_that_starts_ray_shuts_it_down_and_leaves_no_process(monkeypatch, no_leaks):
     assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # another cluster's address must not be joined unasked
     before = descendants()
     config = ray_config(backend="ray")
     learner = Learner(config)

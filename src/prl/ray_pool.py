@@ -178,7 +178,7 @@ class RayPool:
             if config.ray_address:
                 ray.init(address=config.ray_address, log_to_driver=False)
             else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
                 self._started_ray = True
         try:
             self.buffer = TrajectoryBuffer(
