@@ -66,6 +66,31 @@ def test_image_rollouts_are_scored_exactly_by_the_weights_that_acted(no_leaks):
     assert set(rewards.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("kind", ["discrete", "box"])
+def test_central_rollouts_draw_from_each_workers_seeded_stream_and_repeat_for_the_same_seed(kind, no_leaks):
+    batches = []
+    for _ in range(2):
+        config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5, action_kind=kind))
+        learner = Learner(config)
+        with ActorPool(config, learner.policy) as pool:
+            first = pool.collect()
+            learner.update(first)
+            pool.publish(learner.policy)
+            batch = pool.collect()
+            noise = pool.buffer.noise.transpose(0, 1).reshape(8, 6, -1)  # [T, workers x envs, action_dim]
+        batches.append(batch)
+        # each action is the policy's draw with the noise its worker wrote, whatever the batching
+        actions, _, _, _ = learner.policy.get_action_and_value(
+            batch.obs[:-1].reshape(48, 2), noise=noise.reshape(48, -1)
+        )
+        assert torch.allclose(actions, batch.actions.reshape(48, -1), atol=1e-5)
+    assert torch.equal(batches[0].obs, batches[1].obs)
+    if kind == "discrete":
+        assert torch.equal(batches[0].actions, batches[1].actions)
+    else:  # a Gaussian action carries the forward pass's last bits, which depend on the batch's size
+        assert torch.allclose(batches[0].actions, batches[1].actions, atol=1e-5)
+
+
 def test_an_env_error_mid_rollout_leaves_no_stale_reply_for_the_next_rollout(tmp_path, no_leaks):
     config = central_config(env=functools.partial(toy_envs.FailOnceEnv, str(tmp_path / "failed"), fail_at=3))
     learner = Learner(config)

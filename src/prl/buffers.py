@@ -75,12 +75,14 @@ class TrajectoryBuffer:
         envs_per_worker: int,
         obs_dim: Union[int, ObsLayout],
         action_dim: int,
-        final_obs: bool = False,
+        central: bool = False,
     ):
         """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype).
 
-        `final_obs` adds one observation per slot and env (`final_obs`, [slots, envs_per_worker, ...]):
-        where a worker leaves a truncated episode's last observation for central inference (`prl.central`).
+        `central` adds what central inference (`prl.central`) needs: `final_obs`, one observation per
+        slot and env ([slots, envs_per_worker, ...]), where a worker leaves a truncated episode's last
+        observation, and `noise` ([slots, T, envs_per_worker, action_dim]), the randomness each worker
+        draws for its envs' actions from its own seeded stream.
         """
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
@@ -89,9 +91,10 @@ class TrajectoryBuffer:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
 
         self.obs = obs_dim.allocate(S, T + 1, E) if isinstance(obs_dim, ObsLayout) else floats(S, T + 1, E, obs_dim)
-        self.final_obs = None
-        if final_obs:
+        self.final_obs = self.noise = None
+        if central:
             self.final_obs = obs_dim.allocate(S, E) if isinstance(obs_dim, ObsLayout) else floats(S, E, obs_dim)
+            self.noise = floats(S, T, E, action_dim)
         self.actions = floats(S, T, E, action_dim)
         self.logprobs = floats(S, T, E)
         self.values = floats(S, T + 1, E)
@@ -110,6 +113,8 @@ class TrajectoryBuffer:
         names = ("actions", "logprobs", "values") + self.STEP_FIELDS
         views = {name: getattr(self, name)[slot].numpy() for name in names}
         views["obs"] = map_obs(lambda tensor: tensor[slot].numpy(), self.obs)
+        if self.noise is not None:
+            views["noise"] = self.noise[slot].numpy()
         return views
 
     def gather(self, slots: Sequence[int], device: torch.device | str = "cpu") -> Batch:

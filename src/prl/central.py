@@ -23,6 +23,14 @@ Weights. The server acts with the version the pool names in `use_version`, which
 before it sends rollout requests, and never during a rollout: every rollout acts with one
 version, as in worker mode, and a synchronous run stays exactly on-policy.
 
+Randomness. Before each "act", the worker writes the randomness of its group's actions into
+the slot's `noise` row, drawn from its own seeded generator (uniforms for categorical actions,
+standard normals for Gaussian ones); the server samples with it. So an action depends only on
+its env's observation, its noise and the weights, not on which other requests shared its batch,
+and a seeded run repeats its draws. What batching can still change is the arithmetic of a
+forward pass over a different number of rows, in the last bits of a float: it flips a sampled
+action only when the noise falls that close to a boundary between two actions.
+
 Batching. The server waits on every pipe at once, takes every message that has arrived, and
 serves them as one batch: one gather from the shared slots, one forward pass on the device,
 one scatter back. It never waits for a particular worker, so a hung or dead worker stalls only
@@ -66,16 +74,14 @@ class InferenceServer:
         weights: the pool's shared weights.
         buffer: the pool's trajectory slots; also holds `final_obs`, one row per worker env.
         device: where inference runs (the learner's device).
-        seed: seeds the server's sampler.
     """
 
-    def __init__(self, policy: ActorCritic, weights: SharedWeights, buffer: TrajectoryBuffer, device, seed: int):
+    def __init__(self, policy: ActorCritic, weights: SharedWeights, buffer: TrajectoryBuffer, device):
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
         self.weights = weights
         self.buffer = buffer
         self.groups = env_groups(buffer.envs_per_worker)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.error: Optional[BaseException] = None
         """The exception that stopped the server, if one did."""
         self.served = 0
@@ -192,7 +198,10 @@ class InferenceServer:
             envs += list(indices)
         s, t, e = torch.tensor(slots), torch.tensor(steps), torch.tensor(envs)
         obs = map_obs(lambda tensor: tensor[s, t, e], self.buffer.obs)
-        actions, logprobs, _, values = self.policy.get_action_and_value(self._to_device(obs), generator=self.generator)
+        noise = self.buffer.noise[s, t.clamp(max=self.buffer.rollout_steps - 1), e]  # row T: values only
+        actions, logprobs, _, values = self.policy.get_action_and_value(
+            self._to_device(obs), noise=noise.to(self.device)
+        )
         self.buffer.values[s, t, e] = values.cpu()
         acting = t < self.buffer.rollout_steps  # row T bootstraps: values only
         if bool(acting.all()):

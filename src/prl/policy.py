@@ -104,10 +104,14 @@ class ActorCritic(nn.Module):
         return [logits.log_softmax(-1) for logits in torch.split(out, list(self.spec.action_dims), dim=-1)]
 
     def _choose(
-        self, heads: list[torch.Tensor], deterministic: bool, generator: Optional[torch.Generator] = None
+        self,
+        heads: list[torch.Tensor],
+        deterministic: bool,
+        generator: Optional[torch.Generator] = None,
+        noise: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if not deterministic:
-            return self._sample(heads, generator)
+            return self._sample(heads, generator) if noise is None else self._sample_with(heads, noise)
         if self.spec.action_kind == CONTINUOUS:
             return heads[0]
         return torch.stack([log_probs.argmax(-1) for log_probs in heads], dim=-1).to(torch.float32)
@@ -119,6 +123,18 @@ class ActorCritic(nn.Module):
             noise = torch.randn(mean.shape, generator=generator, device=mean.device)
             return mean + self.log_std.exp() * noise
         parts = [torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1) for log_probs in heads]
+        return torch.stack(parts, dim=-1).to(torch.float32)
+
+    def _sample_with(self, heads: list[torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """Actions drawn with given randomness [B, action_dim]: standard normals for a Gaussian,
+        uniforms in [0, 1) for categorical heads (inverse CDF, as `prl.inference.NumpyActor` draws)."""
+        if self.spec.action_kind == CONTINUOUS:
+            return heads[0] + self.log_std.exp() * noise
+        parts = []
+        for i, log_probs in enumerate(heads):
+            cumulative = log_probs.exp().cumsum(-1)
+            threshold = noise[:, i : i + 1] * cumulative[:, -1:]
+            parts.append((cumulative < threshold).sum(-1).clamp(max=log_probs.shape[-1] - 1))
         return torch.stack(parts, dim=-1).to(torch.float32)
 
     def _score(self, heads: list[torch.Tensor], action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -143,15 +159,18 @@ class ActorCritic(nn.Module):
         action: Optional[torch.Tensor] = None,
         deterministic: bool = False,
         generator: Optional[torch.Generator] = None,
+        noise: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or score the given) actions: returns action [B, action_dim], log-prob [B], entropy [B], value [B].
 
-        `generator` draws the samples (torch's global generator when None).
+        `generator` draws the samples (torch's global generator when None); `noise` [B, action_dim]
+        gives the randomness instead (see `_sample_with`), so that each row's action depends only
+        on its own observation and noise.
         """
         x = self.features(self.prepare(obs))
         heads = self._heads(x)
         if action is None:
-            action = self._choose(heads, deterministic, generator)
+            action = self._choose(heads, deterministic, generator, noise)
         logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 

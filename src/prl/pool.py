@@ -82,7 +82,7 @@ import torch
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.central import InferenceServer
 from prl.config import Config, concrete_device, resolve_device
-from prl.envs import EnvFactory, seed_for
+from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic, build_policy
 from prl.startup import main_script_hidden, sigint_ignored, worker_context
@@ -163,7 +163,7 @@ class ActorPool:
             config.envs_per_worker,
             self.spec.obs_layout,
             self.spec.action_dim,
-            final_obs=self.inference == "central",
+            central=self.inference == "central",
         )
         self.weights = SharedWeights(policy)
         self._collecting = False
@@ -193,7 +193,7 @@ class ActorPool:
         if self.inference == "central":
             twin = build_policy(self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
             device = concrete_device(resolve_device(config))
-            self._server = InferenceServer(twin, self.weights, self.buffer, device, seed_for(config.seed, 1 << 26))
+            self._server = InferenceServer(twin, self.weights, self.buffer, device)
             self._server.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns, self._server)
         try:

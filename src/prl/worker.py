@@ -21,7 +21,7 @@ from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.central import InferenceClient, InferenceGone, env_groups
 from prl.config import PolicyConfig
 from prl.env_families import game_result
-from prl.envs import EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
+from prl.envs import CONTINUOUS, EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
 from prl.errors import ConfigError
 from prl.inference import make_actor
 from prl.observations import map_obs
@@ -116,19 +116,35 @@ class RolloutCollector:
         self._finish(views)
         views["values"][steps] = self.actor.value(self.obs)
 
-    def collect_central(self, views: dict, slot: int, client: InferenceClient, final_obs) -> None:
+    def collect_central(
+        self, views: dict, slot: int, client: InferenceClient, final_obs, rng: np.random.Generator
+    ) -> None:
         """Run one rollout as `collect` does, acting through the inference server (`prl.central`).
 
         The envs take turns in two groups: while the server computes one group's actions, this
         process steps the other. `final_obs` is this worker's row of the buffer's final
-        observations, where truncated envs' last observations wait for their values.
+        observations, where truncated envs' last observations wait for their values; `rng` draws
+        the randomness of every action (the slot's `noise`).
         """
         self._begin(views)
         steps = views["rewards"].shape[0]
         groups = env_groups(len(self.envs))
+        noise = views["noise"]
+        gaussian = self.spec.action_kind == CONTINUOUS
+
+        def request(t: int, group: int) -> None:
+            if t < steps:
+                rows = noise[t, groups[group].start : groups[group].stop]
+                rows[...] = (
+                    rng.standard_normal(rows.shape, dtype=np.float32)
+                    if gaussian
+                    else rng.random(rows.shape, dtype=np.float32)
+                )
+            client.act(slot, t, group)
+
         try:
             for group in range(len(groups)):
-                client.act(slot, 0, group)
+                request(0, group)
             for t in range(steps):
                 for group, envs in enumerate(groups):
                     client.reply()
@@ -137,7 +153,7 @@ class RolloutCollector:
                         for i, observation in truncated_envs:
                             self._write_final(final_obs, i, observation)
                         client.final(slot, t, [i for i, _ in truncated_envs])
-                    client.act(slot, t + 1, group)
+                    request(t + 1, group)
             for _ in groups:
                 client.reply()
         except InferenceGone:
@@ -283,7 +299,7 @@ def worker_main(
     collector: Optional[RolloutCollector] = None
     try:
         parent = psutil.Process(parent_pid)
-        policy = actor = client = final_obs = None
+        policy = actor = client = final_obs = rng = None
         if inference_conn is None:
             policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
             held_version = weights.load_into(policy, -1, weights.current_version())
@@ -292,6 +308,7 @@ def worker_main(
             held_version = weights.current_version()
             client = InferenceClient(inference_conn, lambda pipe: _wait_until_readable(pipe, parent))
             final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
+            rng = np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
         rebuilds = 0
         env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
@@ -310,7 +327,7 @@ def worker_main(
                 if client is None:
                     collector.collect(buffer.numpy_views(slot))
                 else:
-                    collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs)
+                    collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs, rng)
             except InferenceGone:
                 raise
             except Exception as error:
