@@ -72,13 +72,12 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 import weakref
-from collections import deque
 from multiprocessing.connection import wait
 
 import torch
 
+from prl.backends import Failures
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.central import InferenceServer
 from prl.config import Config, concrete_device, resolve_device
@@ -171,9 +170,7 @@ class ActorPool:
         self._requests: dict[int, tuple] = {}
         self.last_wait_s = 0.0
         """Seconds the last `collect()` spent waiting for workers (near zero when the learner is the bottleneck)."""
-        self.restarts = 0
-        """Worker failures recovered from so far (env errors and replaced processes)."""
-        self._failures: dict[int, deque] = {index: deque() for index in range(config.workers)}
+        self._failures = Failures(config, "worker")
         self.weights.publish(policy)
         self._seed_stream = seed_stream
         self._worker_args = (
@@ -290,20 +287,14 @@ class ActorPool:
         except (BrokenPipeError, ConnectionResetError, EOFError):
             pass
 
+    @property
+    def restarts(self) -> int:
+        """Worker failures recovered from so far (env errors and replaced processes)."""
+        return self._failures.restarts
+
     def _recover(self, worker: int, what: str, replace: bool) -> None:
         """Count a failure of `worker`; within the restart budget, replace it if it died and re-send its request."""
-        now = time.monotonic()
-        failures = self._failures[worker]
-        failures.append(now)
-        while failures and now - failures[0] > self.config.restart_window_s:
-            failures.popleft()
-        if len(failures) > self.config.max_worker_restarts:
-            raise WorkerError(
-                f"worker {worker} failed {len(failures)} times within {self.config.restart_window_s:.0f} s "
-                f"(last: {what}); fix the env or raise --max-worker-restarts."
-            )
-        self.restarts += 1
-        warnings.warn(f"prl: worker {worker} {what}; restarting it ({self.restarts} restart(s) so far).", stacklevel=3)
+        self._failures.count(worker, what)
         if replace:
             self._processes[worker].join(timeout=1.0)
             self._conns[worker].close()
@@ -387,12 +378,8 @@ class ActorPool:
 
     def _env_failed(self, worker: int, payload: tuple) -> None:
         """An env raised (or returned non-finite data) inside `worker`, which rebuilt its envs."""
-        error_type, message, _ = payload
-        if error_type == "NonFiniteData" and self.config.nan_policy == "error":
-            raise WorkerError(
-                f"in worker {worker}: {message}; pass --nan-policy drop to discard such rollouts instead."
-            )
-        self._recover(worker, f"raised {error_type}: {message}", replace=False)
+        self._failures.env_error(worker, payload)
+        self._send_request(worker)
 
     def _death(self, worker: int, what: str) -> WorkerError:
         self._processes[worker].join(timeout=1.0)

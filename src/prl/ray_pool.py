@@ -42,12 +42,11 @@ from __future__ import annotations
 import os
 import time
 import traceback
-import warnings
-from collections import deque
 
 import numpy as np
 import torch
 
+from prl.backends import Failures
 from prl.buffers import Batch, TrajectoryBuffer, flat_state, load_flat_state
 from prl.config import Config
 from prl.envs import EnvFactory, EnvSpec, seed_for
@@ -158,13 +157,11 @@ class RayPool:
         self._ray = ray = import_ray()
         self.config = config
         self.spec = policy.spec
-        self.restarts = 0
-        """Worker failures recovered from so far (env errors and replaced actors)."""
         self.last_wait_s = 0.0
         """Seconds the last `collect()` spent waiting for actors."""
         self.last_transfer_bytes = 0
         """Bytes of rollout data the last `collect()` received."""
-        self._failures: dict[int, deque] = {index: deque() for index in range(config.workers)}
+        self._failures = Failures(config, "Ray actor")
         self._seed_stream = seed_stream
         self._started_ray = False
         self._actors: list = []
@@ -300,7 +297,7 @@ class RayPool:
                 except ray.exceptions.RayTaskError as error:
                     raise self._task_error(worker, error) from None
                 if "env_error" in result:
-                    self._env_failed(worker, result["env_error"])
+                    self._failures.env_error(worker, result["env_error"])
                     self._request(worker, version, weights)
                     deadline = time.monotonic() + self.config.worker_timeout
                     continue
@@ -330,30 +327,14 @@ class RayPool:
         envs = self.config.envs_per_worker
         self.buffer.env_ids[worker] = torch.arange(envs) + worker * envs
 
-    def _env_failed(self, worker: int, payload: tuple) -> None:
-        error_type, message, _ = payload
-        if error_type == "NonFiniteData" and self.config.nan_policy == "error":
-            raise WorkerError(
-                f"in Ray actor {worker}: {message}; pass --nan-policy drop to discard such rollouts instead."
-            )
-        self._recover(worker, f"raised {error_type}: {message}", replace=False)
+    @property
+    def restarts(self) -> int:
+        """Worker failures recovered from so far (env errors and replaced actors)."""
+        return self._failures.restarts
 
     def _recover(self, worker: int, what: str, replace: bool) -> None:
         """Count a failure of `worker` within the restart budget; replace the actor if it died."""
-        now = time.monotonic()
-        failures = self._failures[worker]
-        failures.append(now)
-        while failures and now - failures[0] > self.config.restart_window_s:
-            failures.popleft()
-        if len(failures) > self.config.max_worker_restarts:
-            raise WorkerError(
-                f"Ray actor {worker} failed {len(failures)} times within {self.config.restart_window_s:.0f} s "
-                f"(last: {what}); fix the env or raise --max-worker-restarts."
-            )
-        self.restarts += 1
-        warnings.warn(
-            f"prl: Ray actor {worker} {what}; restarting it ({self.restarts} restart(s) so far).", stacklevel=3
-        )
+        self._failures.count(worker, what)
         if replace:
             self._actors[worker] = self._spawn(worker, (self._seed_stream, 1 << 25, self.restarts))
             self._await_ready([worker])
