@@ -117,6 +117,12 @@ class TrajectoryBuffer:
             views["noise"] = self.noise[slot].numpy()
         return views
 
+    def stamp(self, slot: int, worker: int, version: int) -> None:
+        """Mark a filled slot with the worker that wrote it, its envs' global ids and the weight version it acted with."""
+        self.policy_versions[slot] = version
+        self.worker_ids[slot] = worker
+        self.env_ids[slot] = torch.arange(self.envs_per_worker) + worker * self.envs_per_worker
+
     def gather(self, slots: Sequence[int], device: torch.device | str = "cpu") -> Batch:
         """Copy the given slots into one [time, env] batch on `device`."""
         index = torch.as_tensor(list(slots), dtype=torch.long)

@@ -115,6 +115,9 @@ class InferenceServer:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
         with self._lock:
             conns = list(self._conns.values()) + self._retired
             self._conns.clear()
@@ -146,11 +149,7 @@ class InferenceServer:
                     self._serve(requests, {worker: conn for worker, conn in by_conn.values()})
         except BaseException as error:  # kept for the pool to raise; the workers see their pipes close
             self.error = error
-            with self._lock:
-                conns = list(self._conns.values())
-                self._conns.clear()
-            for conn in conns:
-                conn.close()
+            self._close_pipes()
 
     def _drop(self, worker: int, conn: Connection) -> None:
         """Forget a closed pipe (its worker died); a replacement attaches a new one."""
@@ -204,12 +203,9 @@ class InferenceServer:
         )
         self.buffer.values[s, t, e] = values.cpu()
         acting = t < self.buffer.rollout_steps  # row T bootstraps: values only
-        if bool(acting.all()):
-            self.buffer.actions[s, t, e] = actions.cpu()
-            self.buffer.logprobs[s, t, e] = logprobs.cpu()
-        elif bool(acting.any()):
-            self.buffer.actions[s[acting], t[acting], e[acting]] = actions[acting.to(self.device)].cpu()
-            self.buffer.logprobs[s[acting], t[acting], e[acting]] = logprobs[acting.to(self.device)].cpu()
+        s, t, e = s[acting], t[acting], e[acting]
+        self.buffer.actions[s, t, e] = actions.cpu()[acting]
+        self.buffer.logprobs[s, t, e] = logprobs.cpu()[acting]
 
     def _to_device(self, obs: Observations) -> Observations:
         if self.device.type == "cpu":

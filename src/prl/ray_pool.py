@@ -49,7 +49,7 @@ import torch
 from prl.backends import Failures
 from prl.buffers import Batch, TrajectoryBuffer, flat_state, load_flat_state
 from prl.config import Config
-from prl.envs import EnvFactory, EnvSpec, seed_for
+from prl.envs import EnvFactory, EnvSpec
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic
 
@@ -89,20 +89,15 @@ class RolloutActor:
 
         from prl.inference import make_actor
         from prl.policy import build_policy
-        from prl.worker import RolloutCollector
+        from prl.worker import RolloutCollector, action_rng
 
         torch.set_num_threads(1)  # as a local worker: one thread for torch and for BLAS
         threadpool_limits(limits=1)
-        self.worker_index, self.factory, self.spec = worker_index, factory, spec
-        self.envs_per_worker, self.seed, self.seed_path = envs_per_worker, seed, seed_path
         self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-        rng = np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
-        self.actor = make_actor(self.policy, rng)
-        self._collector_class = RolloutCollector
+        self.actor = make_actor(self.policy, action_rng(seed, worker_index, seed_path))
         self.collector = RolloutCollector(factory, spec, self.actor, envs_per_worker, seed, worker_index, seed_path)
         self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
         self.held_version = -1
-        self.rebuilds = 0
 
     def ready(self) -> tuple[int, str]:
         """The actor's process id and Ray node id, once its envs and policy are built."""
@@ -120,18 +115,8 @@ class RolloutActor:
         try:
             self.collector.collect(views)
         except Exception as error:
-            self.collector.close()
-            self.rebuilds += 1
-            self.collector = None
-            self.collector = self._collector_class(
-                self.factory,
-                self.spec,
-                self.actor,
-                self.envs_per_worker,
-                self.seed,
-                self.worker_index,
-                (*self.seed_path, 1 << 24, self.rebuilds),
-            )
+            failed, self.collector = self.collector, None
+            self.collector = failed.rebuilt()
             return {"env_error": (type(error).__name__, str(error), traceback.format_exc())}
         return {"slot": views, "version": version}
 
@@ -215,9 +200,7 @@ class RayPool:
         for ref in ready:
             try:
                 self._pids[refs[ref]], self._nodes[refs[ref]] = ray.get(ref)
-            except ray.exceptions.RayTaskError as error:
-                raise self._task_error(refs[ref], error) from None
-            except ray.exceptions.RayActorError as error:
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
                 raise self._task_error(refs[ref], error) from None
         if pending:
             stuck = sorted(refs[ref] for ref in pending)
@@ -322,10 +305,7 @@ class RayPool:
             else:
                 target[name][...] = array
                 self.last_transfer_bytes += array.nbytes
-        self.buffer.policy_versions[worker] = result["version"]
-        self.buffer.worker_ids[worker] = worker
-        envs = self.config.envs_per_worker
-        self.buffer.env_ids[worker] = torch.arange(envs) + worker * envs
+        self.buffer.stamp(worker, worker, result["version"])
 
     @property
     def restarts(self) -> int:

@@ -43,9 +43,16 @@ class RolloutCollector:
         seed: int,
         worker_index: int,
         seed_path: tuple = (),
+        rebuilds: int = 0,
     ):
+        """`rebuilds` counts the times this worker's envs were rebuilt after a failure (`rebuilt`):
+        each rebuild seeds its envs from a path of its own."""
         self.spec = spec
         self.actor = actor
+        self._recipe = (factory, spec, num_envs, seed, worker_index, seed_path)
+        self.rebuilds = rebuilds
+        if rebuilds:
+            seed_path = (*seed_path, 1 << 24, rebuilds)
         self.envs = [make_env(factory) for _ in range(num_envs)]
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
@@ -238,6 +245,12 @@ class RolloutCollector:
                 finite &= np.isfinite(leaf_row[rows].reshape(count, -1)).all(axis=1)
         return finite
 
+    def rebuilt(self) -> RolloutCollector:
+        """Close these envs and return a collector with new ones, seeded afresh (after an env failed mid-rollout)."""
+        self.close()
+        factory, spec, num_envs, seed, worker_index, seed_path = self._recipe
+        return RolloutCollector(factory, spec, self.actor, num_envs, seed, worker_index, seed_path, self.rebuilds + 1)
+
     def close(self) -> None:
         """Close every env, ignoring errors from envs that are already broken."""
         for env in self.envs:
@@ -253,6 +266,11 @@ class NonFiniteData(Exception):
 
 class ParentGone(Exception):
     """The process that started this worker has exited."""
+
+
+def action_rng(seed: int, worker_index: int, seed_path: tuple = ()) -> np.random.Generator:
+    """The generator a worker draws its actions' randomness from, in either inference mode."""
+    return np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
 
 
 def _wait_until_readable(conn, parent: psutil.Process) -> None:
@@ -299,19 +317,17 @@ def worker_main(
     collector: Optional[RolloutCollector] = None
     try:
         parent = psutil.Process(parent_pid)
-        policy = actor = client = final_obs = rng = None
+        policy = actor = client = final_obs = None
+        rng = action_rng(seed, worker_index, seed_path)
         if inference_conn is None:
             policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
             held_version = weights.load_into(policy, -1, weights.current_version())
-            actor = make_actor(policy, np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path)))
+            actor = make_actor(policy, rng)
         else:
             held_version = weights.current_version()
             client = InferenceClient(inference_conn, lambda pipe: _wait_until_readable(pipe, parent))
             final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
-            rng = np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
-        rebuilds = 0
-        env_ids = torch.arange(envs_per_worker) + worker_index * envs_per_worker
         conn.send(("ready", worker_index, None))
         while True:
             request = _wait_for_message(conn, parent)
@@ -334,16 +350,10 @@ def worker_main(
                 # The env failed mid-rollout: the slot is not reported (its data is never learned
                 # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
                 conn.send(("env_error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
-                collector.close()
-                rebuilds += 1
-                collector = None
-                collector = RolloutCollector(
-                    factory, spec, actor, envs_per_worker, seed, worker_index, (*seed_path, 1 << 24, rebuilds)
-                )
+                failed, collector = collector, None
+                collector = failed.rebuilt()
                 continue
-            buffer.policy_versions[slot] = held_version
-            buffer.worker_ids[slot] = worker_index
-            buffer.env_ids[slot] = env_ids
+            buffer.stamp(slot, worker_index, held_version)
             conn.send(("slot", worker_index, slot))
     except ParentGone:
         pass
