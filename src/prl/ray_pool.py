@@ -51,7 +51,9 @@ from prl.buffers import Batch, TrajectoryBuffer, flat_state, load_flat_state
 from prl.config import Config
 from prl.envs import EnvFactory, EnvSpec
 from prl.errors import ConfigError, WorkerError
-from prl.policy import ActorCritic
+from prl.inference import make_actor
+from prl.policy import ActorCritic, build_policy
+from prl.worker import RolloutCollector, action_rng, use_one_thread
 
 WAKE_S = 1.0
 """How often `collect()` wakes while it waits, so that a timeout is noticed."""
@@ -85,14 +87,7 @@ class RolloutActor:
         seed: int,
         seed_path: tuple,
     ):
-        from threadpoolctl import threadpool_limits
-
-        from prl.inference import make_actor
-        from prl.policy import build_policy
-        from prl.worker import RolloutCollector, action_rng
-
-        torch.set_num_threads(1)  # as a local worker: one thread for torch and for BLAS
-        threadpool_limits(limits=1)
+        use_one_thread()  # as a local worker
         self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         self.actor = make_actor(self.policy, action_rng(seed, worker_index, seed_path))
         self.collector = RolloutCollector(factory, spec, self.actor, envs_per_worker, seed, worker_index, seed_path)

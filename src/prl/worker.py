@@ -268,6 +268,13 @@ class ParentGone(Exception):
     """The process that started this worker has exited."""
 
 
+def use_one_thread() -> None:
+    """One thread for torch and for numpy's BLAS in a worker: its matrices are tiny, and idle BLAS
+    threads spin-wait, which starves the other processes once they outnumber the cores."""
+    torch.set_num_threads(1)
+    threadpool_limits(limits=1)
+
+
 def action_rng(seed: int, worker_index: int, seed_path: tuple = ()) -> np.random.Generator:
     """The generator a worker draws its actions' randomness from, in either inference mode."""
     return np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
@@ -310,10 +317,7 @@ def worker_main(
     `prl.central`) the worker holds no policy: the server acts for its envs.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # One thread for torch and for numpy's BLAS: a worker's matrices are tiny, and idle BLAS
-    # threads spin-wait, which starves the other processes once they outnumber the cores.
-    torch.set_num_threads(1)
-    threadpool_limits(limits=1)
+    use_one_thread()
     collector: Optional[RolloutCollector] = None
     try:
         parent = psutil.Process(parent_pid)
