@@ -13,6 +13,8 @@ import toy_envs
 from prl import ConfigError, Learner, WorkerError, train, tuned_config
 from prl.backends import open_collector
 from prl.config import from_flat
+from prl.ray_pool import answers
+from prl.startup import prestart
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
@@ -28,17 +30,26 @@ def descendants() -> set:
     return {child.pid for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE}
 
 
+def wait_until_gone(pids: set, timeout: float = 10.0) -> set:
+    """The pids in `pids` still running after up to `timeout` seconds."""
+    deadline = psutil.time.time() + timeout
+    while {pid for pid in pids if psutil.pid_exists(pid)} and psutil.time.time() < deadline:
+        psutil.time.sleep(0.2)
+    return {pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+
+
 def test_a_pool_that_starts_ray_shuts_it_down_and_leaves_no_process(monkeypatch, no_leaks):
     assert not ray.is_initialized()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # another cluster's address must not be joined unasked
-    before = descendants()
     config = ray_config(backend="ray")
+    prestart(config)  # the forkserver the driver starts from outlives pools, as for local workers
+    before = descendants()
     learner = Learner(config)
     with open_collector(config, learner.policy) as pool:
-        assert ray.is_initialized() and len(pool.pids) == 2
+        assert len(pool.pids) == 2 and set(pool.pids) <= descendants()
         batch = pool.collect()
         assert batch.rewards.shape == (16, 6)
-    assert not ray.is_initialized()
+    assert not ray.is_initialized(), "the learner's process never connects to Ray: its driver process does"
     deadline = psutil.time.time() + 10
     while descendants() - before and psutil.time.time() < deadline:
         psutil.time.sleep(0.2)
@@ -57,9 +68,8 @@ def test_actors_spread_over_the_nodes_of_a_cluster_the_pool_joins_and_leaves_run
             batch = pool.collect()
             assert len(set(pool.nodes)) == 2, "one actor per node: each node has one CPU"
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
-        assert ray.is_initialized(), "a cluster the pool joined keeps running"
+        assert answers(cluster.address), "a cluster the pool joined keeps running"
     finally:
-        ray.shutdown()
         cluster.shutdown()
 
 
@@ -86,12 +96,67 @@ def test_losing_the_workers_node_ends_the_run_in_one_sentence_with_the_run_saved
             train(config)
     finally:
         lose_node.cancel()
-        ray.shutdown()
         cluster.shutdown()
     message = str(failure.value)
     assert "did not start within 5 s" in message and "free CPU(s) per worker" in message
     assert f"continue with: python scripts/train.py --resume {out}" in message
     assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
+
+
+def test_losing_the_head_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster.add_node(num_cpus=2)
+    out = tmp_path / "run"
+    config = tuned_config(
+        "CartPole-v1",
+        backend="ray",
+        ray_address=cluster.address,
+        steps=10**7,
+        progress=False,
+        out=str(out),
+        eval_episodes=0,
+    )
+    cluster_processes = [psutil.Process(pid) for pid in descendants()]
+
+    def lose_head():
+        cluster_processes.extend(psutil.Process(pid) for pid in descendants())
+        cluster.head_node.kill_all_processes(check_alive=False, allow_graceful=False)
+
+    timer = threading.Timer(4.0, lose_head)
+    try:
+        timer.start()
+        with pytest.raises(WorkerError) as failure:
+            train(config)
+    finally:
+        timer.cancel()
+        cluster.shutdown()
+        for process in cluster_processes:  # the simulated head's agents outlive its raylet by a minute
+            try:
+                if process.name().startswith(("ray::", "raylet", "gcs_server")):
+                    process.kill()
+            except psutil.Error:
+                pass
+    message = str(failure.value)
+    assert message.startswith("the Ray cluster went away") and message.count(".") <= 3
+    assert f"continue with: python scripts/train.py --resume {out}" in message
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
+
+
+def test_a_driver_that_ray_ends_is_reported_and_its_actors_do_not_outlive_the_pool(no_leaks):
+    config = ray_config(backend="ray", worker_timeout=20.0)
+    learner = Learner(config)
+    pool = open_collector(config, learner.policy)
+    try:
+        pool.collect()
+        actors = set(pool.pids)
+        os.kill(pool.driver_pid, signal.SIGKILL)  # what Ray does to a driver whose node or head is lost
+        with pytest.raises(WorkerError, match=r"the Ray cluster went away: .* ended during rollout \(exit code -9\)"):
+            pool.collect()
+    finally:
+        pool.close()
+    assert not wait_until_gone(actors, timeout=30.0), "the Ray instance the driver started must not outlive it"
 
 
 @pytest.fixture(scope="module")

@@ -107,8 +107,8 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
 
-def _shutdown(processes: list, conns: list, server: InferenceServer | None = None) -> None:
-    """Stop the inference server and the worker processes in protocol order; safe to call more than once."""
+def stop_processes(processes: list, conns: list, server: InferenceServer | None = None, join_s: float = JOIN_S) -> None:
+    """Stop the inference server and the processes in protocol order (None, join for `join_s`, terminate, kill); safe to call more than once."""
     if server is not None:
         server.stop()
     for conn in conns:
@@ -116,7 +116,7 @@ def _shutdown(processes: list, conns: list, server: InferenceServer | None = Non
             conn.send(None)
         except (OSError, EOFError, ValueError):
             pass
-    deadline = time.monotonic() + JOIN_S
+    deadline = time.monotonic() + join_s
     for process in processes:
         process.join(timeout=max(0.0, deadline - time.monotonic()))
     for process in processes:
@@ -192,7 +192,7 @@ class ActorPool:
             device = concrete_device(resolve_device(config))
             self._server = InferenceServer(twin, self.weights, self.buffer, device)
             self._server.start()
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns, self._server)
+        self._finalizer = weakref.finalize(self, stop_processes, self._processes, self._conns, self._server)
         try:
             for index in range(config.workers):
                 process, conn = self._spawn(index, (seed_stream,) if seed_stream else ())

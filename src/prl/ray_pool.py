@@ -6,57 +6,93 @@ placement and membership.
 
 Ray protocol
 ============
-Start. Without `ray_address` the pool starts a local Ray instance with this machine's cores and
-shuts it down at `close()`; with one (`auto` or HOST:PORT) it joins that cluster and leaves it
-running. If Ray is already initialized in this process, the pool uses it as it is. It then
-creates W `RolloutActor`s, each asking Ray for `ray_worker_cpus` CPUs and spread over the
-nodes, and waits for each to answer `ready` within `worker_timeout`: an actor that fails to
-build its envs raises at once, and one that Ray cannot place (not enough CPUs) ends the start
-with one sentence.
+Processes. The learner's process never connects to Ray. A driver process (`drive`, started
+like a local worker) does: Ray ends a driver whose node's Ray services or cluster head go away,
+and the learner must outlive that to save the run. Learner and driver share the pool's
+trajectory buffer and weights in shared memory (`prl.buffers`), as a local pool's workers do,
+and one duplex pipe carries small messages. Learner -> driver: ("publish", version),
+("collect",), or None ("close"). Driver -> learner: ("ready", pids, nodes), ("published",),
+("collected", stats), ("warning", text) for each recovered failure, ("wait",) each second it
+waits for actors, and ("error", type, message). The learner waits on the pipe and the
+driver's sentinel with a timeout that every message renews; a driver that ends raises
+`WorkerError`, so that training saves its checkpoint and prints the resume command.
 
-Weights. Each published version is put in Ray's object store once (`ray.put` of one float32
-vector, in `prl.buffers.flat_state` order). A rollout request passes that object's reference:
-each actor fetches a version once (zero-copy on the same node) and keeps it until the next.
+Start. Without `ray_address` the driver starts a local Ray instance with this machine's cores
+and shuts it down when it closes; with one (`auto` or HOST:PORT) it joins that cluster and
+leaves it running. If Ray is already initialized in the learner's process, the driver joins
+that instance. It then creates W `RolloutActor`s, each asking Ray for `ray_worker_cpus` CPUs
+and spread over the nodes, and waits for each to answer `ready` within `worker_timeout`: an
+actor that fails to build its envs raises at once, and one that Ray cannot place (not enough
+CPUs) ends the start with one sentence.
+
+Weights. The learner publishes a version into the shared weights and names it to the driver,
+which puts it in Ray's object store once (one float32 vector, in `prl.buffers.flat_state`
+order) before it answers. A rollout request passes that object's reference: each actor
+fetches a version once (zero-copy on the same node) and keeps it until the next.
 
 Collection. Each actor runs the same `RolloutCollector` as a local worker, into a one-slot
 buffer of its own, and returns the slot as numpy arrays through the object store. At most one
 rollout per actor is in flight, so the object store holds at most W rollouts and two weight
-versions. `collect()` waits on the in-flight results (`ray.wait`, with a timeout), copies them
-into the pool's slots and gathers them into a `Batch` exactly as the local pool does.
-Synchronous and overlap modes follow the local pool's rules, and each rollout's weight version
-is fixed by the pool, so a run with a fixed seed repeats itself.
+versions. The driver waits on the in-flight results (`ray.wait`, with a timeout), copies them
+into the shared slots and answers; the learner gathers the slots into a `Batch` exactly as the
+local pool does. Synchronous and overlap modes follow the local pool's rules, and each
+rollout's weight version is fixed by the learner, so a run with a fixed seed repeats itself.
 
 Failures. An env error inside a rollout comes back as data: the actor has rebuilt its envs with
-fresh seeds, and the pool requests the rollout again. An actor that dies (killed, its node
-lost) raises `RayActorError` when its result is read: the pool starts a replacement with fresh
-seeds and requests the same rollout (same version) again. Both count against
+fresh seeds, and the driver requests the rollout again. An actor that dies (killed, its node
+lost) raises `RayActorError` when its result is read: the driver starts a replacement with
+fresh seeds and requests the same rollout (same version) again. Both count against
 `max_worker_restarts` within `restart_window_s`, as in the local pool. Any other exception in an
-actor is raised as `WorkerError` (or `ConfigError`). A cluster that goes away raises
-`WorkerError`, so that training saves its checkpoint and prints the resume command.
+actor is raised as `WorkerError` (or `ConfigError`). The driver checks that the head node's
+GCS port still accepts connections at each collection and each second it waits; if not, the
+cluster is gone and it raises `WorkerError` at once (Ray itself would end it a minute later).
 
-Shutdown (`close()`, idempotent): kill every actor, and shut Ray down if the pool started it.
+Shutdown (`close()`, idempotent, also at interpreter exit): the learner sends None; the driver
+kills every actor (unless the cluster is gone) and shuts Ray down if it started it; the learner
+joins it for up to `CLOSE_S`, then terminates it, and kills whatever the driver had started
+that is still running (a Ray instance whose driver was killed).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 import traceback
+import warnings
+import weakref
+from multiprocessing.connection import wait
 
 import numpy as np
+import psutil
 import torch
 
 from prl.backends import Failures
-from prl.buffers import Batch, TrajectoryBuffer, flat_state, load_flat_state
+from prl.buffers import Batch, SharedWeights, TrajectoryBuffer, load_flat_state
 from prl.config import Config
 from prl.envs import EnvFactory, EnvSpec
 from prl.errors import ConfigError, WorkerError
 from prl.inference import make_actor
 from prl.policy import ActorCritic, build_policy
-from prl.worker import RolloutCollector, action_rng, use_one_thread
+from prl.pool import stop_processes
+from prl.startup import main_script_hidden, sigint_ignored, worker_context
+from prl.worker import ParentGone, RolloutCollector, action_rng, use_one_thread, wait_for_message
 
 WAKE_S = 1.0
-"""How often `collect()` wakes while it waits, so that a timeout is noticed."""
+"""How often a waiting driver (and the learner waiting on it) wakes, so that a timeout or a lost cluster is noticed."""
+
+PROBE_S = 2.0
+"""How long the head node's GCS port may take to accept a connection before the cluster counts as gone."""
+
+RAY_START_S = 60.0
+"""Time allowed to start or join Ray, on top of `worker_timeout` for the actors to build their envs."""
+
+SLACK_S = 30.0
+"""How long the learner waits for a driver message beyond `worker_timeout` (the longest step a driver takes silently)."""
+
+CLOSE_S = 30.0
+"""How long a closing driver may take to kill its actors and stop the Ray instance it started."""
 
 
 def import_ray():
@@ -69,6 +105,16 @@ def import_ray():
             'install prl\'s ray extra: pip install -e ".[ray]".'
         ) from error
     return ray
+
+
+def answers(address: str, timeout: float = PROBE_S) -> bool:
+    """Whether HOST:PORT accepts a TCP connection within `timeout` seconds."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 class RolloutActor:
@@ -121,69 +167,65 @@ class RolloutActor:
             self.collector.close()
 
 
-class RayPool:
-    """Rollouts from Ray actors, with `ActorPool`'s interface (see the protocol above).
+class RayDriver:
+    """The Ray side of a `RayPool`, in the driver process: Ray, the actors, and the shared slots they fill.
 
     Args:
-        config: the run's options; `ray_address` and `ray_worker_cpus` place the actors.
-        policy: the learner's policy; its current weights are published as version 0.
+        config: the run's options.
+        actor_args: what every `RolloutActor` is built from, after its index and before its seed path.
+        buffer: the pool's shared trajectory buffer; rollouts are copied into slot w for actor w.
+        weights: the pool's shared weights; `publish(v)` puts version v in the object store.
         seed_stream: mixed into the actors' seeds, as in `ActorPool`.
+        address: the cluster to join, or None to start a local Ray instance (shut down by `close()`).
+        heartbeat: called each second the driver waits for actors.
     """
 
-    inference = "worker"
-    """Ray actors always act with their own copy of the policy."""
-
-    def __init__(self, config: Config, policy: ActorCritic, seed_stream: int = 0):
+    def __init__(
+        self,
+        config: Config,
+        actor_args: tuple,
+        buffer: TrajectoryBuffer,
+        weights: SharedWeights,
+        seed_stream: int,
+        address: str | None,
+        heartbeat=lambda: None,
+    ):
         self._ray = ray = import_ray()
         self.config = config
-        self.spec = policy.spec
-        self.last_wait_s = 0.0
-        """Seconds the last `collect()` spent waiting for actors."""
-        self.last_transfer_bytes = 0
-        """Bytes of rollout data the last `collect()` received."""
-        self._failures = Failures(config, "Ray actor")
+        self.buffer = buffer
+        self.weights = weights
+        self.heartbeat = heartbeat
+        self.failures = Failures(config, "Ray actor")
+        self.pids: dict[int, int] = {}
+        self.nodes: dict[int, str] = {}
         self._seed_stream = seed_stream
-        self._started_ray = False
+        self._actor_args = actor_args
         self._actors: list = []
-        self._pids: dict[int, int] = {}
-        self._nodes: dict[int, str] = {}
         self._inflight: dict[int, tuple] = {}
         self._version = -1
         self._weights = None
-        self._closed = False
-        if not ray.is_initialized():
-            if config.ray_address:
-                ray.init(address=config.ray_address, log_to_driver=False)
-            else:
-                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-                self._started_ray = True
+        self._cluster_gone = False
+        self._started_ray = address is None
+        if address is None:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as error:
+                raise ConfigError(
+                    f"could not join the Ray cluster at {address!r} ({error}); start it with `ray start --head` "
+                    "on its head node, or fix --ray-address."
+                ) from None
         try:
-            self.buffer = TrajectoryBuffer(
-                config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_layout, self.spec.action_dim
-            )
+            self._head = ray.get_runtime_context().gcs_address
             self._remote = ray.remote(num_cpus=config.ray_worker_cpus, max_restarts=0, max_task_retries=0)(RolloutActor)
-            self._actor_args = (
-                EnvFactory(config.env, config.env_kwargs),
-                self.spec,
-                policy.config,
-                policy.obs_normalizer.enabled,
-                policy.obs_normalizer.clip,
-                config.envs_per_worker,
-                config.rollout_steps,
-                config.seed,
-            )
             path = (seed_stream,) if seed_stream else ()
             self._actors = [self._spawn(index, path) for index in range(config.workers)]
             self._await_ready(list(range(config.workers)))
-            self.publish(policy)
+            self.publish(weights.current_version())
         except BaseException:
             self.close()
             raise
-
-    @property
-    def version(self) -> int:
-        """Version of the latest published weights (0 = the weights the pool started with)."""
-        return self._version
 
     def _spawn(self, index: int, seed_path: tuple):
         return self._remote.options(name=None, scheduling_strategy="SPREAD").remote(index, *self._actor_args, seed_path)
@@ -194,7 +236,7 @@ class RayPool:
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.worker_timeout)
         for ref in ready:
             try:
-                self._pids[refs[ref]], self._nodes[refs[ref]] = ray.get(ref)
+                self.pids[refs[ref]], self.nodes[refs[ref]] = ray.get(ref)
             except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
                 raise self._task_error(refs[ref], error) from None
         if pending:
@@ -211,32 +253,29 @@ class RayPool:
             return ConfigError(str(cause))
         return WorkerError(f"in Ray actor {worker}: {error}")
 
-    def publish(self, policy: torch.nn.Module) -> int:
-        """Put `policy`'s weights in the object store as the next version; returns that version."""
-        self._weights = self._ray.put(flat_state(policy).numpy())
-        self._version += 1
-        return self._version
+    def publish(self, version: int) -> None:
+        """Put weight version `version` (already in the shared weights) in the object store."""
+        self._weights = self._ray.put(self.weights.flat[version % 2].numpy())
+        self._version = version
 
-    def collect(self, device: torch.device | str = "cpu") -> Batch:
-        """One rollout from every actor, as one batch on `device` (the local pool's modes and rules)."""
-        if self._closed:
-            raise RuntimeError("the pool is closed; create a new RayPool to collect again.")
-        try:
-            if not self._inflight:
-                self._request_all()
-            waiting = time.perf_counter()
-            results = self._await_rollouts()
-            self.last_wait_s = time.perf_counter() - waiting
-            self.last_transfer_bytes = 0
-            for worker, result in results.items():
-                self._store(worker, result)
-            batch = self.buffer.gather(range(self.config.workers), device)
-            if self.config.overlap:
-                self._request_all()
-        except BaseException:
-            self.close()
-            raise
-        return batch
+    def collect(self) -> dict:
+        """Fill every slot of the shared buffer with one rollout per actor; returns the collection's figures."""
+        self._check_cluster()
+        if not self._inflight:
+            self._request_all()
+        waiting = time.perf_counter()
+        results = self._await_rollouts()
+        wait_s = time.perf_counter() - waiting
+        transfer_bytes = sum(self._store(worker, result) for worker, result in results.items())
+        if self.config.overlap:
+            self._request_all()
+        return dict(
+            wait_s=wait_s,
+            transfer_bytes=transfer_bytes,
+            restarts=self.failures.restarts,
+            pids=self.pids,
+            nodes=self.nodes,
+        )
 
     def _request_all(self) -> None:
         for worker in range(self.config.workers):
@@ -254,6 +293,8 @@ class RayPool:
             by_ref = {entry[0]: worker for worker, entry in self._inflight.items()}
             ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=min(WAKE_S, max(0.0, deadline - time.monotonic())))
             if not ready:
+                self._check_cluster()
+                self.heartbeat()
                 if time.monotonic() < deadline:
                     continue
                 raise WorkerError(
@@ -265,83 +306,289 @@ class RayPool:
                 _, version, weights = self._inflight.pop(worker)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayActorError as error:
-                    if not self._cluster_alive():
-                        raise WorkerError(f"the Ray cluster went away ({error}).") from None
-                    self._recover(worker, "died", replace=True)
+                except ray.exceptions.RayActorError:
+                    self._check_cluster()
+                    self._recover(worker, "died")
                     self._request(worker, version, weights)
                     deadline = time.monotonic() + self.config.worker_timeout
                     continue
                 except ray.exceptions.RayTaskError as error:
                     raise self._task_error(worker, error) from None
                 if "env_error" in result:
-                    self._failures.env_error(worker, result["env_error"])
+                    self.failures.env_error(worker, result["env_error"])
                     self._request(worker, version, weights)
                     deadline = time.monotonic() + self.config.worker_timeout
                     continue
                 results[worker] = result
         return results
 
-    def _cluster_alive(self) -> bool:
-        try:
-            return any(node.get("Alive") for node in self._ray.nodes())
-        except Exception:
-            return False
+    def _check_cluster(self) -> None:
+        """Raise WorkerError if the head node no longer answers: Ray ends this process a minute later."""
+        if not answers(self._head):
+            self._cluster_gone = True
+            raise WorkerError(f"the Ray cluster went away: its head node at {self._head} no longer answers.")
 
-    def _store(self, worker: int, result: dict) -> None:
-        """Copy one actor's slot into slot `worker` of the pool's buffer."""
-        slot = result["slot"]
+    def _store(self, worker: int, result: dict) -> int:
+        """Copy one actor's slot into slot `worker` of the shared buffer; returns the bytes it held."""
+        slot, copied = result["slot"], 0
         target = self.buffer.numpy_views(worker)
         for name, array in slot.items():
             if name == "obs" and isinstance(array, dict):
                 for key, leaf in array.items():
                     target["obs"][key][...] = leaf
-                    self.last_transfer_bytes += leaf.nbytes
+                    copied += leaf.nbytes
             else:
                 target[name][...] = array
-                self.last_transfer_bytes += array.nbytes
+                copied += array.nbytes
         self.buffer.stamp(worker, worker, result["version"])
+        return copied
 
-    @property
-    def restarts(self) -> int:
-        """Worker failures recovered from so far (env errors and replaced actors)."""
-        return self._failures.restarts
-
-    def _recover(self, worker: int, what: str, replace: bool) -> None:
-        """Count a failure of `worker` within the restart budget; replace the actor if it died."""
-        self._failures.count(worker, what)
-        if replace:
-            self._actors[worker] = self._spawn(worker, (self._seed_stream, 1 << 25, self.restarts))
-            self._await_ready([worker])
+    def _recover(self, worker: int, what: str) -> None:
+        """Count a death of `worker` within the restart budget and start its replacement."""
+        self.failures.count(worker, what)
+        self._actors[worker] = self._spawn(worker, (self._seed_stream, 1 << 25, self.failures.restarts))
+        self._await_ready([worker])
 
     def close(self) -> None:
-        """Kill every actor, and shut Ray down if this pool started it. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        """Kill every actor, and shut Ray down if this driver started it."""
         ray = self._ray
-        for actor in self._actors:
-            try:
-                ray.kill(actor)
-            except Exception:
-                pass
+        if not self._cluster_gone:  # with the head gone, there is no one left to ask
+            for actor in self._actors:
+                try:
+                    ray.kill(actor)
+                except Exception:
+                    pass
         self._actors = []
         self._inflight.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+
+
+def drive(
+    conn,
+    parent_pid: int,
+    config: Config,
+    actor_args: tuple,
+    buffer: TrajectoryBuffer,
+    weights: SharedWeights,
+    seed_stream: int,
+    address: str | None,
+    ray_environment: dict,
+) -> None:
+    """Entry point of the driver process; follows the protocol written above.
+
+    `ray_environment` is the learner's RAY_* variables when the pool started (a forkserver child
+    would otherwise see them as they were when the server started), such as the token mode of a
+    Ray instance the learner's process started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    os.environ.update(ray_environment)
+    use_one_thread()
+    warnings.showwarning = lambda message, *_: conn.send(("warning", str(message)))
+    driver = None
+    try:
+        parent = psutil.Process(parent_pid)
+        driver = RayDriver(config, actor_args, buffer, weights, seed_stream, address, lambda: conn.send(("wait",)))
+        conn.send(("ready", driver.pids, driver.nodes))
+        while True:
+            message = wait_for_message(conn, parent)
+            if message is None:
+                break
+            if message[0] == "publish":
+                driver.publish(message[1])
+                conn.send(("published",))
+            else:
+                conn.send(("collected", driver.collect()))
+    except ParentGone:
+        pass
+    except BaseException as error:
+        detail = str(error) if isinstance(error, (ConfigError, WorkerError)) else traceback.format_exc()
+        try:
+            conn.send(("error", type(error).__name__, detail))
+        except (OSError, EOFError):
+            pass
+    finally:
+        if driver is not None:
+            driver.close()
+        conn.close()
+
+
+def stop_driver(process, conn, ray_processes: list) -> None:
+    """Close the driver process (protocol order, then terminate); then kill what it started and left running.
+
+    `ray_processes` are the driver's descendants once it was ready: a Ray instance it started.
+    A driver that Ray or a signal ended cannot stop them, and some of them outlive it by a minute.
+    """
+    stop_processes([process], [conn], None, CLOSE_S)
+    for leftover in ray_processes:
+        try:
+            leftover.kill()  # psutil checks that the pid still names the same process
+        except psutil.Error:
+            pass
+    ray_processes.clear()
+
+
+class RayPool:
+    """Rollouts from Ray actors, with `ActorPool`'s interface (see the protocol above).
+
+    Args:
+        config: the run's options; `ray_address` and `ray_worker_cpus` place the actors.
+        policy: the learner's policy; its current weights are published as version 0.
+        seed_stream: mixed into the actors' seeds, as in `ActorPool`.
+    """
+
+    inference = "worker"
+    """Ray actors always act with their own copy of the policy."""
+
+    def __init__(self, config: Config, policy: ActorCritic, seed_stream: int = 0):
+        ray = import_ray()
+        self.config = config
+        self.spec = policy.spec
+        self.last_wait_s = 0.0
+        """Seconds the last `collect()` spent waiting for actors."""
+        self.last_transfer_bytes = 0
+        """Bytes of rollout data the last `collect()` received."""
+        self.restarts = 0
+        """Actor failures recovered from so far (env errors and replaced actors)."""
+        self._pids: dict[int, int] = {}
+        self._nodes: dict[int, str] = {}
+        address = config.ray_address
+        if not address and ray.is_initialized():
+            address = ray.get_runtime_context().gcs_address
+        self.buffer = TrajectoryBuffer(
+            config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_layout, self.spec.action_dim
+        )
+        self.weights = SharedWeights(policy)
+        self.weights.publish(policy)
+        actor_args = (
+            EnvFactory(config.env, config.env_kwargs),
+            self.spec,
+            policy.config,
+            policy.obs_normalizer.enabled,
+            policy.obs_normalizer.clip,
+            config.envs_per_worker,
+            config.rollout_steps,
+            config.seed,
+        )
+        context = worker_context(config)
+        self._conn, child_conn = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=drive,
+            name="prl-ray-driver",
+            args=(
+                child_conn,
+                os.getpid(),
+                config,
+                actor_args,
+                self.buffer,
+                self.weights,
+                seed_stream,
+                address or None,
+                {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
+            ),
+            daemon=True,
+        )
+        with sigint_ignored(), main_script_hidden():
+            self._process.start()
+        child_conn.close()
+        ray_processes: list = []
+        self._finalizer = weakref.finalize(self, stop_driver, self._process, self._conn, ray_processes)
+        try:
+            self._pids, self._nodes = self._await("ready", "start", config.worker_timeout + RAY_START_S)
+            ray_processes.extend(psutil.Process(self._process.pid).children(recursive=True))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def version(self) -> int:
+        """Version of the latest published weights (0 = the weights the pool started with)."""
+        return self.weights.current_version()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the actors (each on its own node), as they reported when they started."""
+        return [self._pids[worker] for worker in sorted(self._pids)]
+
+    @property
+    def nodes(self) -> list[str]:
+        """The Ray node id each actor runs on."""
+        return [self._nodes[worker] for worker in sorted(self._nodes)]
+
+    @property
+    def driver_pid(self) -> int:
+        """Process id of the driver process, the one that talks to Ray."""
+        return self._process.pid
+
+    def publish(self, policy: torch.nn.Module) -> int:
+        """Put `policy`'s weights in the object store as the next version; returns that version."""
+        version = self.weights.publish(policy)
+        self._call(("publish", version), "published", "publish")
+        return version
+
+    def collect(self, device: torch.device | str = "cpu") -> Batch:
+        """One rollout from every actor, as one batch on `device` (the local pool's modes and rules)."""
+        if self._process.exitcode is not None or not self._finalizer.alive:
+            raise RuntimeError("the pool is closed; create a new RayPool to collect again.")
+        (stats,) = self._call(("collect",), "collected", "rollout")
+        self.last_wait_s = stats["wait_s"]
+        self.last_transfer_bytes = stats["transfer_bytes"]
+        self.restarts = stats["restarts"]
+        self._pids, self._nodes = stats["pids"], stats["nodes"]
+        return self.buffer.gather(range(self.config.workers), device)
+
+    def _call(self, message: tuple, reply: str, what: str) -> tuple:
+        try:
+            self._conn.send(message)
+            return self._await(reply, what, self.config.worker_timeout + SLACK_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def _await(self, reply: str, what: str, allowance: float) -> tuple:
+        """The payload of the driver's `reply`, re-issuing its warnings; raises if it fails, ends or falls silent."""
+        deadline = time.monotonic() + allowance
+        while True:
+            ready = wait(
+                [self._conn, self._process.sentinel], timeout=min(WAKE_S, max(0.0, deadline - time.monotonic()))
+            )
+            if not ready:
+                if time.monotonic() < deadline:
+                    continue
+                raise WorkerError(
+                    f"the Ray driver process sent nothing for {allowance:.0f} s during {what}; "
+                    "check the cluster with `ray status`, or raise --worker-timeout."
+                )
+            try:
+                if self._conn not in ready and not self._conn.poll():
+                    raise EOFError
+                kind, *payload = self._conn.recv()
+            except (EOFError, OSError):
+                self._process.join(timeout=WAKE_S)
+                raise WorkerError(
+                    f"the Ray cluster went away: the process that drives prl's Ray actors ended during {what} "
+                    f"(exit code {self._process.exitcode}), as Ray makes it when the cluster's head node or this "
+                    "machine's Ray node is lost."
+                ) from None
+            deadline = time.monotonic() + allowance
+            if kind == reply:
+                return tuple(payload)
+            if kind == "warning":
+                warnings.warn(payload[0], stacklevel=4)
+            elif kind == "error":
+                error_type, detail = payload
+                if error_type == "ConfigError":
+                    raise ConfigError(detail)
+                raise WorkerError(
+                    detail if error_type == "WorkerError" else f"{error_type} in the Ray driver: {detail}"
+                )
+
+    def close(self) -> None:
+        """Close the driver (it kills the actors and stops a Ray instance it started); nothing is left running. Safe to call twice."""
+        self._finalizer()
 
     def __enter__(self) -> RayPool:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-    @property
-    def pids(self) -> list[int]:
-        """Process ids of the actors (each on its own node), as they reported when they started."""
-        return [self._pids[worker] for worker in range(len(self._actors))]
-
-    @property
-    def nodes(self) -> list[str]:
-        """The Ray node id each actor runs on."""
-        return [self._nodes[worker] for worker in range(len(self._actors))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -82,6 +83,23 @@ class Run:
         """Write a checkpoint into the run folder (nothing without one)."""
         if self.out is not None:
             save_checkpoint(self.out / name, self.payload())
+
+    @contextlib.contextmanager
+    def saved_on_worker_error(self):
+        """On a WorkerError inside the block, save the run and raise the error again with the command that resumes it.
+
+        Use it around calls into the collection backend only, between updates, so the saved state is whole.
+        """
+        try:
+            yield
+        except WorkerError as error:
+            if self.out is None:
+                raise
+            self.save()
+            raise WorkerError(
+                f"{error} The run is saved at {self.learner.env_steps:,} env steps; once the cause is fixed, "
+                f"continue with: python scripts/train.py --resume {self.out}"
+            ) from error
 
     def evaluate(self) -> dict:
         """Deterministic evaluation of the current policy; keeps the best one as checkpoint_best.pt."""
@@ -175,19 +193,12 @@ def run_training(
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()
-                try:
+                with run.saved_on_worker_error():
                     batch = pool.collect(learner.device)
-                except WorkerError as error:
-                    if run.out is None:
-                        raise
-                    run.save()  # between updates, so the saved state is whole
-                    raise WorkerError(
-                        f"{error} The run is saved at {learner.env_steps:,} env steps; once the cause is fixed, "
-                        f"continue with: python scripts/train.py --resume {run.out}"
-                    ) from error
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
-                pool.publish(learner.policy)
+                with run.saved_on_worker_error():
+                    pool.publish(learner.policy)
                 run.window.add(*batch.finished_episodes())
                 record = {
                     "update": learner.updates,

@@ -280,16 +280,16 @@ def action_rng(seed: int, worker_index: int, seed_path: tuple = ()) -> np.random
     return np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
 
 
-def _wait_until_readable(conn, parent: psutil.Process) -> None:
+def wait_until_readable(conn, parent: psutil.Process) -> None:
     """Block until `conn` has something to read, waking every POLL_S to check that the parent is still alive."""
     while not conn.poll(POLL_S):
         if not parent.is_running():
             raise ParentGone()
 
 
-def _wait_for_message(conn, parent: psutil.Process):
+def wait_for_message(conn, parent: psutil.Process):
     """Block until the parent sends something, waking every POLL_S to check it is still alive."""
-    _wait_until_readable(conn, parent)
+    wait_until_readable(conn, parent)
     return conn.recv()
 
 
@@ -329,12 +329,12 @@ def worker_main(
             actor = make_actor(policy, rng)
         else:
             held_version = weights.current_version()
-            client = InferenceClient(inference_conn, lambda pipe: _wait_until_readable(pipe, parent))
+            client = InferenceClient(inference_conn, lambda pipe: wait_until_readable(pipe, parent))
             final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
         conn.send(("ready", worker_index, None))
         while True:
-            request = _wait_for_message(conn, parent)
+            request = wait_for_message(conn, parent)
             if request is None:
                 break
             slot, version = request
