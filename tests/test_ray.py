@@ -214,6 +214,9 @@ def test_options_that_cannot_work_are_refused_in_one_sentence(monkeypatch):
         ray_config(backend="ray", inference="central")
     with pytest.raises(ConfigError, match="backend must be local or ray, got 'slurm'"):
         ray_config(backend="slurm")
+    unreachable = ray_config(backend="ray", ray_address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"nothing answers at the Ray address '127\.0\.0\.1:1'; start the cluster"):
+        open_collector(unreachable, Learner(unreachable).policy)
     monkeypatch.setitem(sys.modules, "ray", None)
     config = ray_config(backend="ray")
     with pytest.raises(ConfigError, match=r'install prl\'s ray extra: pip install -e "\.\[ray\]"'):

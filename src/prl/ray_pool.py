@@ -453,6 +453,11 @@ class RayPool:
         self._pids: dict[int, int] = {}
         self._nodes: dict[int, str] = {}
         address = config.ray_address
+        if address and address != "auto" and not answers(address):
+            raise ConfigError(
+                f"nothing answers at the Ray address {address!r}; start the cluster with `ray start --head` "
+                "on its head node, or fix --ray-address."
+            )
         if not address and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         self.buffer = TrajectoryBuffer(
