@@ -3,6 +3,7 @@
 import functools
 import threading
 
+import psutil
 import pytest
 import torch
 import toy_envs
@@ -119,8 +120,6 @@ def test_a_failing_server_stops_collection_with_its_error_and_leaves_nothing_run
     monkeypatch.setattr(pool._server, "_serve", broken)
     with pytest.raises(WorkerError, match="the inference server failed: RuntimeError: out of device memory"):
         pool.collect()
-    import psutil
-
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     assert not inference_threads()
 
@@ -132,6 +131,58 @@ def test_close_stops_the_inference_thread(no_leaks):
         pool.collect()
         assert len(inference_threads()) == 1
     assert not inference_threads()
+
+
+def test_a_server_process_acts_exactly_as_the_server_thread_does(no_leaks):
+    batches = {}
+    for server in ("thread", "process"):
+        config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server=server)
+        learner = Learner(config)
+        with ActorPool(config, learner.policy) as pool:
+            first = pool.collect()
+            learner.update(first)
+            pool.publish(learner.policy)
+            batches[server] = (first, pool.collect())
+    for thread_batch, process_batch in zip(batches["thread"], batches["process"]):
+        for name in ("obs", "actions", "rewards", "policy_versions", "worker_ids"):
+            assert torch.equal(getattr(thread_batch, name), getattr(process_batch, name)), name
+        for name in ("logprobs", "values", "final_values"):
+            assert torch.allclose(getattr(thread_batch, name), getattr(process_batch, name), atol=1e-6), name
+
+
+def test_a_worker_killed_mid_rollout_is_replaced_and_its_new_pipe_reaches_the_server_process(no_leaks):
+    config = central_config(
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=5),
+        inference_server="process",
+        overlap=True,
+        rollout_steps=256,
+        steps=4096,
+    )
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        killed = pool.pids[1]
+        psutil.Process(killed).kill()
+        with pytest.warns(UserWarning, match="worker 1 died"):
+            batch = pool.collect()
+        assert pool.restarts == 1 and pool.pids[1] != killed
+        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+        batch = pool.collect()  # the replacement acts through the server process
+        assert not torch.isnan(batch.logprobs).any()
+
+
+def test_a_server_process_that_dies_stops_collection_in_one_sentence_and_leaves_nothing_running(no_leaks):
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server="process")
+    learner = Learner(config)
+    pool = ActorPool(config, learner.policy)
+    pids = [*pool.pids, pool._server.pid]
+    pool.collect()
+    psutil.Process(pool._server.pid).kill()
+    with pytest.raises(WorkerError, match=r"the inference server failed: RuntimeError: the inference process ended"):
+        pool.collect()
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    with pytest.raises(ConfigError, match="inference_server must be thread or process, got 'gpu'"):
+        central_config(inference_server="gpu")
 
 
 def test_central_inference_trains_cartpole_to_the_solved_return_within_100k_steps(no_leaks):

@@ -40,22 +40,45 @@ itself. A closed pipe (the worker died) is dropped; the pool's replacement bring
 Failures. An exception in the server is kept in `error`; the server then closes every pipe, so
 that each worker waiting for a reply fails at once, and the pool raises the server's error.
 `stop()` ends the thread within `POLL_S` and closes the pipes; it leaves no thread behind.
+
+Hosting (`inference_server`). By default the server is a thread of the learner's process. With
+`process` the same server runs in a process of its own (`InferenceProcess`), with its own copy
+of the policy on the learner's device, so that its Python work does not share the learner's
+interpreter lock. The pool keeps one control pipe to it. Start: the process builds the policy,
+starts the server and sends ("ready",) within `START_S`. `attach` sends ("attach", worker)
+followed by the pipe's file descriptor (`multiprocessing.reduction.send_handle`). The version
+to act with lives in a shared tensor that `use_version` writes, read at each batch as the
+thread reads it. The process sends ("error", type, message) when its server fails, and exits;
+`error` reports that, or the process's death. `stop()` sends None, joins it, then terminates
+it. It watches the learner's process and exits if that ends.
 """
 
 from __future__ import annotations
 
+import builtins
+import os
+import signal
 import threading
+import traceback
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Optional
 
+import psutil
 import torch
 
 from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.observations import Observations, map_obs
-from prl.policy import ActorCritic
+from prl.policy import ActorCritic, build_policy
 
 POLL_S = 0.05
 """How often the server's wait wakes to notice `stop()` and newly attached pipes."""
+
+START_S = 120.0
+"""How long a server process may take to build its policy and start serving."""
+
+STOP_S = 5.0
+"""How long `stop()` waits for the server (thread or process) to end before forcing it."""
 
 
 def env_groups(envs_per_worker: int) -> list[range]:
@@ -74,9 +97,18 @@ class InferenceServer:
         weights: the pool's shared weights.
         buffer: the pool's trajectory slots; also holds `final_obs`, one row per worker env.
         device: where inference runs (the learner's device).
+        wanted: a one-element int64 tensor holding the version to act with (`use_version` writes
+            it); a server hosted in another process shares it with the pool.
     """
 
-    def __init__(self, policy: ActorCritic, weights: SharedWeights, buffer: TrajectoryBuffer, device):
+    def __init__(
+        self,
+        policy: ActorCritic,
+        weights: SharedWeights,
+        buffer: TrajectoryBuffer,
+        device,
+        wanted: Optional[torch.Tensor] = None,
+    ):
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
         self.weights = weights
@@ -87,7 +119,7 @@ class InferenceServer:
         self.served = 0
         """Batches served so far."""
         self._held = -1
-        self._wanted = 0
+        self._wanted = torch.zeros(1, dtype=torch.int64) if wanted is None else wanted
         self._conns: dict[int, Connection] = {}
         self._retired: list[Connection] = []
         self._lock = threading.Lock()
@@ -108,13 +140,13 @@ class InferenceServer:
 
     def use_version(self, version: int) -> None:
         """Act with weight `version` from the next batch on; called only while no rollout runs."""
-        self._wanted = version
+        self._wanted[0] = version
 
     def stop(self) -> None:
         """End the thread and close every pipe; safe to call more than once."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=STOP_S)
         self._close_pipes()
 
     def _close_pipes(self) -> None:
@@ -160,8 +192,9 @@ class InferenceServer:
 
     def _serve(self, requests: list, conns: dict) -> None:
         """One batch: the values of every final observation, then every act, then the replies."""
-        if self._held != self._wanted:
-            self._held = self.weights.load_into(self.policy, self._held, self._wanted)
+        wanted = int(self._wanted[0])
+        if self._held != wanted:
+            self._held = self.weights.load_into(self.policy, self._held, wanted)
         finals = [(worker, message) for worker, message in requests if message[0] == "final"]
         acts = [(worker, message) for worker, message in requests if message[0] == "act"]
         if finals:
@@ -211,6 +244,152 @@ class InferenceServer:
         if self.device.type == "cpu":
             return obs
         return map_obs(lambda tensor: tensor.pin_memory().to(self.device, non_blocking=True), obs)
+
+
+def remote_error(name: str, message: str) -> Exception:
+    """An exception standing for one raised in another process: its own type where that is a builtin one."""
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message)
+        except TypeError:
+            pass
+    return RuntimeError(f"{name}: {message}")
+
+
+class InferenceProcess:
+    """An `InferenceServer` hosted in a process of its own, with the thread's interface (see Hosting above).
+
+    Args:
+        policy_args: what `prl.policy.build_policy` builds the server's copy of the policy from.
+        weights: the pool's shared weights.
+        buffer: the pool's trajectory slots.
+        device: where inference runs (the learner's device).
+        context: the multiprocessing context the pool starts its workers with.
+    """
+
+    def __init__(self, policy_args: tuple, weights: SharedWeights, buffer: TrajectoryBuffer, device, context):
+        self._wanted = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._control, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=serve_in_process,
+            name="prl-inference",
+            args=(child, os.getpid(), policy_args, weights, buffer, str(device), self._wanted),
+            daemon=True,
+        )
+        self._child = child
+        self._error: Optional[BaseException] = None
+
+    def start(self) -> None:
+        """Start the process and wait until it serves; raises what stopped it from starting."""
+        from prl.startup import main_script_hidden, sigint_ignored
+
+        with sigint_ignored(), main_script_hidden():
+            self._process.start()
+        self._child.close()
+        ready = wait([self._control, self._process.sentinel], timeout=START_S)
+        if self._control in ready or self._control.poll():
+            try:
+                message = self._control.recv()
+            except (EOFError, OSError):
+                message = None
+            if message == ("ready",):
+                return
+            if message is not None:
+                self._error = remote_error(*message[1:])
+        if self.error is None:
+            self._error = TimeoutError(f"the inference process did not start within {START_S:.0f} s")
+        self.stop()
+        raise self._error
+
+    def attach(self, worker: int, conn: Connection) -> None:
+        """Serve `worker` through `conn` from now on; the pool's end of `conn` is handed over and closed here."""
+        try:
+            self._control.send(("attach", worker))
+            send_handle(self._control, conn.fileno(), self._process.pid)
+        except (OSError, EOFError):
+            pass  # the process ended: `error` says why
+        finally:
+            conn.close()
+
+    def use_version(self, version: int) -> None:
+        """Act with weight `version` from the next batch on; called only while no rollout runs."""
+        self._wanted[0] = version
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server process's id (None before `start()`)."""
+        return self._process.pid
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """What stopped the server process (its error, or its death), if something did."""
+        if self._error is None and self._process.pid is not None:
+            try:
+                if self._control.poll():
+                    message = self._control.recv()
+                    if message[0] == "error":
+                        self._error = remote_error(*message[1:])
+            except (EOFError, OSError):
+                pass
+            if self._error is None and not self._process.is_alive():
+                self._process.join(timeout=STOP_S)
+                self._error = RuntimeError(f"the inference process ended (exit code {self._process.exitcode})")
+        return self._error
+
+    def stop(self) -> None:
+        """End the process (None, join, terminate, kill); safe to call more than once."""
+        if self._process.pid is None:
+            return
+        try:
+            self._control.send(None)
+        except (OSError, EOFError, ValueError):
+            pass
+        self._process.join(timeout=STOP_S)
+        for end in (self._process.terminate, self._process.kill):
+            if self._process.is_alive():
+                end()
+                self._process.join(timeout=1.0)
+        self._control.close()
+
+
+def serve_in_process(
+    control: Connection,
+    parent_pid: int,
+    policy_args: tuple,
+    weights: SharedWeights,
+    buffer: TrajectoryBuffer,
+    device: str,
+    wanted: torch.Tensor,
+) -> None:
+    """Entry point of a server process: build the policy, serve, and take attachments until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    server = None
+    try:
+        parent = psutil.Process(parent_pid)
+        server = InferenceServer(build_policy(*policy_args), weights, buffer, device, wanted)
+        server.start()
+        control.send(("ready",))
+        while parent.is_running() and server.error is None:
+            if not control.poll(POLL_S):
+                continue
+            message = control.recv()
+            if message is None:
+                break
+            server.attach(message[1], Connection(recv_handle(control)))
+        if server.error is not None:
+            control.send(("error", type(server.error).__name__, str(server.error)))
+    except (EOFError, OSError):
+        pass  # the pool's end closed: it is gone
+    except BaseException as error:
+        try:
+            control.send(("error", type(error).__name__, f"{error}\n{traceback.format_exc()}"))
+        except (OSError, EOFError):
+            pass
+    finally:
+        if server is not None:
+            server.stop()
+        control.close()
 
 
 class InferenceGone(Exception):

@@ -79,7 +79,7 @@ import torch
 
 from prl.backends import Failures
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
-from prl.central import InferenceServer
+from prl.central import InferenceProcess, InferenceServer
 from prl.config import Config, concrete_device, resolve_device
 from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
@@ -107,7 +107,9 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
 
-def stop_processes(processes: list, conns: list, server: InferenceServer | None = None, join_s: float = JOIN_S) -> None:
+def stop_processes(
+    processes: list, conns: list, server: InferenceServer | InferenceProcess | None = None, join_s: float = JOIN_S
+) -> None:
     """Stop the inference server and the processes in protocol order (None, join for `join_s`, terminate, kill); safe to call more than once."""
     if server is not None:
         server.stop()
@@ -186,11 +188,14 @@ class ActorPool:
         )
         self._processes: list = []
         self._conns: list = []
-        self._server: InferenceServer | None = None
+        self._server: InferenceServer | InferenceProcess | None = None
         if self.inference == "central":
-            twin = build_policy(self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
+            twin_args = (self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
             device = concrete_device(resolve_device(config))
-            self._server = InferenceServer(twin, self.weights, self.buffer, device)
+            if config.inference_server == "process":
+                self._server = InferenceProcess(twin_args, self.weights, self.buffer, device, self._context)
+            else:
+                self._server = InferenceServer(build_policy(*twin_args), self.weights, self.buffer, device)
             self._server.start()
         self._finalizer = weakref.finalize(self, stop_processes, self._processes, self._conns, self._server)
         try:
