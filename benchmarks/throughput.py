@@ -217,7 +217,7 @@ def prl_collection(
     The Ray backend also records the bytes of one actor's rollout, as they cross the object store.
     """
     fixed = {"rollout_steps": ROLLOUT_STEPS}
-    shape = {"workers": workers, "envs_per_worker": envs, "inference": inference, "device": device}
+    shape = {"workers": workers, "envs_per_worker": envs, **inference_options(inference), "device": device}
     config = tuned_config(env_id, backend=backend, **shape, **_fitted(env_id, workers, envs, 0, fixed))
     learner = Learner(config)
     started = time.perf_counter()
@@ -240,6 +240,19 @@ def prl_collection(
     return record
 
 
+INFERENCE_MODES = ("auto", "worker", "central", "central-process")
+"""The benchmark's inference modes: prl's --inference values, and central-process, central
+inference with `--inference-server process` (the server in a process of its own)."""
+
+
+def inference_options(mode: str) -> dict:
+    """prl's options for one of `INFERENCE_MODES` (none for auto, prl's own choice)."""
+    if mode == "auto":
+        return {}
+    inference, _, server = mode.partition("-")
+    return {"inference": inference, "inference_server": server or "thread"}
+
+
 def train_args(
     env_id: str,
     workers: int,
@@ -257,7 +270,9 @@ def train_args(
     flags = {"env": env_id, "workers": workers, "envs-per-worker": envs, "steps": wanted.pop("steps"), "out": "TMP"}
     args = [part for name, value in flags.items() for part in (f"--{name}", str(value))]
     args += ["--no-progress", "--eval-episodes", "0"] + (["--overlap"] if overlap else [])
-    args += ["--inference", inference] if inference != "auto" else []
+    args += [
+        part for name, value in inference_options(inference).items() for part in (f"--{name.replace('_', '-')}", value)
+    ]
     args += ["--device", device] if device != "auto" else []
     args += ["--backend", backend] if backend != "local" else []
     for name, value in wanted.items():
@@ -561,29 +576,33 @@ def ratios(results: dict) -> list[dict]:
         )
     collections = primary_runs(results.get("prl_collection", []), results)
     collection = next((r for r in collections if (r["workers"], r["envs"]) == default_at), None)
-    if "worker" in modes and "central" in modes:
+    collected = {
+        r.get("inference", "auto"): r
+        for r in results.get("prl_collection", [])
+        if (r["workers"], r["envs"]) == default_at and "steps_per_s" in r
+    }
+    compared = (
+        ("central", "worker", "central / worker inference"),
+        ("central-process", "central", "central inference, server process / server thread"),
+    )
+    for top, bottom, what in compared:
+        if top not in modes or bottom not in modes:
+            continue
         for overlap in (False, True):
-            central = _find(every_mode, default_at, overlap=overlap, inference="central")
-            worker = _find(every_mode, default_at, overlap=overlap, inference="worker")
             label = f"{default_at[0]}x{default_at[1]}{', overlap' if overlap else ''}"
             rows.append(
                 (
-                    f"prl end-to-end ({label}), central / worker inference",
-                    steps_per_s_of(central),
-                    steps_per_s_of(worker),
+                    f"prl end-to-end ({label}), {what}",
+                    steps_per_s_of(_find(every_mode, default_at, overlap=overlap, inference=top)),
+                    steps_per_s_of(_find(every_mode, default_at, overlap=overlap, inference=bottom)),
                     here,
                 )
             )
-        by_mode = {
-            r["inference"]: r
-            for r in results.get("prl_collection", [])
-            if (r["workers"], r["envs"]) == default_at and "steps_per_s" in r
-        }
         rows.append(
             (
-                f"prl collection ({default_at[0]}x{default_at[1]}), central / worker inference",
-                steps_per_s_of(by_mode.get("central")),
-                steps_per_s_of(by_mode.get("worker")),
+                f"prl collection ({default_at[0]}x{default_at[1]}), {what}",
+                steps_per_s_of(collected.get(top)),
+                steps_per_s_of(collected.get(bottom)),
                 here,
             )
         )
@@ -680,8 +699,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--inference",
         nargs="+",
-        choices=("auto", "worker", "central"),
-        help="prl's inference modes to measure, e.g. worker central (default: auto, prl's own choice)",
+        choices=INFERENCE_MODES,
+        help="prl's inference modes to measure, e.g. worker central; central-process hosts the server in a "
+        "process of its own (default: auto, prl's own choice)",
     )
     parser.add_argument("--device", default="auto", help="prl's learner device: auto (the CPU), cpu, cuda or cuda:N")
     return parser.parse_args(argv)

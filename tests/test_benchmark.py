@@ -184,11 +184,14 @@ def test_a_reference_run_is_smoothed_over_its_last_100_episodes_and_replotted_be
     assert learning.main(["--replot", str(tmp_path / "missing")]) == 2
 
 
-def test_each_inference_mode_gets_its_rows_and_central_is_compared_with_worker():
+def test_each_inference_mode_gets_its_rows_central_is_compared_with_worker_and_its_process_with_its_thread():
     args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, True, "central")
     config = parse_config(["out" if arg == "TMP" else arg for arg in args])
     assert config.inference == "central" and config.overlap
     assert "--inference" not in throughput.train_args("CartPole-v1", 2, 32, 20_000)
+    args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, False, "central-process")
+    config = parse_config(["out" if arg == "TMP" else arg for arg in args])
+    assert config.inference == "central" and config.inference_server == "process"
 
     def run(rate, inference, overlap=False):
         return {
@@ -201,16 +204,23 @@ def test_each_inference_mode_gets_its_rows_and_central_is_compared_with_worker()
         }
 
     results = {
-        "settings": {"env": "CartPole-v1", "default_shape": (2, 32), "inference": ("worker", "central")},
+        "settings": {
+            "env": "CartPole-v1",
+            "default_shape": (2, 32),
+            "inference": ("worker", "central", "central-process"),
+        },
         "prl_training": [
             run(50.0, "worker"),
             run(60.0, "worker", True),
             run(25.0, "central"),
             run(45.0, "central", True),
+            run(20.0, "central-process"),
+            run(54.0, "central-process", True),
         ],
         "prl_collection": [
             {"workers": 2, "envs": 32, "steps_per_s": 100.0, "efficiency": 0.9, "inference": "worker"},
             {"workers": 2, "envs": 32, "steps_per_s": 40.0, "efficiency": 0.4, "inference": "central"},
+            {"workers": 2, "envs": 32, "steps_per_s": 30.0, "efficiency": 0.3, "inference": "central-process"},
         ],
         "reference": {"sb3_dummy": {"steps_per_s": 5.0, "torch_threads": 1}},
     }
@@ -219,6 +229,9 @@ def test_each_inference_mode_gets_its_rows_and_central_is_compared_with_worker()
     assert rows["prl end-to-end (2x32), central / worker inference"] == 0.5
     assert rows["prl end-to-end (2x32, overlap), central / worker inference"] == 0.75
     assert rows["prl collection (2x32), central / worker inference"] == 0.4
+    assert rows["prl end-to-end (2x32), central inference, server process / server thread"] == 0.8
+    assert rows["prl end-to-end (2x32, overlap), central inference, server process / server thread"] == 1.2
+    assert rows["prl collection (2x32), central inference, server process / server thread"] == 0.75
     assert rows["prl collection (2x32) / 2 x one-process floor, same network"] == pytest.approx(0.9)
 
 
