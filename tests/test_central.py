@@ -150,27 +150,6 @@ def test_a_server_process_acts_exactly_as_the_server_thread_does(no_leaks):
             assert torch.allclose(getattr(thread_batch, name), getattr(process_batch, name), atol=1e-6), name
 
 
-def test_a_worker_killed_mid_rollout_is_replaced_and_its_new_pipe_reaches_the_server_process(no_leaks):
-    config = central_config(
-        env=functools.partial(toy_envs.CountingEnv, terminate_at=5),
-        inference_server="process",
-        overlap=True,
-        rollout_steps=256,
-        steps=4096,
-    )
-    learner = Learner(config)
-    with ActorPool(config, learner.policy) as pool:
-        pool.collect()
-        killed = pool.pids[1]
-        psutil.Process(killed).kill()
-        with pytest.warns(UserWarning, match="worker 1 died"):
-            batch = pool.collect()
-        assert pool.restarts == 1 and pool.pids[1] != killed
-        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
-        batch = pool.collect()  # the replacement acts through the server process
-        assert not torch.isnan(batch.logprobs).any()
-
-
 def test_a_server_process_that_dies_stops_collection_in_one_sentence_and_leaves_nothing_running(no_leaks):
     config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server="process")
     learner = Learner(config)

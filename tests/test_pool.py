@@ -148,8 +148,8 @@ def test_close_leaves_no_worker_alive_and_is_idempotent(no_leaks):
         pool.collect()
 
 
-@INFERENCE
-def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inference, no_leaks):
+@pytest.mark.parametrize("inference, server", [("worker", "thread"), ("central", "thread"), ("central", "process")])
+def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inference, server, no_leaks):
     # Overlap mode: when collect() returns, every worker is already in its next rollout.
     config = toy_config(
         env=functools.partial(toy_envs.CountingEnv, terminate_at=5),
@@ -157,6 +157,7 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inferenc
         rollout_steps=256,
         steps=4096,
         inference=inference,
+        inference_server=server,  # a server process gets the replacement's pipe by file descriptor
     )
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
@@ -167,6 +168,7 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inferenc
             batch = pool.collect()
         assert pool.restarts == 1 and pool.pids[1] != killed
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+        assert not torch.isnan(pool.collect().logprobs).any(), "the replacement acts in every mode"
 
 
 @INFERENCE

@@ -364,22 +364,13 @@ class RayDriver:
             ray.shutdown()
 
 
-def drive(
-    conn,
-    parent_pid: int,
-    config: Config,
-    actor_args: tuple,
-    buffer: TrajectoryBuffer,
-    weights: SharedWeights,
-    seed_stream: int,
-    address: str | None,
-    ray_environment: dict,
-) -> None:
+def drive(conn, parent_pid: int, ray_environment: dict, *driver_args) -> None:
     """Entry point of the driver process; follows the protocol written above.
 
-    `ray_environment` is the learner's RAY_* variables when the pool started (a forkserver child
-    would otherwise see them as they were when the server started), such as the token mode of a
-    Ray instance the learner's process started.
+    `driver_args` are `RayDriver`'s, before its heartbeat. `ray_environment` is the learner's
+    RAY_* variables when the pool started (a forkserver child would otherwise see them as they
+    were when the server started), such as the token mode of a Ray instance the learner's
+    process started.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     os.environ.update(ray_environment)
@@ -388,7 +379,7 @@ def drive(
     driver = None
     try:
         parent = psutil.Process(parent_pid)
-        driver = RayDriver(config, actor_args, buffer, weights, seed_stream, address, lambda: conn.send(("wait",)))
+        driver = RayDriver(*driver_args, heartbeat=lambda: conn.send(("wait",)))
         conn.send(("ready", driver.pids, driver.nodes))
         while True:
             message = wait_for_message(conn, parent)
@@ -483,13 +474,13 @@ class RayPool:
             args=(
                 child_conn,
                 os.getpid(),
+                {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
                 config,
                 actor_args,
                 self.buffer,
                 self.weights,
                 seed_stream,
                 address or None,
-                {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
             ),
             daemon=True,
         )
