@@ -10,9 +10,11 @@ import toy_envs
 from conftest import on_device
 
 from prl import ActorPool, ConfigError, Learner, WorkerError, train, tuned_config
-from prl.central import env_groups
+from prl.buffers import SharedWeights, TrajectoryBuffer
+from prl.central import InferenceProcess, env_groups
 from prl.config import from_flat
 from prl.pool import resolve_inference
+from prl.startup import worker_context
 
 
 def central_config(**options):
@@ -162,6 +164,17 @@ def test_a_server_process_that_dies_stops_collection_in_one_sentence_and_leaves_
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     with pytest.raises(ConfigError, match="inference_server must be thread or process, got 'gpu'"):
         central_config(inference_server="gpu")
+
+
+def test_a_server_process_that_cannot_start_says_why_and_leaves_nothing_running(no_leaks):
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    learner = Learner(config)
+    weights = SharedWeights(learner.policy)
+    buffer = TrajectoryBuffer(2, 8, 3, learner.policy.spec.obs_layout, learner.policy.spec.action_dim, central=True)
+    server = InferenceProcess(("not a spec",), weights, buffer, "cpu", worker_context(config))
+    with pytest.raises(WorkerError, match="the inference process did not start: TypeError: .*build_policy"):
+        server.start()
+    assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_central_inference_trains_cartpole_to_the_solved_return_within_100k_steps(no_leaks):

@@ -62,14 +62,16 @@ import threading
 import traceback
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
-from typing import Optional
+from typing import Callable, Optional
 
 import psutil
 import torch
 
 from prl.buffers import SharedWeights, TrajectoryBuffer
+from prl.errors import ConfigError, WorkerError
 from prl.observations import Observations, map_obs
 from prl.policy import ActorCritic, build_policy
+from prl.startup import main_script_hidden, sigint_ignored, stop_processes
 
 POLL_S = 0.05
 """How often the server's wait wakes to notice `stop()` and newly attached pipes."""
@@ -99,6 +101,7 @@ class InferenceServer:
         device: where inference runs (the learner's device).
         wanted: a one-element int64 tensor holding the version to act with (`use_version` writes
             it); a server hosted in another process shares it with the pool.
+        on_error: called with the exception that stops the server, before it closes the pipes.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class InferenceServer:
         buffer: TrajectoryBuffer,
         device,
         wanted: Optional[torch.Tensor] = None,
+        on_error: Optional[Callable[[BaseException], None]] = None,
     ):
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
@@ -120,6 +124,7 @@ class InferenceServer:
         """Batches served so far."""
         self._held = -1
         self._wanted = torch.zeros(1, dtype=torch.int64) if wanted is None else wanted
+        self._on_error = on_error
         self._conns: dict[int, Connection] = {}
         self._retired: list[Connection] = []
         self._lock = threading.Lock()
@@ -141,6 +146,12 @@ class InferenceServer:
     def use_version(self, version: int) -> None:
         """Act with weight `version` from the next batch on; called only while no rollout runs."""
         self._wanted[0] = version
+
+    def await_error(self, timeout: float) -> Optional[BaseException]:
+        """The error that stopped the server, waiting up to `timeout` for the thread to end (a worker saw its pipe close)."""
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout)
+        return self.error
 
     def stop(self) -> None:
         """End the thread and close every pipe; safe to call more than once."""
@@ -181,6 +192,8 @@ class InferenceServer:
                     self._serve(requests, {worker: conn for worker, conn in by_conn.values()})
         except BaseException as error:  # kept for the pool to raise; the workers see their pipes close
             self.error = error
+            if self._on_error is not None:
+                self._on_error(error)
             self._close_pipes()
 
     def _drop(self, worker: int, conn: Connection) -> None:
@@ -247,8 +260,8 @@ class InferenceServer:
 
 
 def remote_error(name: str, message: str) -> Exception:
-    """An exception standing for one raised in another process: its own type where that is a builtin one."""
-    kind = getattr(builtins, name, None)
+    """An exception standing for one raised in another process: prl's own errors and builtin ones keep their type."""
+    kind = {"ConfigError": ConfigError, "WorkerError": WorkerError}.get(name, getattr(builtins, name, None))
     if isinstance(kind, type) and issubclass(kind, Exception):
         try:
             return kind(message)
@@ -282,25 +295,32 @@ class InferenceProcess:
 
     def start(self) -> None:
         """Start the process and wait until it serves; raises what stopped it from starting."""
-        from prl.startup import main_script_hidden, sigint_ignored
-
-        with sigint_ignored(), main_script_hidden():
-            self._process.start()
-        self._child.close()
-        ready = wait([self._control, self._process.sentinel], timeout=START_S)
-        if self._control in ready or self._control.poll():
-            try:
-                message = self._control.recv()
-            except (EOFError, OSError):
-                message = None
-            if message == ("ready",):
+        try:
+            with sigint_ignored(), main_script_hidden():
+                self._process.start()
+        finally:
+            self._child.close()
+        if self._control.poll(START_S) or not self._process.is_alive():
+            report = self._read_report()
+            if report == ("ready",):
                 return
-            if message is not None:
-                self._error = remote_error(*message[1:])
-        if self.error is None:
-            self._error = TimeoutError(f"the inference process did not start within {START_S:.0f} s")
+        error = self.error or TimeoutError(f"it did not answer within {START_S:.0f} s")
         self.stop()
-        raise self._error
+        if isinstance(error, ConfigError):
+            raise error
+        raise WorkerError(f"the inference process did not start: {type(error).__name__}: {error}") from error
+
+    def _read_report(self) -> Optional[tuple]:
+        """The next message from the process, if one is waiting; an error report is kept in `error`."""
+        try:
+            if not self._control.poll():
+                return None
+            message = self._control.recv()
+        except (EOFError, OSError):
+            return None
+        if message[0] == "error" and self._error is None:
+            self._error = remote_error(*message[1:])
+        return message
 
     def attach(self, worker: int, conn: Connection) -> None:
         """Serve `worker` through `conn` from now on; the pool's end of `conn` is handed over and closed here."""
@@ -323,34 +343,28 @@ class InferenceProcess:
 
     @property
     def error(self) -> Optional[BaseException]:
-        """What stopped the server process (its error, or its death), if something did."""
+        """What stopped the server process (its error report, or its death), if something did."""
         if self._error is None and self._process.pid is not None:
-            try:
-                if self._control.poll():
-                    message = self._control.recv()
-                    if message[0] == "error":
-                        self._error = remote_error(*message[1:])
-            except (EOFError, OSError):
-                pass
-            if self._error is None and not self._process.is_alive():
+            ended = not self._process.is_alive()  # first: a report sent just before the end is then in the pipe
+            self._read_report()
+            if self._error is None and ended:
                 self._process.join(timeout=STOP_S)
                 self._error = RuntimeError(f"the inference process ended (exit code {self._process.exitcode})")
         return self._error
 
+    def await_error(self, timeout: float) -> Optional[BaseException]:
+        """The error that stopped the server, waiting up to `timeout` for the process to end (a worker saw its pipe close).
+
+        A failing server reports and then exits, and a killed one closes its pipes a moment
+        before the system counts it as ended, so the end is what to wait for.
+        """
+        if self.error is None and self._process.pid is not None:
+            self._process.join(timeout=timeout)
+        return self.error
+
     def stop(self) -> None:
         """End the process (None, join, terminate, kill); safe to call more than once."""
-        if self._process.pid is None:
-            return
-        try:
-            self._control.send(None)
-        except (OSError, EOFError, ValueError):
-            pass
-        self._process.join(timeout=STOP_S)
-        for end in (self._process.terminate, self._process.kill):
-            if self._process.is_alive():
-                end()
-                self._process.join(timeout=1.0)
-        self._control.close()
+        stop_processes([self._process], [self._control], STOP_S)
 
 
 def serve_in_process(
@@ -365,27 +379,35 @@ def serve_in_process(
     """Entry point of a server process: build the policy, serve, and take attachments until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     server = None
+    lock = threading.Lock()
+
+    def report(error: BaseException) -> None:
+        detail = str(error) if isinstance(error, ConfigError) else f"{error}\n{traceback.format_exc()}"
+        try:
+            with lock:
+                control.send(("error", type(error).__name__, detail))
+        except (OSError, EOFError):
+            pass  # the pool is gone
+
     try:
         parent = psutil.Process(parent_pid)
-        server = InferenceServer(build_policy(*policy_args), weights, buffer, device, wanted)
+        server = InferenceServer(build_policy(*policy_args), weights, buffer, device, wanted, on_error=report)
         server.start()
-        control.send(("ready",))
+        with lock:
+            control.send(("ready",))
         while parent.is_running() and server.error is None:
-            if not control.poll(POLL_S):
-                continue
-            message = control.recv()
-            if message is None:
-                break
-            server.attach(message[1], Connection(recv_handle(control)))
-        if server.error is not None:
-            control.send(("error", type(server.error).__name__, str(server.error)))
-    except (EOFError, OSError):
-        pass  # the pool's end closed: it is gone
+            try:
+                if not control.poll(POLL_S):
+                    continue
+                message = control.recv()
+                if message is None:
+                    break
+                worker_conn = Connection(recv_handle(control))
+            except (EOFError, OSError):
+                break  # the pool's end closed: it is gone
+            server.attach(message[1], worker_conn)
     except BaseException as error:
-        try:
-            control.send(("error", type(error).__name__, f"{error}\n{traceback.format_exc()}"))
-        except (OSError, EOFError):
-            pass
+        report(error)
     finally:
         if server is not None:
             server.stop()

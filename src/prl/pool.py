@@ -84,7 +84,7 @@ from prl.config import Config, concrete_device, resolve_device
 from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic, build_policy
-from prl.startup import main_script_hidden, sigint_ignored, worker_context
+from prl.startup import main_script_hidden, sigint_ignored, stop_processes, worker_context
 from prl.worker import worker_main
 
 JOIN_S = 5.0
@@ -107,31 +107,11 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
 
-def stop_processes(
-    processes: list, conns: list, server: InferenceServer | InferenceProcess | None = None, join_s: float = JOIN_S
-) -> None:
-    """Stop the inference server and the processes in protocol order (None, join for `join_s`, terminate, kill); safe to call more than once."""
+def shutdown(processes: list, conns: list, server: InferenceServer | InferenceProcess | None = None) -> None:
+    """Stop the inference server, then the workers in protocol order (`prl.startup.stop_processes`); safe to call twice."""
     if server is not None:
         server.stop()
-    for conn in conns:
-        try:
-            conn.send(None)
-        except (OSError, EOFError, ValueError):
-            pass
-    deadline = time.monotonic() + join_s
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=1.0)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=1.0)
-    for conn in conns:
-        conn.close()
-    processes.clear()
-    conns.clear()
+    stop_processes(processes, conns, JOIN_S)
 
 
 class ActorPool:
@@ -197,7 +177,7 @@ class ActorPool:
             else:
                 self._server = InferenceServer(build_policy(*twin_args), self.weights, self.buffer, device)
             self._server.start()
-        self._finalizer = weakref.finalize(self, stop_processes, self._processes, self._conns, self._server)
+        self._finalizer = weakref.finalize(self, shutdown, self._processes, self._conns, self._server)
         try:
             for index in range(config.workers):
                 process, conn = self._spawn(index, (seed_stream,) if seed_stream else ())
@@ -392,8 +372,10 @@ class ActorPool:
         return WorkerError(f"worker {worker} died during {what} (exit code {code}).")
 
     def _raise_worker_error(self, worker: int, payload: tuple) -> None:
-        self._check_server()  # a worker whose inference pipe closed reports the server's failure, not its own
         error_type, message, trace = payload
+        if error_type == "InferenceGone" and self._server is not None:
+            self._server.await_error(JOIN_S)  # the worker may see its pipe close before the server's report
+        self._check_server()  # a worker whose inference pipe closed reports the server's failure, not its own
         if error_type == "ConfigError":
             raise ConfigError(message)
         raise WorkerError(f"{error_type} in worker {worker}: {message}\n{trace}")

@@ -13,9 +13,11 @@ trajectory buffer and weights in shared memory (`prl.buffers`), as a local pool'
 and one duplex pipe carries small messages. Learner -> driver: ("publish", version),
 ("collect",), or None ("close"). Driver -> learner: ("ready", pids, nodes), ("published",),
 ("collected", stats), ("warning", text) for each recovered failure, ("wait",) each second it
-waits for actors, and ("error", type, message). The learner waits on the pipe and the
-driver's sentinel with a timeout that every message renews; a driver that ends raises
-`WorkerError`, so that training saves its checkpoint and prints the resume command.
+waits for rollouts, and ("error", type, message). The learner waits on the pipe and the
+driver's sentinel with a timeout that every message renews (`worker_timeout` plus `SLACK_S`:
+the driver's longest silent step is waiting for a replacement actor); a driver that ends, or
+whose pipe breaks, raises `WorkerError`, so that training saves its checkpoint and prints the
+resume command.
 
 Start. Without `ray_address` the driver starts a local Ray instance with this machine's cores
 and shuts it down when it closes; with one (`auto` or HOST:PORT) it joins that cluster and
@@ -55,9 +57,11 @@ that is still running (a Ray instance whose driver was killed).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 import warnings
@@ -75,8 +79,7 @@ from prl.envs import EnvFactory, EnvSpec
 from prl.errors import ConfigError, WorkerError
 from prl.inference import make_actor
 from prl.policy import ActorCritic, build_policy
-from prl.pool import stop_processes
-from prl.startup import main_script_hidden, sigint_ignored, worker_context
+from prl.startup import main_script_hidden, sigint_ignored, stop_processes, worker_context
 from prl.worker import ParentGone, RolloutCollector, action_rng, use_one_thread, wait_for_message
 
 WAKE_S = 1.0
@@ -373,29 +376,37 @@ def drive(conn, parent_pid: int, ray_environment: dict, *driver_args) -> None:
     process started.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    for name in [name for name in os.environ if name.startswith("RAY_") and name not in ray_environment]:
+        del os.environ[name]
     os.environ.update(ray_environment)
     use_one_thread()
-    warnings.showwarning = lambda message, *_: conn.send(("warning", str(message)))
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:  # Ray's own threads may warn too
+            conn.send(message)
+
+    warnings.showwarning = lambda message, *_: send(("warning", str(message)))
     driver = None
     try:
         parent = psutil.Process(parent_pid)
-        driver = RayDriver(*driver_args, heartbeat=lambda: conn.send(("wait",)))
-        conn.send(("ready", driver.pids, driver.nodes))
+        driver = RayDriver(*driver_args, heartbeat=lambda: send(("wait",)))
+        send(("ready", driver.pids, driver.nodes))
         while True:
             message = wait_for_message(conn, parent)
             if message is None:
                 break
             if message[0] == "publish":
                 driver.publish(message[1])
-                conn.send(("published",))
+                send(("published",))
             else:
-                conn.send(("collected", driver.collect()))
+                send(("collected", driver.collect()))
     except ParentGone:
         pass
     except BaseException as error:
         detail = str(error) if isinstance(error, (ConfigError, WorkerError)) else traceback.format_exc()
         try:
-            conn.send(("error", type(error).__name__, detail))
+            send(("error", type(error).__name__, detail))
         except (OSError, EOFError):
             pass
     finally:
@@ -407,10 +418,15 @@ def drive(conn, parent_pid: int, ray_environment: dict, *driver_args) -> None:
 def stop_driver(process, conn, ray_processes: list) -> None:
     """Close the driver process (protocol order, then terminate); then kill what it started and left running.
 
-    `ray_processes` are the driver's descendants once it was ready: a Ray instance it started.
-    A driver that Ray or a signal ended cannot stop them, and some of them outlive it by a minute.
+    `ray_processes` are the driver's descendants when it was ready, and again now: a Ray instance
+    it started. A driver that Ray or a signal ended cannot stop them, and some of them outlive it
+    by a minute.
     """
-    stop_processes([process], [conn], None, CLOSE_S)
+    try:
+        ray_processes.extend(psutil.Process(process.pid).children(recursive=True))
+    except (psutil.Error, ValueError, TypeError):
+        pass  # it has ended, or never started
+    stop_processes([process], [conn], CLOSE_S)
     for leftover in ray_processes:
         try:
             leftover.kill()  # psutil checks that the pid still names the same process
@@ -475,7 +491,7 @@ class RayPool:
                 child_conn,
                 os.getpid(),
                 {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
-                config,
+                dataclasses.replace(config, env=config.env_name, env_kwargs={}),  # the envs travel in actor_args
                 actor_args,
                 self.buffer,
                 self.weights,
@@ -484,12 +500,14 @@ class RayPool:
             ),
             daemon=True,
         )
-        with sigint_ignored(), main_script_hidden():
-            self._process.start()
-        child_conn.close()
         ray_processes: list = []
         self._finalizer = weakref.finalize(self, stop_driver, self._process, self._conn, ray_processes)
         try:
+            try:
+                with sigint_ignored(), main_script_hidden():
+                    self._process.start()
+            finally:
+                child_conn.close()
             self._pids, self._nodes = self._await("ready", "start", config.worker_timeout + RAY_START_S)
             ray_processes.extend(psutil.Process(self._process.pid).children(recursive=True))
         except BaseException:
@@ -524,7 +542,7 @@ class RayPool:
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
         """One rollout from every actor, as one batch on `device` (the local pool's modes and rules)."""
-        if self._process.exitcode is not None or not self._finalizer.alive:
+        if not self._finalizer.alive:
             raise RuntimeError("the pool is closed; create a new RayPool to collect again.")
         (stats,) = self._call(("collect",), "collected", "rollout")
         self.last_wait_s = stats["wait_s"]
@@ -535,7 +553,10 @@ class RayPool:
 
     def _call(self, message: tuple, reply: str, what: str) -> tuple:
         try:
-            self._conn.send(message)
+            try:
+                self._conn.send(message)
+            except (OSError, EOFError):
+                raise self._driver_ended(what) from None
             return self._await(reply, what, self.config.worker_timeout + SLACK_S)
         except BaseException:
             self.close()
@@ -560,12 +581,7 @@ class RayPool:
                     raise EOFError
                 kind, *payload = self._conn.recv()
             except (EOFError, OSError):
-                self._process.join(timeout=WAKE_S)
-                raise WorkerError(
-                    f"the Ray cluster went away: the process that drives prl's Ray actors ended during {what} "
-                    f"(exit code {self._process.exitcode}), as Ray makes it when the cluster's head node or this "
-                    "machine's Ray node is lost."
-                ) from None
+                raise self._driver_ended(what) from None
             deadline = time.monotonic() + allowance
             if kind == reply:
                 return tuple(payload)
@@ -578,6 +594,13 @@ class RayPool:
                 raise WorkerError(
                     detail if error_type == "WorkerError" else f"{error_type} in the Ray driver: {detail}"
                 )
+
+    def _driver_ended(self, what: str) -> WorkerError:
+        self._process.join(timeout=WAKE_S)
+        return WorkerError(
+            f"the Ray driver process ended during {what} (exit code {self._process.exitcode}); Ray ends it when "
+            "the cluster's head node or this machine's Ray node is lost."
+        )
 
     def close(self) -> None:
         """Close the driver (it kills the actors and stops a Ray instance it started); nothing is left running. Safe to call twice."""

@@ -1,4 +1,4 @@
-"""Process start-up: the multiprocessing context workers start from, and starting it early.
+"""Process start-up and shutdown: the multiprocessing context workers start from, starting it early, and stopping processes.
 
 Workers start with forkserver where the OS has it (spawn elsewhere), never plain fork: a fork
 of a process that has initialized CUDA is unsafe. The forkserver imports the worker module
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Optional
 
 from prl.config import Config
@@ -115,3 +116,26 @@ class StopRequests:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def stop_processes(processes: list, conns: list, join_s: float) -> None:
+    """Stop child processes in protocol order: send None on each pipe, join each for up to `join_s`
+    in all, then terminate and kill what is left, and close the pipes. Safe to call more than once."""
+    for conn in conns:
+        try:
+            conn.send(None)
+        except (OSError, EOFError, ValueError):
+            pass
+    started = [process for process in processes if process.pid is not None]
+    deadline = time.monotonic() + join_s
+    for process in started:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in started:
+        for end in (process.terminate, process.kill):
+            if process.is_alive():
+                end()
+                process.join(timeout=1.0)
+    for conn in conns:
+        conn.close()
+    processes.clear()
+    conns.clear()

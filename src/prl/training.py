@@ -197,9 +197,9 @@ def run_training(
                     batch = pool.collect(learner.device)
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
+                run.window.add(*batch.finished_episodes())
                 with run.saved_on_worker_error():
                     pool.publish(learner.policy)
-                run.window.add(*batch.finished_episodes())
                 record = {
                     "update": learner.updates,
                     "env_steps": learner.env_steps,
