@@ -56,16 +56,18 @@ Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still r
 not, it exits, so killing the parent leaves no worker behind.
 
 Central inference (`inference="central"`, `prl.central`). Each worker also gets an inference
-pipe, served by a thread of the parent that holds the policy on the learner's device; the
-worker then holds no policy and its rollouts act through that thread. The requests, slots,
+pipe, served by a thread of the parent (or, with `inference_server="process"`, a process of its
+own) that holds the policy on the learner's device; the worker then holds no policy and its
+rollouts act through that server. The requests, slots,
 versions, failures and shutdown above are unchanged: the pool names the version the server
 acts with before it sends requests, a replacement worker's new pipe is attached to the server,
 and an error in the server is raised by `collect()`.
 
-Shutdown (`close()`, idempotent, also run by the context manager and at interpreter exit):
-stop the inference server (central mode), send None to every live worker, join each for up to `JOIN_S`, terminate and then kill what is
-left, close the pipes. The shared tensors are unlinked segments held by file descriptor, and
-prl creates no named semaphore, so nothing in /dev/shm outlives the processes, however they end.
+Shutdown (`close()`, idempotent, also run by the context manager and at interpreter exit): stop
+the inference server (central mode), send None to every live worker, join each for up to
+`JOIN_S`, terminate and then kill what is left, close the pipes. The shared tensors are
+unlinked segments held by file descriptor, and prl creates no named semaphore, so nothing in
+/dev/shm outlives the processes, however they end.
 """
 
 from __future__ import annotations
