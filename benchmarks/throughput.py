@@ -58,6 +58,13 @@ DEFAULT_SHAPE = (2, 32)
 SAMPLE_FACTORY_STEPS_PER_S = 11_400
 """Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
 
+SAMPLE_FACTORY_ATARI_FRAMES_PER_S = {"10 cores, 1 GPU": 48_000, "36 cores, 4 GPUs": 136_000}
+"""Sample Factory's published Atari throughput in frames/s (env steps x 4, frameskip 4), on its
+own hardware (ANCHORS.md); not measured here."""
+
+ATARI_FRAMES_PER_STEP = 4
+"""Frames per env step of prl's Atari envs (frameskip 4), to compare with figures in frames."""
+
 SOLVED_RETURN = 475.0
 """CartPole-v1's reward threshold: an evaluation at or above it counts as solved."""
 
@@ -98,7 +105,7 @@ class Plan:
     """prl's learner (and central inference) device: auto (the CPU), cpu, cuda or cuda:N."""
     inference: tuple[str, ...] = ("auto",)
     """prl's --inference modes: the first gets every run; each other one collects over the same
-    grid and trains at the default shape, synchronous and overlapped."""
+    grid and trains at the same shapes (the grid when sweeping), and at the default shape overlapped."""
 
 
 QUICK = Plan(
@@ -429,7 +436,8 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     if env_id == "CartPole-v1":
         runs.append((*default, SB3_LIKE_PPO, False))
     runs = [(*run, plan.inference[0]) for run in runs]
-    runs += [(*default, None, overlap, mode) for mode in plan.inference[1:] for overlap in (False, True)]
+    for mode in plan.inference[1:]:
+        runs += [(w, e, None, False, mode) for w, e in shapes] + [(*default, None, True, mode)]
     records = []
     for workers, envs, ppo, overlap, inference in runs:
         label = " overlap" if overlap else " SB3 settings" if ppo else ""
@@ -588,6 +596,19 @@ def ratios(results: dict) -> list[dict]:
     for top, bottom, what in compared:
         if top not in modes or bottom not in modes:
             continue
+        swept = sorted(
+            {(r["workers"], r["envs"]) for r in every_mode if r.get("inference") == top and not r["overlap"]}
+            - {default_at}
+        )
+        for shape_at in swept:  # the other shapes of a training sweep, synchronous
+            rows.append(
+                (
+                    f"prl end-to-end ({shape_at[0]}x{shape_at[1]}), {what}",
+                    steps_per_s_of(_find(every_mode, shape_at, inference=top)),
+                    steps_per_s_of(_find(every_mode, shape_at, inference=bottom)),
+                    here,
+                )
+            )
         for overlap in (False, True):
             label = f"{default_at[0]}x{default_at[1]}{', overlap' if overlap else ''}"
             rows.append(
@@ -637,6 +658,19 @@ def ratios(results: dict) -> list[dict]:
                 here,
             )
         )
+    if results.get("settings", {}).get("env", "").startswith("ALE/"):  # Sample Factory's Atari figures are in frames
+        local = [r for r in every_mode if not r["sb3_settings"] and r.get("backend", "local") == "local"]
+        fastest = max(local, key=steps_per_s_of, default=None)
+        label = f"{shape(fastest)}, {(fastest or {}).get('inference', 'auto')} inference"
+        for hardware, frames in SAMPLE_FACTORY_ATARI_FRAMES_PER_S.items():
+            rows.append(
+                (
+                    f"prl end-to-end frames/s, best ({label}) / Sample Factory {frames:,} ({hardware})",
+                    steps_per_s_of(fastest) * ATARI_FRAMES_PER_STEP if fastest else None,
+                    frames,
+                    "constant from ANCHORS.md, NOT measured here",
+                )
+            )
     if cartpole:  # Sample Factory's figure is CartPole's
         sample_factory = (
             f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
@@ -689,7 +723,7 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """The command line: --quick, --out, --env, --workers, --envs, --inference and --device."""
+    """The command line: --quick, --out, --env, --workers, --envs, --inference, --device and --train-sweep."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and shorter budgets (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="folder for results.json and throughput.png")
@@ -704,6 +738,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "process of its own (default: auto, prl's own choice)",
     )
     parser.add_argument("--device", default="auto", help="prl's learner device: auto (the CPU), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--train-sweep",
+        action="store_true",
+        help="train at every workers x envs shape of the grid, in every inference mode (the full plan "
+        "already sweeps the first mode)",
+    )
     return parser.parse_args(argv)
 
 
@@ -726,6 +766,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         envs=tuple(args.envs or plan.envs),
         inference=tuple(dict.fromkeys(args.inference or plan.inference)),
         device=args.device,
+        train_sweep=plan.train_sweep or args.train_sweep,
     )
     results = run(args.env, spec, plan)
     print_report(results, plan)

@@ -101,7 +101,16 @@ def test_ratios_compare_against_the_right_runs():
     assert rows["prl end-to-end, default (8x4) / SB3 SubprocVecEnv (2 torch threads)"]["value"] == 8.0
     floor = rows["prl collection (8x4) / 2 x one-process floor, same network"]
     assert floor["value"] == 0.75 and floor["denominator"] == 400.0
-    assert not any("Sample Factory" in name or "SB3's PPO settings" in name for name in rows)
+    assert not any("Sample Factory 11,400" in name or "SB3's PPO settings" in name for name in rows)
+    # Sample Factory's Atari figures are in frames: prl's fastest run, times 4 frames per env step
+    frames = rows[
+        "prl end-to-end frames/s, best (2x32, overlap, auto inference) / Sample Factory 48,000 (10 cores, 1 GPU)"
+    ]
+    assert frames["numerator"] == 256.0 and frames["value"] == pytest.approx(256 / 48_000)
+    assert "NOT measured here" in frames["source"]
+    assert rows[
+        "prl end-to-end frames/s, best (2x32, overlap, auto inference) / Sample Factory 136,000 (36 cores, 4 GPUs)"
+    ]
 
 
 def test_image_envs_get_fewer_shapes_their_preset_shape_and_sb3_at_the_learners_threads():
@@ -255,3 +264,40 @@ def test_the_ray_rows_compare_with_the_local_pool_at_the_default_shape():
     assert rows["Ray backend / local pool, collection (2x32)"] == 0.8
     args = throughput.train_args("CartPole-v1", 2, 32, 20_000, backend="ray")
     assert parse_config(["out" if arg == "TMP" else arg for arg in args]).backend == "ray"
+
+
+def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compares_them(monkeypatch):
+    trained = []
+
+    def fake_training(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", device="auto", **_):
+        trained.append((workers, envs, overlap, inference))
+        rate = {"worker": 10.0, "central": 25.0}[inference] * workers
+        return {
+            "workers": workers,
+            "envs": envs,
+            "overlap": overlap,
+            "sb3_settings": ppo is not None,
+            "inference": inference,
+            "backend": "local",
+            "steps_per_s": rate,
+        }
+
+    monkeypatch.setattr(throughput, "prl_training", fake_training)
+    monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
+    plan = throughput.replace(
+        throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker", "central"), train_sweep=True
+    )
+    records = throughput.measure_training("ALE/Breakout-v5", plan)
+    for mode in ("worker", "central"):
+        assert {(1, 8, False, mode), (16, 8, False, mode)} <= set(trained)
+    results = {
+        "settings": {"env": "ALE/Breakout-v5", "default_shape": (2, 4), "inference": ("worker", "central")},
+        "prl_training": records,
+        "prl_collection": [],
+        "reference": {},
+    }
+    rows = {row["ratio"]: row["value"] for row in throughput.ratios(results)}
+    assert rows["prl end-to-end (16x8), central / worker inference"] == 2.5
+    assert rows["prl end-to-end (1x8), central / worker inference"] == 2.5
+    best = "prl end-to-end frames/s, best (16x8, central inference) / Sample Factory 48,000 (10 cores, 1 GPU)"
+    assert rows[best] == pytest.approx(16 * 25.0 * 4 / 48_000)
