@@ -58,6 +58,9 @@ DEFAULT_SHAPE = (2, 32)
 SAMPLE_FACTORY_STEPS_PER_S = 11_400
 """Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
 
+MIN_UPDATES = 4
+"""The fewest updates an end-to-end run makes; wider shapes than the plan's budget allows get more steps."""
+
 SAMPLE_FACTORY_ATARI_FRAMES_PER_S = {"10 cores, 1 GPU": 48_000, "36 cores, 4 GPUs": 136_000}
 """Sample Factory's published Atari throughput in frames/s (env steps x 4, frameskip 4), on its
 own hardware (ANCHORS.md); not measured here."""
@@ -201,13 +204,15 @@ def skipped(reason: str) -> dict:
 
 def _fitted(env_id: str, workers: int, envs: int, steps: int, ppo: Optional[dict] = None) -> dict:
     # Config rejects a minibatch larger than the batch and a run shorter than one batch, and the
-    # smallest shapes can be both; shrink only what must shrink.
+    # smallest shapes can be both; shrink only what must shrink. A run at a large shape gets at
+    # least MIN_UPDATES updates, so that its rate is not one collect and one update.
     ppo = ppo or {}
     probe = tuned_config(
         env_id, workers=workers, envs_per_worker=envs, **{**ppo, "minibatch_size": 2, "steps": 1 << 40}
     )
     wanted_minibatch = ppo.get("minibatch_size", tuned_config(env_id).ppo.minibatch_size)
-    return {**ppo, "minibatch_size": min(wanted_minibatch, probe.batch_size), "steps": max(steps, probe.batch_size)}
+    steps = max(steps, MIN_UPDATES * probe.batch_size)
+    return {**ppo, "minibatch_size": min(wanted_minibatch, probe.batch_size), "steps": steps}
 
 
 def prl_collection(
