@@ -1,5 +1,6 @@
 """The Ray backend (`prl.ray_pool`): the local pool's batches, guarantees and clean shutdown, over Ray actors."""
 
+import functools
 import os
 import signal
 import sys
@@ -209,6 +210,21 @@ def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, n
             batch = pool.collect()
         assert pool.restarts == 1 and pool.pids[1] != killed
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+
+
+def test_an_env_error_in_an_actor_is_recovered_and_reaches_the_learner_as_a_warning(tmp_path, local_ray, no_leaks):
+    config = ray_config(functools.partial(toy_envs.FailOnceEnv, str(tmp_path / "failed"), fail_at=3), backend="ray")
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        with pytest.warns(UserWarning, match="Ray actor [01] raised RuntimeError: a one-off env failure"):
+            batch = pool.collect()
+        assert pool.restarts == 1 and not torch.isnan(batch.rewards).any()
+
+
+def test_an_env_that_cannot_be_built_on_the_actors_ends_the_start_with_its_error(local_ray, no_leaks):
+    config = ray_config(functools.partial(toy_envs.BuildsInOneProcess, os.getpid()), backend="ray")
+    with pytest.raises(WorkerError, match="^in Ray actor [01]: RuntimeError: this env cannot be built outside process"):
+        open_collector(config, Learner(config).policy)
 
 
 def test_ray_trains_cartpole_to_the_solved_return_within_100k_steps(local_ray, no_leaks):

@@ -1,5 +1,7 @@
 """Small envs with known dynamics for the tests (pickled by value so workers can build them)."""
 
+import os
+
 import gymnasium as gym
 import numpy as np
 
@@ -136,6 +138,15 @@ class FailOnceEnv(CountingEnv):
         if self.count + 1 >= self.fail_at_step and claim(self.flag_file):
             raise RuntimeError("a one-off env failure")
         return super().step(action)
+
+
+class BuildsInOneProcess(CountingEnv):
+    """Builds only in the process whose id it is given: a stand-in for an env whose package a worker's node lacks."""
+
+    def __init__(self, pid):
+        if os.getpid() != pid:
+            raise RuntimeError(f"this env cannot be built outside process {pid}")
+        super().__init__(terminate_at=5)
 
 
 class NonFiniteEnv(CountingEnv):

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import socket
 import threading
@@ -251,10 +252,15 @@ class RayDriver:
             )
 
     def _task_error(self, worker: int, error: Exception) -> Exception:
+        """The error an actor raised, as prl's own: the actor's exception line first, then Ray's report."""
         cause = getattr(error, "cause", None)
         if isinstance(cause, ConfigError):
             return ConfigError(str(cause))
-        return WorkerError(f"in Ray actor {worker}: {error}")
+        report = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # Ray colours the task's name
+        last = report.splitlines()[-1].strip() if report else type(error).__name__
+        if last.startswith(("ConfigError: ", "prl.errors.ConfigError: ")):  # raised while the actor started
+            return ConfigError(last.split(": ", 1)[1])
+        return WorkerError(f"in Ray actor {worker}: {last}\n{report}")
 
     def publish(self, version: int) -> None:
         """Put weight version `version` (already in the shared weights) in the object store."""
