@@ -442,7 +442,8 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
         runs.append((*default, SB3_LIKE_PPO, False))
     runs = [(*run, plan.inference[0]) for run in runs]
     for mode in plan.inference[1:]:
-        runs += [(w, e, None, False, mode) for w, e in shapes] + [(*default, None, True, mode)]
+        grid = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [default]
+        runs += [(w, e, None, False, mode) for w, e in grid] + [(*default, None, True, mode)]
     records = []
     for workers, envs, ppo, overlap, inference in runs:
         label = " overlap" if overlap else " SB3 settings" if ppo else ""
@@ -746,8 +747,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--train-sweep",
         action="store_true",
-        help="train at every workers x envs shape of the grid, in every inference mode (the full plan "
-        "already sweeps the first mode)",
+        help="train at every workers x envs shape of the grid, in every inference mode (the full CartPole "
+        "plan sweeps already; --quick and image envs train at the default shape unless this is given)",
     )
     return parser.parse_args(argv)
 

@@ -14,7 +14,7 @@ from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.central import InferenceProcess, env_groups
 from prl.config import from_flat
 from prl.pool import resolve_inference
-from prl.startup import worker_context
+from prl.startup import prestart, worker_context
 
 
 def central_config(**options):
@@ -171,10 +171,14 @@ def test_a_server_process_that_cannot_start_says_why_and_leaves_nothing_running(
     learner = Learner(config)
     weights = SharedWeights(learner.policy)
     buffer = TrajectoryBuffer(2, 8, 3, learner.policy.spec.obs_layout, learner.policy.spec.action_dim, central=True)
-    server = InferenceProcess(("not a spec",), weights, buffer, "cpu", worker_context(config))
+    context = worker_context(config)
+    prestart(config)  # the forkserver outlives pools; anything else started here must not
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    server = InferenceProcess(("not a spec",), weights, buffer, "cpu", context)
     with pytest.raises(WorkerError, match="the inference process did not start: TypeError: .*build_policy"):
         server.start()
-    assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == psutil.STATUS_ZOMBIE
+    left = {child.pid for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE}
+    assert server.pid not in left and not left - before
 
 
 def test_central_inference_trains_cartpole_to_the_solved_return_within_100k_steps(no_leaks):

@@ -292,6 +292,7 @@ class InferenceProcess:
         )
         self._child = child
         self._error: Optional[BaseException] = None
+        self._stopped = False
 
     def start(self) -> None:
         """Start the process and wait until it serves; raises what stopped it from starting."""
@@ -304,7 +305,10 @@ class InferenceProcess:
             report = self._read_report()
             if report == ("ready",):
                 return
-        error = self.error or TimeoutError(f"it did not answer within {START_S:.0f} s")
+            error = self.await_error(STOP_S)  # it closed its pipe: its report, or its end, follows
+        else:
+            error = None
+        error = error or TimeoutError(f"it did not answer within {START_S:.0f} s")
         self.stop()
         if isinstance(error, ConfigError):
             raise error
@@ -343,8 +347,8 @@ class InferenceProcess:
 
     @property
     def error(self) -> Optional[BaseException]:
-        """What stopped the server process (its error report, or its death), if something did."""
-        if self._error is None and self._process.pid is not None:
+        """What stopped the server process (its error report, or its death), if something did; None once stopped."""
+        if self._error is None and self._process.pid is not None and not self._stopped:
             ended = not self._process.is_alive()  # first: a report sent just before the end is then in the pipe
             self._read_report()
             if self._error is None and ended:
@@ -364,6 +368,7 @@ class InferenceProcess:
 
     def stop(self) -> None:
         """End the process (None, join, terminate, kill); safe to call more than once."""
+        self._stopped = True
         stop_processes([self._process], [self._control], STOP_S)
 
 

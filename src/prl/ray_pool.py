@@ -421,17 +421,20 @@ def drive(conn, parent_pid: int, ray_environment: dict, *driver_args) -> None:
         conn.close()
 
 
-def stop_driver(process, conn, ray_processes: list) -> None:
+def stop_driver(process, conn, driver: list, ray_processes: list) -> None:
     """Close the driver process (protocol order, then terminate); then kill what it started and left running.
 
-    `ray_processes` are the driver's descendants when it was ready, and again now: a Ray instance
-    it started. A driver that Ray or a signal ended cannot stop them, and some of them outlive it
-    by a minute.
+    `driver` holds the driver's `psutil.Process` once it started (which also guards against a
+    reused pid); `ray_processes` are its descendants when it was ready, and again now: a Ray
+    instance it started. A driver that Ray or a signal ended cannot stop them, and some of them
+    outlive it by a minute.
     """
-    try:
-        ray_processes.extend(psutil.Process(process.pid).children(recursive=True))
-    except (psutil.Error, ValueError, TypeError):
-        pass  # it has ended, or never started
+    for handle in driver:
+        try:
+            if handle.is_running():
+                ray_processes.extend(handle.children(recursive=True))
+        except psutil.Error:
+            pass  # it has ended
     stop_processes([process], [conn], CLOSE_S)
     for leftover in ray_processes:
         try:
@@ -439,6 +442,7 @@ def stop_driver(process, conn, ray_processes: list) -> None:
         except psutil.Error:
             pass
     ray_processes.clear()
+    driver.clear()
 
 
 class RayPool:
@@ -506,16 +510,18 @@ class RayPool:
             ),
             daemon=True,
         )
+        driver: list = []
         ray_processes: list = []
-        self._finalizer = weakref.finalize(self, stop_driver, self._process, self._conn, ray_processes)
+        self._finalizer = weakref.finalize(self, stop_driver, self._process, self._conn, driver, ray_processes)
         try:
             try:
                 with sigint_ignored(), main_script_hidden():
                     self._process.start()
             finally:
                 child_conn.close()
+            driver.append(psutil.Process(self._process.pid))
             self._pids, self._nodes = self._await("ready", "start", config.worker_timeout + RAY_START_S)
-            ray_processes.extend(psutil.Process(self._process.pid).children(recursive=True))
+            ray_processes.extend(driver[0].children(recursive=True))
         except BaseException:
             self.close()
             raise
@@ -542,6 +548,8 @@ class RayPool:
 
     def publish(self, policy: torch.nn.Module) -> int:
         """Put `policy`'s weights in the object store as the next version; returns that version."""
+        if not self._finalizer.alive:
+            raise RuntimeError("the pool is closed; create a new RayPool to publish again.")
         version = self.weights.publish(policy)
         self._call(("publish", version), "published", "publish")
         return version
