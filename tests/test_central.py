@@ -156,9 +156,9 @@ def test_a_server_process_that_dies_stops_collection_in_one_sentence_and_leaves_
     config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server="process")
     learner = Learner(config)
     pool = ActorPool(config, learner.policy)
-    pids = [*pool.pids, pool._server.pid]
+    pids = [*pool.pids, pool.server_pid]
     pool.collect()
-    psutil.Process(pool._server.pid).kill()
+    psutil.Process(pool.server_pid).kill()
     with pytest.raises(WorkerError, match=r"the inference server failed: RuntimeError: the inference process ended"):
         pool.collect()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)

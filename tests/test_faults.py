@@ -111,14 +111,17 @@ def test_a_nan_observation_stops_the_run_naming_the_env_and_step(tmp_path, no_le
             pool.collect()
 
 
-@pytest.mark.parametrize("inference", ["worker", "central"])
-def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inference, tmp_path, no_leaks):
+@pytest.mark.parametrize("inference, server", [("worker", "thread"), ("central", "thread"), ("central", "process")])
+def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inference, server, tmp_path, no_leaks):
     config = toy_config(
-        functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")), worker_timeout=2.0, inference=inference
+        functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")),
+        worker_timeout=2.0,
+        inference=inference,
+        inference_server=server,
     )
     learner = Learner(config)
     pool = ActorPool(config, learner.policy)
-    pids = pool.pids
+    pids = pool.pids + ([pool.server_pid] if server == "process" else [])
     started = time.monotonic()
     with pytest.raises(WorkerError, match=r"worker\(s\) \[\d\] sent no rollout within 2 s; raise worker_timeout"):
         pool.collect()
@@ -128,7 +131,7 @@ def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inf
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids), "the stuck worker must be stopped too"
+    assert not any(alive(pid) for pid in pids), "the stuck worker (and a server process) must be stopped too"
 
 
 def alive(pid: int) -> bool:

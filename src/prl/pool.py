@@ -220,6 +220,11 @@ class ActorPool:
         """Process ids of the workers."""
         return [process.pid for process in self._processes]
 
+    @property
+    def server_pid(self) -> int | None:
+        """Process id of the inference server's own process (`inference_server="process"`), else None."""
+        return getattr(self._server, "pid", None)
+
     def publish(self, policy: torch.nn.Module) -> int:
         """Make `policy`'s weights the ones workers use from their next rollout request on; returns the new version."""
         if self._collecting:
