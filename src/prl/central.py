@@ -279,15 +279,19 @@ class InferenceProcess:
         buffer: the pool's trajectory slots.
         device: where inference runs (the learner's device).
         context: the multiprocessing context the pool starts its workers with.
+        threads: torch threads of the server process, as many as the learner's (a thread server
+            shares them); torch's default, one per core, would spin against the workers.
     """
 
-    def __init__(self, policy_args: tuple, weights: SharedWeights, buffer: TrajectoryBuffer, device, context):
+    def __init__(
+        self, policy_args: tuple, weights: SharedWeights, buffer: TrajectoryBuffer, device, context, threads: int = 1
+    ):
         self._wanted = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._control, child = context.Pipe(duplex=True)
         self._process = context.Process(
             target=serve_in_process,
             name="prl-inference",
-            args=(child, os.getpid(), policy_args, weights, buffer, str(device), self._wanted),
+            args=(child, os.getpid(), policy_args, weights, buffer, str(device), self._wanted, threads),
             daemon=True,
         )
         self._child = child
@@ -380,9 +384,11 @@ def serve_in_process(
     buffer: TrajectoryBuffer,
     device: str,
     wanted: torch.Tensor,
+    threads: int = 1,
 ) -> None:
     """Entry point of a server process: build the policy, serve, and take attachments until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    torch.set_num_threads(threads)
     server = None
     lock = threading.Lock()
 

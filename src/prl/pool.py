@@ -175,7 +175,9 @@ class ActorPool:
             twin_args = (self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
             device = concrete_device(resolve_device(config))
             if config.inference_server == "process":
-                self._server = InferenceProcess(twin_args, self.weights, self.buffer, device, self._context)
+                self._server = InferenceProcess(
+                    twin_args, self.weights, self.buffer, device, self._context, config.learner_threads
+                )
             else:
                 self._server = InferenceServer(build_policy(*twin_args), self.weights, self.buffer, device)
             self._server.start()
