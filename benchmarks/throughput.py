@@ -252,9 +252,9 @@ def prl_collection(
     return record
 
 
-INFERENCE_MODES = ("auto", "worker", "central", "central-process")
-"""The benchmark's inference modes: prl's --inference values, and central-process, central
-inference with `--inference-server process` (the server in a process of its own)."""
+INFERENCE_MODES = ("auto", "worker", "central", "central-thread", "central-process")
+"""The benchmark's inference modes: prl's --inference values (central with prl's default server),
+and central inference with its server named: `--inference-server thread` or `process`."""
 
 
 def inference_options(mode: str) -> dict:
@@ -262,7 +262,7 @@ def inference_options(mode: str) -> dict:
     if mode == "auto":
         return {}
     inference, _, server = mode.partition("-")
-    return {"inference": inference, "inference_server": server or "thread"}
+    return {"inference": inference, **({"inference_server": server} if server else {})}
 
 
 def train_args(
@@ -597,7 +597,7 @@ def ratios(results: dict) -> list[dict]:
     }
     compared = (
         ("central", "worker", "central / worker inference"),
-        ("central-process", "central", "central inference, server process / server thread"),
+        ("central-process", "central-thread", "central inference, server process / server thread"),
     )
     for top, bottom, what in compared:
         if top not in modes or bottom not in modes:
@@ -740,8 +740,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--inference",
         nargs="+",
         choices=INFERENCE_MODES,
-        help="prl's inference modes to measure, e.g. worker central; central-process hosts the server in a "
-        "process of its own (default: auto, prl's own choice)",
+        help="prl's inference modes to measure, e.g. worker central; central-thread and central-process name "
+        "central inference's server (default: auto, prl's own choice)",
     )
     parser.add_argument("--device", default="auto", help="prl's learner device: auto (the CPU), cpu, cuda or cuda:N")
     parser.add_argument(

@@ -203,6 +203,8 @@ def test_each_inference_mode_gets_its_rows_central_is_compared_with_worker_and_i
     args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, False, "central-process")
     config = parse_config(["out" if arg == "TMP" else arg for arg in args])
     assert config.inference == "central" and config.inference_server == "process"
+    args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, False, "central")
+    assert "--inference-server" not in args, "central alone is prl's own default server"
 
     def run(rate, inference, overlap=False):
         return {
@@ -218,19 +220,22 @@ def test_each_inference_mode_gets_its_rows_central_is_compared_with_worker_and_i
         "settings": {
             "env": "CartPole-v1",
             "default_shape": (2, 32),
-            "inference": ("worker", "central", "central-process"),
+            "inference": ("worker", "central", "central-thread", "central-process"),
         },
         "prl_training": [
             run(50.0, "worker"),
             run(60.0, "worker", True),
             run(25.0, "central"),
             run(45.0, "central", True),
+            run(25.0, "central-thread"),
+            run(45.0, "central-thread", True),
             run(20.0, "central-process"),
             run(54.0, "central-process", True),
         ],
         "prl_collection": [
             {"workers": 2, "envs": 32, "steps_per_s": 100.0, "efficiency": 0.9, "inference": "worker"},
             {"workers": 2, "envs": 32, "steps_per_s": 40.0, "efficiency": 0.4, "inference": "central"},
+            {"workers": 2, "envs": 32, "steps_per_s": 40.0, "efficiency": 0.4, "inference": "central-thread"},
             {"workers": 2, "envs": 32, "steps_per_s": 30.0, "efficiency": 0.3, "inference": "central-process"},
         ],
         "reference": {"sb3_dummy": {"steps_per_s": 5.0, "torch_threads": 1}},

@@ -111,7 +111,7 @@ def test_an_env_error_mid_rollout_leaves_no_stale_reply_for_the_next_rollout(tmp
 
 
 def test_a_failing_server_stops_collection_with_its_error_and_leaves_nothing_running(monkeypatch, no_leaks):
-    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server="thread")
     learner = Learner(config)
     pool = ActorPool(config, learner.policy)
     pids = pool.pids
@@ -127,7 +127,7 @@ def test_a_failing_server_stops_collection_with_its_error_and_leaves_nothing_run
 
 
 def test_close_stops_the_inference_thread(no_leaks):
-    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5))
+    config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server="thread")
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         pool.collect()

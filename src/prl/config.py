@@ -175,8 +175,8 @@ class Config:
     """With backend ray: CPUs each worker actor asks Ray for."""
     inference: str = "auto"
     """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.central) or auto (central for CNN policies on CUDA, else worker)."""
-    inference_server: str = "thread"
-    """With central inference: where the server runs, thread (in the learner's process) or process (a process of its own, with its own copy of the policy on the learner's device)."""
+    inference_server: str = "process"
+    """With central inference: where the server runs, process (a process of its own, with its own copy of the policy on the learner's device; measured faster, docs/performance.md) or thread (in the learner's process)."""
     overlap: bool = False
     """Collect the next batch while the learner trains on this one (rollouts then act with weights one update old; still reproducible)."""
     learner_threads: int = 1
