@@ -49,6 +49,20 @@ def assert_same_tensors(actual: dict, expected: dict, what: str) -> None:
         assert torch.equal(actual[name].cpu(), value.cpu()), f"{what}: {name}"
 
 
+def collect_twice(config) -> tuple:
+    """(learner, first, second): a fresh pool of `config`'s backend collects with the first weights,
+    the learner updates on that batch and publishes, and the pool collects again (batches on the learner's device)."""
+    from prl import Learner
+    from prl.backends import open_collector
+
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        first = pool.collect(learner.device)
+        learner.update(first)
+        pool.publish(learner.policy)
+        return learner, first, pool.collect(learner.device)
+
+
 def on_device(policy, *tensors):
     """`tensors` moved to the device `policy` lives on, so a test never mixes devices."""
     target = next(policy.parameters()).device

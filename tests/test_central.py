@@ -7,7 +7,7 @@ import psutil
 import pytest
 import torch
 import toy_envs
-from conftest import on_device
+from conftest import collect_twice, on_device
 
 from prl import ActorPool, ConfigError, Learner, WorkerError, train, tuned_config
 from prl.buffers import SharedWeights, TrajectoryBuffer
@@ -51,13 +51,7 @@ def test_auto_means_worker_inference_on_the_cpu_and_a_bad_value_is_refused():
 
 
 def test_image_rollouts_are_scored_exactly_by_the_weights_that_acted(no_leaks):
-    config = central_config(env=toy_envs.CueImageEnv, encoder="grid")
-    learner = Learner(config)
-    with ActorPool(config, learner.policy) as pool:
-        first = pool.collect(learner.device)
-        learner.update(first)
-        pool.publish(learner.policy)
-        batch = pool.collect(learner.device)
+    learner, _, batch = collect_twice(central_config(env=toy_envs.CueImageEnv, encoder="grid"))
     assert batch.obs[""].dtype == torch.uint8 and batch.policy_versions.tolist() == [1, 1]
     obs = batch.obs[""][:-1].reshape(48, *batch.obs[""].shape[2:])
     _, logprob, _, value = learner.policy.get_action_and_value(
@@ -136,15 +130,10 @@ def test_close_stops_the_inference_thread(no_leaks):
 
 
 def test_a_server_process_acts_exactly_as_the_server_thread_does(no_leaks):
-    batches = {}
-    for server in ("thread", "process"):
-        config = central_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), inference_server=server)
-        learner = Learner(config)
-        with ActorPool(config, learner.policy) as pool:
-            first = pool.collect()
-            learner.update(first)
-            pool.publish(learner.policy)
-            batches[server] = (first, pool.collect())
+    env = functools.partial(toy_envs.CountingEnv, terminate_at=5)
+    batches = {
+        server: collect_twice(central_config(env=env, inference_server=server))[1:] for server in ("thread", "process")
+    }
     for thread_batch, process_batch in zip(batches["thread"], batches["process"]):
         for name in ("obs", "actions", "rewards", "policy_versions", "worker_ids"):
             assert torch.equal(getattr(thread_batch, name), getattr(process_batch, name)), name

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import torch
 import toy_envs
-from conftest import on_device, shm_entries
+from conftest import collect_twice, on_device, shm_entries
 
 from prl import ActorPool, Config, ConfigError, Learner, WorkerError
 from prl.config import from_flat
@@ -69,12 +69,7 @@ def test_autoreset_never_yields_dummy_steps_and_truncation_bootstraps(inference,
         envs_per_worker=2,
         inference=inference,
     )
-    learner = Learner(config)
-    with ActorPool(config, learner.policy) as pool:
-        first = pool.collect()
-        learner.update(first)
-        pool.publish(learner.policy)
-        batch = pool.collect()
+    _, _, batch = collect_twice(config)
     counts = batch.obs[..., 0]
     # Terminates after 4 steps: the count runs 0,1,2,3 then the reset observation 0 follows at once.
     assert torch.equal(counts[:, 0], torch.tensor([0.0, 1, 2, 3, 0, 1, 2, 3, 0]))

@@ -11,6 +11,7 @@ import psutil
 import pytest
 import torch
 import toy_envs
+from conftest import collect_twice
 
 from prl import ConfigError, Learner, WorkerError, train, tuned_config
 from prl.backends import open_collector
@@ -75,34 +76,45 @@ def test_actors_spread_over_the_nodes_of_a_cluster_the_pool_joins_and_leaves_run
         cluster.shutdown()
 
 
-def test_losing_the_workers_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the learner's node runs no actor
-    node = cluster.add_node(num_cpus=2)
+def train_until_lost(tmp_path, cluster, lose, **options) -> str:
+    """Train CartPole on `cluster`, call `lose` 4 s in, and return the error the run ends with,
+    having checked that it names the resume command and that the run was saved."""
     out = tmp_path / "run"
     config = tuned_config(
         "CartPole-v1",
         backend="ray",
         ray_address=cluster.address,
         steps=10**7,
-        worker_timeout=5.0,
         progress=False,
         out=str(out),
         eval_episodes=0,
+        **options,
     )
-    lose_node = threading.Timer(4.0, cluster.remove_node, args=(node,), kwargs={"allow_graceful": False})
+    timer = threading.Timer(4.0, lose)
     try:
-        lose_node.start()
+        timer.start()
         with pytest.raises(WorkerError) as failure:
             train(config)
     finally:
-        lose_node.cancel()
-        cluster.shutdown()
+        timer.cancel()
     message = str(failure.value)
-    assert "did not start within 5 s" in message and "free CPU(s) per worker" in message
     assert f"continue with: python scripts/train.py --resume {out}" in message
     assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
+    return message
+
+
+def test_losing_the_workers_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the learner's node runs no actor
+    node = cluster.add_node(num_cpus=2)
+    try:
+        message = train_until_lost(
+            tmp_path, cluster, lambda: cluster.remove_node(node, allow_graceful=False), worker_timeout=5.0
+        )
+    finally:
+        cluster.shutdown()
+    assert "did not start within 5 s" in message and "free CPU(s) per worker" in message
 
 
 def test_losing_the_head_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
@@ -110,29 +122,15 @@ def test_losing_the_head_node_ends_the_run_in_one_sentence_with_the_run_saved(tm
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2)
-    out = tmp_path / "run"
-    config = tuned_config(
-        "CartPole-v1",
-        backend="ray",
-        ray_address=cluster.address,
-        steps=10**7,
-        progress=False,
-        out=str(out),
-        eval_episodes=0,
-    )
     cluster_processes = [psutil.Process(pid) for pid in descendants()]
 
     def lose_head():
         cluster_processes.extend(psutil.Process(pid) for pid in descendants())
         cluster.head_node.kill_all_processes(check_alive=False, allow_graceful=False)
 
-    timer = threading.Timer(4.0, lose_head)
     try:
-        timer.start()
-        with pytest.raises(WorkerError) as failure:
-            train(config)
+        message = train_until_lost(tmp_path, cluster, lose_head)
     finally:
-        timer.cancel()
         cluster.shutdown()
         for process in cluster_processes:  # the simulated head's agents outlive its raylet by a minute
             try:
@@ -140,11 +138,8 @@ def test_losing_the_head_node_ends_the_run_in_one_sentence_with_the_run_saved(tm
                     process.kill()
             except psutil.Error:
                 pass
-    message = str(failure.value)
     # the driver sees the head's port close, or Ray ends the driver first
     assert message.startswith(("the Ray cluster went away: its head node", "the Ray driver process ended")), message
-    assert f"continue with: python scripts/train.py --resume {out}" in message
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
 
 
 def test_a_driver_that_ray_ends_is_reported_and_its_actors_do_not_outlive_the_pool(no_leaks):
@@ -184,15 +179,7 @@ def local_ray():
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv])
 def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_leaks):
-    batches = {}
-    for backend in ("local", "ray"):
-        config = ray_config(env, backend=backend)
-        learner = Learner(config)
-        with open_collector(config, learner.policy) as pool:
-            first = pool.collect()
-            learner.update(first)
-            pool.publish(learner.policy)
-            batches[backend] = (first, pool.collect())
+    batches = {backend: collect_twice(ray_config(env, backend=backend))[1:] for backend in ("local", "ray")}
     for local, remote in zip(batches["local"], batches["ray"]):
         local_obs = local.obs if isinstance(local.obs, dict) else {"": local.obs}
         remote_obs = remote.obs if isinstance(remote.obs, dict) else {"": remote.obs}

@@ -149,16 +149,18 @@ class InferenceServer:
 
     def await_error(self, timeout: float) -> Optional[BaseException]:
         """The error that stopped the server, waiting up to `timeout` for the thread to end (a worker saw its pipe close)."""
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=timeout)
+        self._join(timeout)
         return self.error
 
     def stop(self) -> None:
         """End the thread and close every pipe; safe to call more than once."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=STOP_S)
+        self._join(STOP_S)
         self._close_pipes()
+
+    def _join(self, timeout: float) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout)
 
     def _close_pipes(self) -> None:
         with self._lock:
