@@ -84,7 +84,8 @@ class PPO:
     In the custom loop, `get_action(states)` samples actions, the loop moves its transitions
     into `memory`, and `learn()` runs one PPO update on all of them (GAE over each env's own
     episodes, then `k_epochs` passes in minibatches of `mini_batch_size`) and empties it.
-    The learning rate stays constant there, since the loop's length is its own.
+    The learning rate stays constant there, since the loop's length is its own, and the value
+    loss is clipped with `policy_clip` as the policy's is.
     """
 
     def __init__(
@@ -195,6 +196,11 @@ class PPO:
                     steps=max(batch, 2**62),
                     seed=self.seed,
                     anneal_lr=False,
+                    # The loop learns on whole episodes of every env at once (32 x 500 = 16,000
+                    # steps of CartPole, k_epochs passes), with a constant learning rate: keeping
+                    # the value estimates within policy_clip of the acting ones stops those late
+                    # updates from undoing a solved policy, as CleanRL's PPO does by default.
+                    clip_vloss=True,
                     progress=False,
                     eval_episodes=0,
                     **self.options,
