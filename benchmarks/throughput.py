@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py            # roughly 10 minutes on 2 cores
     python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
-    python benchmarks/throughput.py --out DIR  # also writes DIR/results.json and DIR/throughput.png
+    python benchmarks/throughput.py --out DIR  # also DIR/results.json, DIR/throughput.png and DIR/records.jsonl
     python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
     python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
 
@@ -153,6 +153,19 @@ def default_shape(env_id: str) -> tuple[int, int]:
 def log(message: str) -> None:
     """Progress goes to stderr, so that stdout holds only the tables."""
     print(message, file=sys.stderr, flush=True)
+
+
+JOURNAL: Optional[Path] = None
+"""With --out: DIR/records.jsonl, where each run's record is appended as soon as it is measured,
+so that a benchmark cut short (a time limit, a crash, Ctrl-C) keeps every figure it reached."""
+
+
+def kept(figure: str, record: dict) -> dict:
+    """`record`, appended to the journal (when there is one) as one JSON line naming its figure."""
+    if JOURNAL is not None:
+        with JOURNAL.open("a") as journal:
+            journal.write(json.dumps({"figure": figure, **record}) + "\n")
+    return record
 
 
 def cpu_model() -> str:
@@ -364,11 +377,12 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     floors = {"floor": [], "collection_floor": []}
     for processes in sorted({1, min(2, usable_cores())}):
         log(f"floor: raw {env_id} stepping, processes={processes}")
-        floors["floor"].append(ref.raw_floor(env_id, processes, plan.floor_s, context))
+        floors["floor"].append(kept("floor", ref.raw_floor(env_id, processes, plan.floor_s, context)))
     for envs in plan.envs:
         for actor in ("torch", "worker"):
             log(f"collection floor: SyncVectorEnv of {envs} envs + {actor} actor")
-            floors["collection_floor"].append(ref.collection_floor(env_id, spec, envs, plan.collect_s, actor, policy))
+            floor = ref.collection_floor(env_id, spec, envs, plan.collect_s, actor, policy)
+            floors["collection_floor"].append(kept("collection_floor", floor))
     return floors
 
 
@@ -410,13 +424,14 @@ def measure_collection(env_id: str, plan: Plan) -> list[dict]:
         for workers in plan.workers:
             for envs in plan.envs:
                 log(f"prl collection: {workers} workers x {envs} envs, {inference} inference")
-                records.append(prl_collection(env_id, workers, envs, plan.collect_s, inference, plan.device))
+                record = prl_collection(env_id, workers, envs, plan.collect_s, inference, plan.device)
+                records.append(kept("prl_collection", record))
     if ref.missing("ray"):
         log(f"skipped the Ray row: {ref.missing('ray')}")
         return records
     workers, envs = default_shape(env_id)
     log(f"prl collection: {workers} workers x {envs} envs, Ray backend")
-    records.append(prl_collection(env_id, workers, envs, plan.collect_s, backend="ray"))
+    records.append(kept("prl_collection", prl_collection(env_id, workers, envs, plan.collect_s, backend="ray")))
     return records
 
 
@@ -450,10 +465,11 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
         log(
             f"prl end-to-end{label}: {workers} workers x {envs} envs, {inference} inference, {plan.train_steps:,} steps"
         )
-        records.append(prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap, inference, plan.device))
+        record = prl_training(env_id, workers, envs, plan.train_steps, ppo, overlap, inference, plan.device)
+        records.append(kept("prl_training", record))
     if not ref.missing("ray"):
         log(f"prl end-to-end: {default[0]} workers x {default[1]} envs, Ray backend, {plan.train_steps:,} steps")
-        records.append(prl_training(env_id, *default, plan.train_steps, backend="ray"))
+        records.append(kept("prl_training", prl_training(env_id, *default, plan.train_steps, backend="ray")))
     return records
 
 
@@ -479,11 +495,10 @@ def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
             references[name] = skipped(f"SB3 PPO with {vec_env}: {reason}")
             continue
         log(f"reference: SB3 PPO with {vec_env}, {threads} torch thread(s), {plan.sb3_steps:,} steps")
-        references[name] = ref.sb3_training(env_id, vec_env, plan.sb3_steps, threads)
+        references[name] = kept(name, ref.sb3_training(env_id, vec_env, plan.sb3_steps, threads))
     log(f"reference: gymnasium AsyncVectorEnv, {ref.ASYNC_ENVS} envs + the preset's policy")
-    references["async_vector_env"] = ref.async_collection(
-        env_id, spec, plan.collect_s, START_METHOD, tuned_config(env_id).policy
-    )
+    collection = ref.async_collection(env_id, spec, plan.collect_s, START_METHOD, tuned_config(env_id).policy)
+    references["async_vector_env"] = kept("async_vector_env", collection)
     return references
 
 
@@ -774,10 +789,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         device=args.device,
         train_sweep=plan.train_sweep or args.train_sweep,
     )
+    if args.out:
+        global JOURNAL
+        args.out.mkdir(parents=True, exist_ok=True)
+        JOURNAL = args.out / "records.jsonl"
+        JOURNAL.write_text("")
+        log(f"each record goes to {JOURNAL} as it is measured")
     results = run(args.env, spec, plan)
     print_report(results, plan)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         if ref.missing("matplotlib"):
             log(f"no plot: {ref.missing('matplotlib')}")

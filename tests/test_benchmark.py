@@ -308,3 +308,22 @@ def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compare
     assert rows["prl end-to-end (1x8), central / worker inference"] == 2.5
     best = "prl end-to-end frames/s, best (16x8, central inference) / Sample Factory 48,000 (10 cores, 1 GPU)"
     assert rows[best] == pytest.approx(16 * 25.0 * 4 / 48_000)
+
+
+def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypatch, tmp_path):
+    calls = []
+
+    def training_cut_at_the_third_run(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", *_):
+        calls.append(workers)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return {"workers": workers, "envs": envs, "overlap": overlap, "inference": inference, "steps_per_s": 1.0}
+
+    monkeypatch.setattr(throughput, "prl_training", training_cut_at_the_third_run)
+    monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
+    monkeypatch.setattr(throughput, "JOURNAL", tmp_path / "records.jsonl")
+    plan = throughput.replace(throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), train_sweep=True)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.measure_training("ALE/Breakout-v5", plan)
+    lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [(line["figure"], line["workers"]) for line in lines] == [("prl_training", 1), ("prl_training", 16)]
