@@ -420,9 +420,9 @@ def measure_memory(env_id: str, spec: EnvSpec) -> dict:
 def measure_collection(env_id: str, plan: Plan) -> list[dict]:
     """Figures 3 and 6: prl collection over the W x E grid (efficiency is added once the floors exist)."""
     records = []
-    for inference in plan.inference:
-        for workers in plan.workers:
-            for envs in plan.envs:
+    for workers in plan.workers:  # the modes side by side at each shape, in the order the shapes were given
+        for envs in plan.envs:
+            for inference in plan.inference:
                 log(f"prl collection: {workers} workers x {envs} envs, {inference} inference")
                 record = prl_collection(env_id, workers, envs, plan.collect_s, inference, plan.device)
                 records.append(kept("prl_collection", record))
@@ -459,6 +459,14 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     for mode in plan.inference[1:]:
         grid = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [default]
         runs += [(w, e, None, False, mode) for w, e in grid] + [(*default, None, True, mode)]
+
+    # Each shape's runs in every mode follow one another, so that a run cut short has compared
+    # the modes at every shape it reached.
+    def kind(run: tuple) -> tuple:  # shape, SB3 settings, overlap
+        return run[0], run[1], run[2] is not None, run[3]
+
+    kinds = list(dict.fromkeys(map(kind, runs)))
+    runs.sort(key=lambda run: kinds.index(kind(run)))
     records = []
     for workers, envs, ppo, overlap, inference in runs:
         label = " overlap" if overlap else " SB3 settings" if ppo else ""

@@ -327,3 +327,22 @@ def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypat
         throughput.measure_training("ALE/Breakout-v5", plan)
     lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [(line["figure"], line["workers"]) for line in lines] == [("prl_training", 1), ("prl_training", 16)]
+
+
+def test_the_modes_run_side_by_side_at_each_shape(monkeypatch):
+    trained = []
+
+    def fake_training(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", *_):
+        trained.append((workers, overlap, inference))
+        return {"workers": workers, "envs": envs, "overlap": overlap, "inference": inference, "steps_per_s": 1.0}
+
+    monkeypatch.setattr(throughput, "prl_training", fake_training)
+    monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
+    plan = throughput.replace(
+        throughput.IMAGE_QUICK, workers=(16, 1), envs=(8,), inference=("worker", "central"), train_sweep=True
+    )
+    throughput.measure_training("ALE/Breakout-v5", plan)
+    assert trained[:4] == [(16, False, "worker"), (16, False, "central"), (1, False, "worker"), (1, False, "central")]
+    assert len(trained) == len(set(trained)) == 4 + 2 + 2 + 1, (
+        "each run once: the grid, the default and README shapes, overlap"
+    )
