@@ -618,8 +618,11 @@ def ratios(results: dict) -> list[dict]:
         for r in results.get("prl_collection", [])
         if (r["workers"], r["envs"]) == default_at and "steps_per_s" in r
     }
+    # Central against worker with the first central mode named: a sweep of worker, central-thread
+    # and central-process compares the default server (the process) with worker inference.
+    central = next((mode for mode in ("central", "central-process", "central-thread") if mode in modes), "central")
     compared = (
-        ("central", "worker", "central / worker inference"),
+        (central, "worker", f"{central} / worker inference"),
         ("central-process", "central-thread", "central inference, server process / server thread"),
     )
     for top, bottom, what in compared:

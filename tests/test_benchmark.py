@@ -2,10 +2,12 @@
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from prl import tuned_config
 from prl.cli import parse_config
@@ -250,6 +252,11 @@ def test_each_inference_mode_gets_its_rows_central_is_compared_with_worker_and_i
     assert rows["prl collection (2x32), central inference, server process / server thread"] == 0.75
     assert rows["prl collection (2x32) / 2 x one-process floor, same network"] == pytest.approx(0.9)
 
+    results["settings"]["inference"] = ("worker", "central-thread", "central-process")
+    rows = {row["ratio"]: row["value"] for row in throughput.ratios(results)}
+    assert rows["prl end-to-end (2x32), central-process / worker inference"] == 0.4, "the default server's rows"
+    assert rows["prl collection (2x32), central-process / worker inference"] == 0.3
+
 
 def test_the_ray_rows_compare_with_the_local_pool_at_the_default_shape():
     def run(rate, backend):
@@ -346,3 +353,13 @@ def test_the_modes_run_side_by_side_at_each_shape(monkeypatch):
     assert len(trained) == len(set(trained)) == 4 + 2 + 2 + 1, (
         "each run once: the grid, the default and README shapes, overlap"
     )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_the_gpu_check_refuses_a_machine_without_cuda_and_an_unknown_part_in_one_sentence(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    for args, said in (([], "sees no CUDA device"), (["bogus"], "unknown part 'bogus'")):
+        result = subprocess.run(["bash", script, tmp_path / "out", *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out" / "pytest.log").exists(), "nothing ran"
