@@ -105,7 +105,7 @@ class Plan:
     sb3_steps: int = 100_000
     solve_runs: int = 3
     device: str = "auto"
-    """prl's learner (and central inference) device: auto (the CPU), cpu, cuda or cuda:N."""
+    """prl's learner (and central inference) device: auto (prl's choice), cpu, cuda or cuda:N."""
     inference: tuple[str, ...] = ("auto",)
     """prl's --inference modes: the first gets every run; each other one collects over the same
     grid and trains at the same shapes (the grid when sweeping), and at the default shape overlapped."""
@@ -769,7 +769,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="prl's inference modes to measure, e.g. worker central; central-thread and central-process name "
         "central inference's server (default: auto, prl's own choice)",
     )
-    parser.add_argument("--device", default="auto", help="prl's learner device: auto (the CPU), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="prl's learner device: auto (prl's choice: the GPU for images where there is one, else the CPU), cpu, cuda or cuda:N",
+    )
     parser.add_argument(
         "--train-sweep",
         action="store_true",

@@ -152,11 +152,17 @@ def test_unset_normalization_follows_the_spaces():
     assert not normalizes_rewards(False, spec([-1.0], [1.0], box))
 
 
-def test_auto_device_is_the_cpu_and_concrete_devices_carry_their_index():
+def test_auto_device_is_cuda_for_images_where_there_is_a_gpu_and_concrete_devices_carry_their_index(monkeypatch):
     from prl.config import concrete_device, resolve_device
 
-    assert resolve_device(Config(device="auto")) == "cpu"
-    assert resolve_device(Config(device="cpu")) == "cpu"
+    assert resolve_device(Config(device="auto"), images=False) == "cpu"
+    assert resolve_device(Config(device="auto"), images=True) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(Config(device="cpu"), images=True) == "cpu"
+    assert resolve_device(Config(device="cuda:1"), images=False) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(Config(device="auto"), images=True) == "cuda", "a CNN learns on the GPU"
+    assert resolve_device(Config(device="auto"), images=False) == "cpu", "an MLP learns faster on the CPU"
+    monkeypatch.undo()
     assert concrete_device("cpu") == torch.device("cpu")
     if torch.cuda.is_available():
         assert concrete_device("cuda") == torch.device("cuda", torch.cuda.current_device())

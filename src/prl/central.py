@@ -70,7 +70,7 @@ import torch
 from prl.buffers import SharedWeights, TrajectoryBuffer
 from prl.errors import ConfigError, WorkerError
 from prl.observations import Observations, map_obs
-from prl.policy import ActorCritic, build_policy
+from prl.policy import ActorCritic, build_policy, place_policy
 from prl.startup import main_script_hidden, sigint_ignored, stop_processes
 
 POLL_S = 0.05
@@ -114,7 +114,7 @@ class InferenceServer:
         on_error: Optional[Callable[[BaseException], None]] = None,
     ):
         self.device = torch.device(device)
-        self.policy = policy.to(self.device).eval()
+        self.policy = place_policy(policy, self.device).eval()
         self.weights = weights
         self.buffer = buffer
         self.groups = env_groups(buffer.envs_per_worker)

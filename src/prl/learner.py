@@ -17,7 +17,7 @@ from prl.errors import ConfigError
 from prl.normalize import RewardScaler
 from prl.observations import Observations, map_obs
 from prl.optim import Adam
-from prl.policy import ActorCritic, build_policy
+from prl.policy import ActorCritic, build_policy, place_policy
 from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
 from prl.presets import normalizes_rewards
 from prl.rnd import RND
@@ -52,8 +52,8 @@ class Learner:
         config: the run's options; `config.ppo` holds the update's hyperparameters.
         spec: the env's spaces; probed from `config.env` when not given.
 
-    The policy lives on `device` (the CPU when `config.device` is auto; see
-    `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
+    The policy lives on `device` (with `config.device` auto: CUDA for a policy that reads
+    images where there is a GPU, else the CPU; see `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
     merges the batch's observations into the normalizer, so that the next rollouts use the
     statistics the update ends with.
     """
@@ -61,7 +61,7 @@ class Learner:
     def __init__(self, config: Config, spec: Optional[EnvSpec] = None):
         self.config = config
         self.spec = spec if spec is not None else probe_env(config)
-        self.device = concrete_device(resolve_device(config))
+        self.device = concrete_device(resolve_device(config, self.spec.obs_layout.has_images))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 f"device {config.device!r} was asked for but torch sees no CUDA device; use --device cpu."
@@ -72,13 +72,8 @@ class Learner:
         torch.set_flush_denormal(True)
         torch.manual_seed(config.seed)
         ppo = config.ppo
-        self.policy: ActorCritic = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip).to(
-            self.device
-        )
-        if self.device.type == "cuda" and self.policy.encoder is not None:
-            # The workers run the CNN on the CPU in full float32; TF32 convolutions here would
-            # move the learner's log-probabilities off theirs, and the first ratio off 1.
-            torch.backends.cudnn.allow_tf32 = False
+        policy = build_policy(self.spec, config.policy, ppo.normalize_obs, ppo.obs_clip)
+        self.policy: ActorCritic = place_policy(policy, self.device)
         self.rnd: Optional[RND] = None
         self.int_scaler: Optional[RewardScaler] = None
         trainable = list(self.policy.parameters())

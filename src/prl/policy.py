@@ -192,3 +192,15 @@ def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bo
     `normalize_obs` None leaves the choice to the env's observation bounds (`prl.presets`).
     """
     return ActorCritic(spec, policy, normalize_obs=normalizes_observations(normalize_obs, spec), obs_clip=obs_clip)
+
+
+def place_policy(policy: ActorCritic, device: torch.device) -> ActorCritic:
+    """`policy` moved to `device`, where its encoder computes exactly as on the CPU.
+
+    CUDA runs convolutions in TF32 by default, for this whole process: the learner's and an
+    inference server's log-probabilities would drift from the float32 ones the actions were
+    drawn with (by a worker on the CPU, or by the server), and the first ratio off 1.
+    """
+    if device.type == "cuda" and policy.encoder is not None:
+        torch.backends.cudnn.allow_tf32 = False
+    return policy.to(device)

@@ -105,7 +105,7 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
     """
     if config.inference != "auto":
         return config.inference
-    on_cuda = concrete_device(resolve_device(config)).type == "cuda"
+    on_cuda = concrete_device(resolve_device(config, policy.spec.obs_layout.has_images)).type == "cuda"
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
 
@@ -173,7 +173,7 @@ class ActorPool:
         self._server: InferenceServer | InferenceProcess | None = None
         if self.inference == "central":
             twin_args = (self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
-            device = concrete_device(resolve_device(config))
+            device = concrete_device(resolve_device(config, self.spec.obs_layout.has_images))
             if config.inference_server == "process":
                 self._server = InferenceProcess(
                     twin_args, self.weights, self.buffer, device, self._context, config.learner_threads
