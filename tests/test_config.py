@@ -4,12 +4,17 @@ import dataclasses
 import subprocess
 import sys
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
+import toy_envs
 
 from prl import Config, ConfigError, PPOConfig, tuned_config
 from prl.cli import build_parser, field_docs, parse_config
 from prl.config import flat_fields, from_flat, to_flat
+from prl.envs import probe_env
+from prl.observations import ObsLayout
 
 
 @pytest.mark.parametrize(
@@ -152,17 +157,22 @@ def test_unset_normalization_follows_the_spaces():
     assert not normalizes_rewards(False, spec([-1.0], [1.0], box))
 
 
-def test_auto_device_is_cuda_for_images_where_there_is_a_gpu_and_concrete_devices_carry_their_index(monkeypatch):
+def test_auto_device_is_cuda_for_pixels_where_there_is_a_gpu_and_concrete_devices_carry_their_index(monkeypatch):
     from prl.config import concrete_device, resolve_device
+    from prl.encoders import reads_pixels
 
-    assert resolve_device(Config(device="auto"), images=False) == "cpu"
-    assert resolve_device(Config(device="auto"), images=True) == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device(Config(device="cpu"), images=True) == "cpu"
-    assert resolve_device(Config(device="cuda:1"), images=False) == "cuda:1"
+    assert resolve_device(Config(device="auto"), pixels=False) == "cpu"
+    assert resolve_device(Config(device="auto"), pixels=True) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(Config(device="cpu"), pixels=True) == "cpu"
+    assert resolve_device(Config(device="cuda:1"), pixels=False) == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device(Config(device="auto"), images=True) == "cuda", "a CNN learns on the GPU"
-    assert resolve_device(Config(device="auto"), images=False) == "cpu", "an MLP learns faster on the CPU"
+    assert resolve_device(Config(device="auto"), pixels=True) == "cuda", "a CNN on pixels learns on the GPU"
+    assert resolve_device(Config(device="auto"), pixels=False) == "cpu", "an MLP learns faster on the CPU"
     monkeypatch.undo()
+    layout = probe_env(Config(env=toy_envs.CueImageEnv)).obs_layout
+    assert layout.has_images and not reads_pixels(layout), "a 7x7 grid is no picture"
+    big = ObsLayout.from_space(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8))
+    assert reads_pixels(big) and not reads_pixels(probe_env(Config()).obs_layout)
     assert concrete_device("cpu") == torch.device("cpu")
     if torch.cuda.is_available():
         assert concrete_device("cuda") == torch.device("cuda", torch.cuda.current_device())

@@ -55,15 +55,16 @@ def test_deterministic_actions_are_the_mode():
 
 def test_a_placed_cnn_scores_on_its_device_as_in_float32_on_the_cpu(device, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # CUDA's default
-    env = toy_envs.CueImageEnv()
+    env = toy_envs.CueImageEnv(size=40)  # the Nature CNN's size
     spec = spec_from_spaces("image", env.observation_space, env.action_space)
     torch.manual_seed(0)
     policy = build_policy(spec, PolicyConfig(), False, 10.0)
     obs = {"": torch.randint(0, 256, (16, *env.observation_space.shape), dtype=torch.uint8)}
     actions = torch.randint(0, env.action_space.n, (16, 1))
-    _, expected, _, _ = policy.get_action_and_value(obs, actions)
+    _, expected, _, expected_value = policy.get_action_and_value(obs, actions)
     placed = place_policy(policy, torch.device(device))
     assert next(placed.parameters()).device.type == device
-    _, logprob, _, _ = placed.get_action_and_value({"": obs[""].to(device)}, actions.to(device))
+    _, logprob, _, value = placed.get_action_and_value({"": obs[""].to(device)}, actions.to(device))
     assert torch.allclose(logprob.cpu(), expected, atol=1e-5)
+    assert torch.allclose(value.cpu(), expected_value, atol=1e-5), "the critic's unit-scale output too"
     assert torch.backends.cudnn.allow_tf32 is (device == "cpu"), "TF32 convolutions are off once a CNN is on CUDA"

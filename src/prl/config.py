@@ -166,7 +166,7 @@ class Config:
     seed: int = 1
     """Seed of the learner, the workers' samplers and every env."""
     device: str = "auto"
-    """Learner device: auto (CUDA for a policy that reads images, where there is a GPU; the CPU otherwise), cpu, cuda or cuda:N."""
+    """Learner device: auto (CUDA for a policy that reads pixel images, where there is a GPU; the CPU otherwise), cpu, cuda or cuda:N."""
     backend: str = "local"
     """Where the workers run: local (processes on this machine, shared memory) or ray (Ray actors, on a cluster; the ray extra)."""
     ray_address: Optional[str] = None
@@ -357,27 +357,27 @@ def from_flat(values: Mapping[str, Any]) -> Config:
     return Config(**top)
 
 
-def default_device(images: bool) -> str:
-    """The learner device that `device="auto"` means: CUDA for a policy that reads images, where
-    torch sees a GPU, and the CPU otherwise.
+def default_device(pixels: bool) -> str:
+    """The learner device that `device="auto"` means: CUDA for a policy that reads pixel images
+    (`prl.encoders.reads_pixels`), where torch sees a GPU, and the CPU otherwise.
 
     MLP policies' minibatches (64 to a few thousand rows) leave a GPU idle between kernel
     launches. Measured on a 16-core machine with an H100 (see docs/performance.md): CartPole's
     preset trains in 4.9 s on the CPU and 9.5 s on CUDA, and HalfCheetah's at 1,924 env steps/s
-    against 1,268. A CNN is the opposite case: Atari PPO on CPU cores is bound by the Nature
-    CNN's arithmetic, about 225 MFLOP of learning per env step, the work GPUs are built for.
-    Name `cpu` or `cuda` to choose.
+    against 1,268. A CNN on pixels is the opposite case: Atari PPO on CPU cores is bound by the
+    Nature CNN's arithmetic, about 225 MFLOP of learning per env step, the work GPUs are built
+    for. A small grid's CNN (MiniGrid) stays with the MLPs. Name `cpu` or `cuda` to choose.
     """
-    if not images:
+    if not pixels:
         return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_device(config: Config, images: bool) -> str:
-    """The concrete device named by `config.device`, for a policy that reads images or not."""
-    return default_device(images) if config.device == "auto" else config.device
+def resolve_device(config: Config, pixels: bool) -> str:
+    """The concrete device named by `config.device`, for a policy that reads pixel images or not."""
+    return default_device(pixels) if config.device == "auto" else config.device
 
 
 def concrete_device(name: str):

@@ -36,6 +36,12 @@ NATURE_MIN_SIDE = 36
 """The Nature CNN's three convolutions need images at least this many pixels on each side."""
 
 
+def reads_pixels(layout: ObsLayout) -> bool:
+    """True when an image leaf is at least NATURE_MIN_SIDE pixels a side: a picture, which auto
+    gives the Nature CNN (about 19 MFLOP a frame), not a grid of cells such as MiniGrid's 7x7."""
+    return any(leaf.kind == IMAGE and min(leaf.image_chw[1:]) >= NATURE_MIN_SIDE for leaf in layout.leaves)
+
+
 def conv_init(layer: nn.Module, std: float = float(np.sqrt(2))) -> nn.Module:
     """Orthogonal weights with gain `std` and zero bias, as CleanRL initializes its CNNs."""
     nn.init.orthogonal_(layer.weight, std)

@@ -12,6 +12,7 @@ import torch
 
 from prl.buffers import Batch
 from prl.config import Config, concrete_device, resolve_device
+from prl.encoders import reads_pixels
 from prl.envs import EnvSpec, probe_env
 from prl.errors import ConfigError
 from prl.normalize import RewardScaler
@@ -53,7 +54,7 @@ class Learner:
         spec: the env's spaces; probed from `config.env` when not given.
 
     The policy lives on `device` (with `config.device` auto: CUDA for a policy that reads
-    images where there is a GPU, else the CPU; see `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
+    pixel images where there is a GPU, else the CPU; see `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
     merges the batch's observations into the normalizer, so that the next rollouts use the
     statistics the update ends with.
     """
@@ -61,7 +62,7 @@ class Learner:
     def __init__(self, config: Config, spec: Optional[EnvSpec] = None):
         self.config = config
         self.spec = spec if spec is not None else probe_env(config)
-        self.device = concrete_device(resolve_device(config, self.spec.obs_layout.has_images))
+        self.device = concrete_device(resolve_device(config, reads_pixels(self.spec.obs_layout)))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 f"device {config.device!r} was asked for but torch sees no CUDA device; use --device cpu."

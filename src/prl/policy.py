@@ -70,6 +70,11 @@ class ActorCritic(nn.Module):
             self.actor = mlp(obs_dim, config.hidden_sizes, int(sum(spec.action_dims)), config.activation, out_std=0.01)
             self.log_std = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the policy's weights are (a pool's central inference runs there)."""
+        return next(self.critic.parameters()).device
+
     def prepare(self, obs: Observations) -> Observations:
         """The networks' input for raw observations: normalized vectors, or the leaves as they are.
 
@@ -195,11 +200,12 @@ def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bo
 
 
 def place_policy(policy: ActorCritic, device: torch.device) -> ActorCritic:
-    """`policy` moved to `device`, where its encoder computes exactly as on the CPU.
+    """`policy` moved to `device`, where its encoder's convolutions compute in float32, as on the CPU.
 
     CUDA runs convolutions in TF32 by default, for this whole process: the learner's and an
     inference server's log-probabilities would drift from the float32 ones the actions were
-    drawn with (by a worker on the CPU, or by the server), and the first ratio off 1.
+    drawn with (by a worker on the CPU, or by the server), and the first ratio off 1. (Matrix
+    products already default to float32.)
     """
     if device.type == "cuda" and policy.encoder is not None:
         torch.backends.cudnn.allow_tf32 = False

@@ -82,7 +82,7 @@ import torch
 from prl.backends import Failures
 from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.central import InferenceProcess, InferenceServer
-from prl.config import Config, concrete_device, resolve_device
+from prl.config import Config
 from prl.envs import EnvFactory
 from prl.errors import ConfigError, WorkerError
 from prl.policy import ActorCritic, build_policy
@@ -98,14 +98,14 @@ WAKE_S = 1.0
 
 
 def resolve_inference(config: Config, policy: ActorCritic) -> str:
-    """worker or central: what `config.inference` means for this policy on the learner's device.
+    """worker or central: what `config.inference` means for this policy, on its device (the learner's).
 
-    auto picks central where it wins: a CNN (or other encoder) policy with the learner on CUDA,
-    where one batched forward pass on the GPU replaces a CNN on every worker's core.
+    auto picks central for an encoder (CNN) policy on CUDA, where one batched forward pass on
+    the GPU replaces a CNN on every worker's core.
     """
     if config.inference != "auto":
         return config.inference
-    on_cuda = concrete_device(resolve_device(config, policy.spec.obs_layout.has_images)).type == "cuda"
+    on_cuda = policy.device.type == "cuda"
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
 
@@ -173,7 +173,7 @@ class ActorPool:
         self._server: InferenceServer | InferenceProcess | None = None
         if self.inference == "central":
             twin_args = (self.spec, policy.config, policy.obs_normalizer.enabled, policy.obs_normalizer.clip)
-            device = concrete_device(resolve_device(config, self.spec.obs_layout.has_images))
+            device = policy.device
             if config.inference_server == "process":
                 self._server = InferenceProcess(
                     twin_args, self.weights, self.buffer, device, self._context, config.learner_threads
