@@ -9,13 +9,16 @@
 # OUT gets pytest.log, throughput.log and breakout/ (results.json at the end, and records.jsonl
 # with each run's record as soon as it is measured, so that a part cut at its limit keeps what
 # it reached). Settings, from the environment:
-#   TEST_S, THROUGHPUT_S  each part's limit in seconds (defaults 240 and 540);
+#   TEST_S, THROUGHPUT_S  each part's limit in seconds (defaults 240 and 480; run the parts in
+#                         two commands where one command may not last 12 minutes);
 #   PYTEST_ARGS           more pytest arguments, e.g. "-n 8" where pytest-xdist is installed;
+#   PYTHON                the interpreter (default: python);
 #   INFERENCE             the modes compared (default "worker central"; add central-thread to
 #                         measure the server thread beside the server process).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT [tests|throughput|all]}
 part=${2:-all}
+python=${PYTHON:-python}
 case "$part" in
 tests | throughput | all) ;;
 *)
@@ -26,7 +29,7 @@ esac
 mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 2
 cd "$(dirname "$0")/.." || exit 2
 
-python - <<'EOF' || exit 2
+"$python" - <<'EOF' || exit 2
 import os
 import sys
 
@@ -41,20 +44,28 @@ print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count
 EOF
 
 status=0
+# limited SECONDS NAME COMMAND...: the command under `timeout`, its output also in OUT/NAME.log.
+# SIGTERM first (a training run saves and stops between updates), SIGKILL 30 s later.
+limited() {
+    local seconds=$1 name=$2
+    shift 2
+    timeout -k 30 "$seconds" "$@" 2>&1 | tee "$out/$name.log"
+    local code=${PIPESTATUS[0]}
+    case "$code" in
+    0) echo "$name: passed" ;;
+    124 | 137) echo "$name: cut at its time limit of $seconds s (exit $code); what it reached is in $out" ;;
+    *) echo "$name: exit $code" ;;
+    esac
+    [ "$code" = 0 ] || status=1
+}
 if [ "$part" != throughput ]; then
     # shellcheck disable=SC2086  # PYTEST_ARGS holds several arguments
-    timeout "${TEST_S:-240}" python -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$out/pytest.log"
-    code=${PIPESTATUS[0]}
-    echo "tests: exit $code$([ "$code" = 124 ] && echo ', cut at its time limit')"
-    [ "$code" = 0 ] || status=1
+    limited "${TEST_S:-240}" pytest "$python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-}
 fi
 if [ "$part" != tests ]; then
     # shellcheck disable=SC2086  # INFERENCE holds several modes
-    timeout "${THROUGHPUT_S:-540}" python benchmarks/throughput.py --env ALE/Breakout-v5 --workers 16 8 4 2 1 \
-        --envs 8 --train-sweep --inference ${INFERENCE:-worker central} --device cuda --out "$out/breakout" 2>&1 |
-        tee "$out/throughput.log"
-    code=${PIPESTATUS[0]}
-    echo "throughput: exit $code$([ "$code" = 124 ] && echo ', cut at its time limit: see breakout/records.jsonl')"
-    [ "$code" = 0 ] || status=1
+    limited "${THROUGHPUT_S:-480}" throughput "$python" benchmarks/throughput.py --env ALE/Breakout-v5 \
+        --workers 16 8 4 2 1 --envs 8 --train-sweep --inference ${INFERENCE:-worker central} --device cuda \
+        --out "$out/breakout"
 fi
 exit $status

@@ -618,8 +618,9 @@ def ratios(results: dict) -> list[dict]:
         for r in results.get("prl_collection", [])
         if (r["workers"], r["envs"]) == default_at and "steps_per_s" in r
     }
-    # Central against worker with the first central mode named: a sweep of worker, central-thread
-    # and central-process compares the default server (the process) with worker inference.
+    # Central against worker with central named as such, else with the default server (the
+    # process), else with the thread: a sweep of worker, central-thread and central-process
+    # compares the default server with worker inference.
     central = next((mode for mode in ("central", "central-process", "central-thread") if mode in modes), "central")
     compared = (
         (central, "worker", f"{central} / worker inference"),
@@ -804,10 +805,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         device=args.device,
         train_sweep=plan.train_sweep or args.train_sweep,
     )
-    if args.out:
-        global JOURNAL
+    global JOURNAL
+    JOURNAL = args.out / "records.jsonl" if args.out else None
+    if JOURNAL is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        JOURNAL = args.out / "records.jsonl"
         JOURNAL.write_text("")
         log(f"each record goes to {JOURNAL} as it is measured")
     results = run(args.env, spec, plan)
