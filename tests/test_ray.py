@@ -76,9 +76,25 @@ def test_actors_spread_over_the_nodes_of_a_cluster_the_pool_joins_and_leaves_run
         cluster.shutdown()
 
 
+def after_first_updates(metrics, action, stop: threading.Event, updates: int = 3) -> threading.Thread:
+    """A started thread that calls `action` once `metrics` (a run's metrics.jsonl) holds `updates`
+    lines, unless `stop` is set first: a loss timed from the run's progress, not from the clock,
+    hits a running run on a slow machine too."""
+
+    def wait_then_act():
+        while not stop.wait(0.05):
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= updates:
+                action()
+                return
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
 def train_until_lost(tmp_path, cluster, lose, **options) -> str:
-    """Train CartPole on `cluster`, call `lose` 4 s in, and return the error the run ends with,
-    having checked that it names the resume command and that the run was saved."""
+    """Train CartPole on `cluster`, call `lose` after its third update, and return the error the
+    run ends with, having checked that it names the resume command and that the run was saved."""
     out = tmp_path / "run"
     config = tuned_config(
         "CartPole-v1",
@@ -90,13 +106,14 @@ def train_until_lost(tmp_path, cluster, lose, **options) -> str:
         eval_episodes=0,
         **options,
     )
-    timer = threading.Timer(4.0, lose)
+    stop = threading.Event()
+    loser = after_first_updates(out / "metrics.jsonl", lose, stop)
     try:
-        timer.start()
         with pytest.raises(WorkerError) as failure:
             train(config)
     finally:
-        timer.cancel()
+        stop.set()
+        loser.join()
     message = str(failure.value)
     assert f"continue with: python scripts/train.py --resume {out}" in message
     assert torch.load(out / "checkpoint.pt", weights_only=False)["learner"]["updates"] >= 1
@@ -110,11 +127,11 @@ def test_losing_the_workers_node_ends_the_run_in_one_sentence_with_the_run_saved
     node = cluster.add_node(num_cpus=2)
     try:
         message = train_until_lost(
-            tmp_path, cluster, lambda: cluster.remove_node(node, allow_graceful=False), worker_timeout=5.0
+            tmp_path, cluster, lambda: cluster.remove_node(node, allow_graceful=False), worker_timeout=10.0
         )
     finally:
         cluster.shutdown()
-    assert "did not start within 5 s" in message and "free CPU(s) per worker" in message
+    assert "did not start within 10 s" in message and "free CPU(s) per worker" in message
 
 
 def test_losing_the_head_node_ends_the_run_in_one_sentence_with_the_run_saved(tmp_path, no_leaks):
