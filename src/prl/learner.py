@@ -54,9 +54,9 @@ class Learner:
         spec: the env's spaces; probed from `config.env` when not given.
 
     The policy lives on `device` (with `config.device` auto: CUDA for a policy that reads
-    pixel images where there is a GPU, else the CPU; see `prl.config.default_device`). Each `update(batch)` computes GAE, runs the PPO epochs, then
-    merges the batch's observations into the normalizer, so that the next rollouts use the
-    statistics the update ends with.
+    pixel images where there is a GPU, else the CPU; see `prl.config.default_device`). Each
+    `update(batch)` computes GAE, runs the PPO epochs, then merges the batch's observations
+    into the normalizer, so that the next rollouts use the statistics the update ends with.
     """
 
     def __init__(self, config: Config, spec: Optional[EnvSpec] = None):
