@@ -13,8 +13,8 @@
 #                         two commands where one command may not last 12 minutes);
 #   PYTEST_ARGS           more pytest arguments, e.g. "-n 8" where pytest-xdist is installed;
 #   PYTHON                the interpreter (default: python);
-#   INFERENCE             the modes compared (default "worker central"; add central-thread to
-#                         measure the server thread beside the server process).
+#   INFERENCE             the modes compared (default "worker central"; "worker central-thread
+#                         central-process" also compares the server thread with the process).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT [tests|throughput|all]}
 part=${2:-all}
