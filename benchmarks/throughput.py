@@ -773,7 +773,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--device",
         default="auto",
-        help="prl's learner device: auto (prl's choice: the GPU for images where there is one, else the CPU), cpu, cuda or cuda:N",
+        help="prl's learner device: auto (prl's choice: the GPU for pixel images where there is one, else the CPU), cpu, cuda or cuda:N",
     )
     parser.add_argument(
         "--train-sweep",

@@ -281,12 +281,15 @@ def test_the_ray_rows_compare_with_the_local_pool_at_the_default_shape():
     assert parse_config(["out" if arg == "TMP" else arg for arg in args]).backend == "ray"
 
 
-def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compares_them(monkeypatch):
-    trained = []
+def training_stand_in(trained: list, cut_at=None):
+    """A stand-in for `throughput.prl_training` that appends each run's (workers, envs, overlap,
+    inference) to `trained` and rates central 2.5 times worker; run number `cut_at` raises
+    KeyboardInterrupt instead, as a run cut short would."""
 
-    def fake_training(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", device="auto", **_):
+    def fake_training(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", *_, **__):
         trained.append((workers, envs, overlap, inference))
-        rate = {"worker": 10.0, "central": 25.0}[inference] * workers
+        if len(trained) == cut_at:
+            raise KeyboardInterrupt
         return {
             "workers": workers,
             "envs": envs,
@@ -294,10 +297,15 @@ def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compare
             "sb3_settings": ppo is not None,
             "inference": inference,
             "backend": "local",
-            "steps_per_s": rate,
+            "steps_per_s": {"worker": 10.0, "central": 25.0}[inference] * workers,
         }
 
-    monkeypatch.setattr(throughput, "prl_training", fake_training)
+    return fake_training
+
+
+def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compares_them(monkeypatch):
+    trained = []
+    monkeypatch.setattr(throughput, "prl_training", training_stand_in(trained))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     plan = throughput.replace(
         throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker", "central"), train_sweep=True
@@ -319,18 +327,12 @@ def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compare
 
 
 def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypatch, tmp_path):
-    calls = []
-
-    def training_cut_at_the_third_run(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", *_):
-        calls.append(workers)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return {"workers": workers, "envs": envs, "overlap": overlap, "inference": inference, "steps_per_s": 1.0}
-
-    monkeypatch.setattr(throughput, "prl_training", training_cut_at_the_third_run)
+    monkeypatch.setattr(throughput, "prl_training", training_stand_in([], cut_at=3))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     monkeypatch.setattr(throughput, "JOURNAL", tmp_path / "records.jsonl")
-    plan = throughput.replace(throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), train_sweep=True)
+    plan = throughput.replace(
+        throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker",), train_sweep=True
+    )
     with pytest.raises(KeyboardInterrupt):
         throughput.measure_training("ALE/Breakout-v5", plan)
     lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
@@ -339,18 +341,18 @@ def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypat
 
 def test_the_modes_run_side_by_side_at_each_shape(monkeypatch):
     trained = []
-
-    def fake_training(env_id, workers, envs, steps, ppo=None, overlap=False, inference="auto", *_):
-        trained.append((workers, overlap, inference))
-        return {"workers": workers, "envs": envs, "overlap": overlap, "inference": inference, "steps_per_s": 1.0}
-
-    monkeypatch.setattr(throughput, "prl_training", fake_training)
+    monkeypatch.setattr(throughput, "prl_training", training_stand_in(trained))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     plan = throughput.replace(
         throughput.IMAGE_QUICK, workers=(16, 1), envs=(8,), inference=("worker", "central"), train_sweep=True
     )
     throughput.measure_training("ALE/Breakout-v5", plan)
-    assert trained[:4] == [(16, False, "worker"), (16, False, "central"), (1, False, "worker"), (1, False, "central")]
+    assert trained[:4] == [
+        (16, 8, False, "worker"),
+        (16, 8, False, "central"),
+        (1, 8, False, "worker"),
+        (1, 8, False, "central"),
+    ]
     assert len(trained) == len(set(trained)) == 4 + 2 + 2 + 1, (
         "each run once: the grid, the default and README shapes, overlap"
     )
