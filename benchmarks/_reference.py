@@ -21,9 +21,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from prl.config import PolicyConfig
-from prl.envs import EnvFactory, EnvSpec, make_env
-from prl.inference import TorchActor, make_actor
-from prl.policy import build_policy
+from prl.envs.factory import EnvFactory, make_env
+from prl.envs.spec import EnvSpec
+from prl.nn.actors import TorchActor, make_actor
+from prl.nn.policy import build_policy
 
 ACTION_POOL = 1024
 """Random actions drawn before the clock starts, so that sampling does not count as stepping."""
@@ -149,7 +150,7 @@ def drive(
 
 
 def torch_actor(spec: EnvSpec, policy: PolicyConfig) -> Callable:
-    """The network under `torch.inference_mode` (`prl.inference.TorchActor`): action, log-prob and value in one call."""
+    """The network under `torch.inference_mode` (`prl.nn.actors.TorchActor`): action, log-prob and value in one call."""
     actor = TorchActor(build_policy(spec, policy, False, 10.0), np.random.default_rng(0))
     return lambda obs: actor.act(obs)[0]
 

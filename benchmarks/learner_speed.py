@@ -29,8 +29,8 @@ import torch
 
 from prl import ActorPool, Learner, tuned_config
 from prl.config import Config
-from prl.envs import probe_env
-from prl.observations import map_obs
+from prl.envs.factory import probe_env
+from prl.envs.observations import map_obs
 
 ROLLOUT = 512
 MINIBATCH = 64

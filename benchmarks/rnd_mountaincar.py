@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from prl import ActorPool, Learner, evaluate, tuned_config
-from prl.envs import EnvFactory
+from prl.envs.factory import EnvFactory
 
 SETTINGS = dict(
     workers=2,

@@ -36,12 +36,13 @@ from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, 
 
 import prl
 from prl import ConfigError, Learner, tuned_config
-from prl.backends import open_collector
-from prl.buffers import TrajectoryBuffer
+from prl.collection.backends import open_collector
+from prl.collection.buffers import TrajectoryBuffer
+from prl.collection.processes import resolve_start_method
 from prl.config import Config, to_flat
-from prl.envs import EnvSpec, probe_env
-from prl.observations import map_obs
-from prl.startup import resolve_start_method
+from prl.envs.factory import probe_env
+from prl.envs.observations import map_obs
+from prl.envs.spec import EnvSpec
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"

@@ -22,14 +22,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prl.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
-from prl.env_families import game_result
-from prl.envs import EnvFactory, make_env, seed_for
+from prl.envs.factory import EnvFactory, make_env
+from prl.envs.families import game_result
+from prl.envs.observations import map_obs
 from prl.errors import ConfigError
-from prl.evaluation import MAX_EPISODE_STEPS, evaluate
-from prl.metrics import format_return
-from prl.observations import map_obs
-from prl.policy import ActorCritic
+from prl.nn.policy import ActorCritic
+from prl.run.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
+from prl.run.evaluation import MAX_EPISODE_STEPS, evaluate
+from prl.run.logs import format_return
+from prl.seeding import seed_for
 
 VIDEO_PACKAGES = "imageio imageio-ffmpeg"
 

@@ -5,7 +5,7 @@ Every option is a flag (see --help); tuned defaults load for envs that have them
 
 import sys
 
-from prl.cli import main
+from prl.run.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ def device(request) -> str:
 @pytest.fixture
 def first_updates(monkeypatch):
     """A list that receives (learner, deep copy of its state_dict) as each learner's first update begins."""
-    from prl.learner import Learner
+    from prl.learning.learner import Learner
 
     captured = []
     original = Learner.update
@@ -53,7 +53,7 @@ def collect_twice(config) -> tuple:
     """(learner, first, second): a fresh pool of `config`'s backend collects with the first weights,
     the learner updates on that batch and publishes, and the pool collects again (batches on the learner's device)."""
     from prl import Learner
-    from prl.backends import open_collector
+    from prl.collection.backends import open_collector
 
     learner = Learner(config)
     with open_collector(config, learner.policy) as pool:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from prl import tuned_config
-from prl.cli import parse_config
 from prl.config import Config
-from prl.envs import probe_env
+from prl.envs.factory import probe_env
+from prl.run.cli import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _reference  # noqa: E402

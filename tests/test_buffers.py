@@ -5,7 +5,7 @@ import multiprocessing
 import torch
 from torch import nn
 
-from prl.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.buffers import SharedWeights, TrajectoryBuffer
 
 
 def write_pattern(buffer: TrajectoryBuffer, slot: int) -> None:

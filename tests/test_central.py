@@ -1,4 +1,4 @@
-"""Central inference (`prl.central`): one server acts for every worker, with the same guarantees as worker mode."""
+"""Central inference (`prl.collection.central`): one server acts for every worker, with the same guarantees as worker mode."""
 
 import functools
 import threading
@@ -10,11 +10,11 @@ import toy_envs
 from conftest import collect_twice, on_device
 
 from prl import ActorPool, ConfigError, Learner, WorkerError, train, tuned_config
-from prl.buffers import SharedWeights, TrajectoryBuffer
-from prl.central import InferenceProcess, env_groups
+from prl.collection.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.central import InferenceProcess, env_groups
+from prl.collection.pool import resolve_inference
+from prl.collection.processes import prestart, worker_context
 from prl.config import from_flat
-from prl.pool import resolve_inference
-from prl.startup import prestart, worker_context
 
 
 def central_config(**options):

@@ -14,8 +14,8 @@ import torch
 from conftest import assert_same_tensors, run_script, session_processes
 
 from prl import ConfigError, train, tuned_config
-from prl.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
-from prl.training import StopRequested
+from prl.run.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
+from prl.run.training import StopRequested
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train.py"

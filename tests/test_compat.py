@@ -10,7 +10,7 @@ from conftest import assert_same_tensors, run_script
 
 import prl
 from prl import PPO, AsyncPPO, ConfigError
-from prl.envs import EnvFactory
+from prl.envs.factory import EnvFactory
 
 ORIGINAL_EXAMPLE = """
 from prl import PPO

@@ -11,10 +11,10 @@ import torch
 import toy_envs
 
 from prl import Config, ConfigError, PPOConfig, tuned_config
-from prl.cli import build_parser, field_docs, parse_config
 from prl.config import flat_fields, from_flat, to_flat
-from prl.envs import probe_env
-from prl.observations import ObsLayout
+from prl.envs.factory import probe_env
+from prl.envs.observations import ObsLayout
+from prl.run.cli import build_parser, field_docs, parse_config
 
 
 @pytest.mark.parametrize(
@@ -122,13 +122,13 @@ def test_public_names_resolve_and_the_cli_does_not_import_torch():
 
     for name in prl.__all__:
         assert getattr(prl, name).__doc__, f"prl.{name} has no docstring"
-    code = "import sys, prl.cli; prl.cli.parse_config(['--workers', '3']); print('torch' in sys.modules)"
+    code = "import sys, prl.run.cli; prl.run.cli.parse_config(['--workers', '3']); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 
 
 def test_no_preset_starts_from_the_defaults_and_flags_still_apply():
-    from prl.cli import parse_config
+    from prl.run.cli import parse_config
 
     config = parse_config(["--env", "Pendulum-v1", "--no-preset", "--lr", "1e-3", "--out", "x"])
     assert config == Config(env="Pendulum-v1", out="x").replace(lr=1e-3)
@@ -139,8 +139,8 @@ def test_unset_normalization_follows_the_spaces():
     import gymnasium as gym
     import numpy as np
 
-    from prl.envs import spec_from_spaces
-    from prl.presets import normalizes_observations, normalizes_rewards
+    from prl.envs.presets import normalizes_observations, normalizes_rewards
+    from prl.envs.spec import spec_from_spaces
 
     def spec(low, high, action=None):
         action = action or gym.spaces.Discrete(2)
@@ -159,7 +159,7 @@ def test_unset_normalization_follows_the_spaces():
 
 def test_auto_device_is_cuda_for_pixels_where_there_is_a_gpu_and_concrete_devices_carry_their_index(monkeypatch):
     from prl.config import concrete_device, resolve_device
-    from prl.encoders import reads_pixels
+    from prl.nn.encoders import reads_pixels
 
     assert resolve_device(Config(device="auto"), pixels=False) == "cpu"
     assert resolve_device(Config(device="auto"), pixels=True) == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,6 +180,6 @@ def test_auto_device_is_cuda_for_pixels_where_there_is_a_gpu_and_concrete_device
 
 
 def test_prl_evaluate_stays_the_function_after_training_imports_its_module():
-    code = "import prl, prl.training; print(callable(prl.evaluate) and prl.evaluate.__name__)"
+    code = "import prl, prl.run.training; print(callable(prl.evaluate) and prl.evaluate.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "evaluate", result.stderr

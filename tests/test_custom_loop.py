@@ -13,9 +13,9 @@ import toy_envs
 from conftest import run_script
 
 from prl import PPO, EnvVectorizer, VecMemory
-from prl import custom_loop as utils
-from prl.custom_loop import EpisodeMemory
-from prl.ppo import compute_gae
+from prl.compat.async_ppo import custom_loop as utils
+from prl.compat.custom_loop import EpisodeMemory
+from prl.learning.ppo import compute_gae
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import torch
 
 from prl import ConfigError
 from prl.config import PolicyConfig
-from prl.encoders import ObsEncoder
-from prl.envs import spec_from_spaces
-from prl.inference import NumpyActor, TorchActor, make_actor
-from prl.observations import ObsLayout, map_obs
-from prl.policy import build_policy
+from prl.envs.observations import ObsLayout, map_obs
+from prl.envs.spec import spec_from_spaces
+from prl.nn.actors import NumpyActor, TorchActor, make_actor
+from prl.nn.encoders import ObsEncoder
+from prl.nn.policy import build_policy
 
 ATARI = gym.spaces.Box(0, 255, shape=(4, 84, 84), dtype=np.uint8)
 MIXED = gym.spaces.Dict(

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from prl import ActorPool, Config, ConfigError, Learner, tuned_config
-from prl.env_families import GAME_OVER, GAME_SCORE
-from prl.envs import EnvFactory, make_env, probe_env
-from prl.evaluation import evaluate
+from prl.envs.factory import EnvFactory, make_env, probe_env
+from prl.envs.families import GAME_OVER, GAME_SCORE
+from prl.run.evaluation import evaluate
 
 
 def test_minigrid_ids_train_from_their_view_scaled_by_its_largest_index():
@@ -17,7 +17,7 @@ def test_minigrid_ids_train_from_their_view_scaled_by_its_largest_index():
 
 
 def test_a_family_whose_package_is_missing_names_its_extra(monkeypatch):
-    from prl import env_families
+    from prl.envs import families as env_families
 
     fake = env_families.Family(("Fake-",), "prl_no_such_package", "fake", lambda env: env)
     monkeypatch.setattr(env_families, "FAMILIES", (fake,))
@@ -59,13 +59,13 @@ def test_an_atari_episode_spans_several_lives_and_reports_the_whole_games_score(
 
 
 def test_evaluation_plays_whole_games_and_ends_the_ones_that_stall(monkeypatch):
-    import prl.evaluation
+    import prl.run.evaluation
 
     config = tuned_config("ALE/Breakout-v5")
     learner = Learner(config)
     result = evaluate(learner.policy, EnvFactory("ALE/Breakout-v5"), episodes=2, seed=1)
     assert result["stalled"] == 0 and min(result["lengths"]) > 5 * 5  # five lives, each a few steps at least
-    monkeypatch.setattr(prl.evaluation, "STALL_STEPS", 3)
+    monkeypatch.setattr(prl.run.evaluation, "STALL_STEPS", 3)
     with pytest.warns(UserWarning, match=r"2 of 2 evaluation games of ALE/Breakout-v5 scored nothing for 3 steps"):
         stalled = evaluate(learner.policy, EnvFactory("ALE/Breakout-v5"), episodes=2, seed=1)
     assert stalled["stalled"] == 2 and max(stalled["lengths"]) < min(result["lengths"])

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from prl import ConfigError
-from prl.envs import EnvFactory, make_env, spec_from_spaces
+from prl.envs.factory import EnvFactory, make_env
+from prl.envs.spec import spec_from_spaces
 
 BOX_OBS = gym.spaces.Box(-1, 1, shape=(3,))
 
@@ -83,7 +84,7 @@ def test_env_callable_must_return_an_env():
 
 
 def test_a_missing_dependency_names_the_extra_to_install():
-    from prl.envs import _missing_dependency_message
+    from prl.envs.factory import _missing_dependency_message
 
     mujoco = _missing_dependency_message(
         "HalfCheetah-v5", 'MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`'
@@ -114,7 +115,7 @@ def test_an_env_whose_observation_contradicts_its_space_is_refused_at_start():
     import toy_envs
 
     from prl import Config
-    from prl.envs import probe_env
+    from prl.envs.factory import probe_env
 
     with pytest.raises(
         ConfigError, match=r"returned an observation of shape \(3,\), but its observation space declares \(2,\)"

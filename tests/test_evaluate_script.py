@@ -113,7 +113,7 @@ def test_video_is_an_mp4_or_names_the_missing_package(run_folder, tmp_path, caps
 
 def test_best_evaluates_the_best_checkpoint_of_a_real_run(tmp_path, capsys):
     from prl import train, tuned_config
-    from prl.checkpoint import load_checkpoint
+    from prl.run.checkpoint import load_checkpoint
 
     folder = tmp_path / "run"
     config = tuned_config(

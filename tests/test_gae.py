@@ -2,7 +2,7 @@
 
 import torch
 
-from prl.ppo import compute_gae
+from prl.learning.ppo import compute_gae
 
 
 def reference_gae(rewards, values, terminated, truncated, final_values, gamma, lam):

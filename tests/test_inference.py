@@ -8,9 +8,10 @@ import torch
 import toy_envs
 
 from prl.config import PolicyConfig
-from prl.envs import EnvFactory, spec_from_spaces
-from prl.inference import NumpyActor
-from prl.policy import build_policy
+from prl.envs.factory import EnvFactory
+from prl.envs.spec import spec_from_spaces
+from prl.nn.actors import NumpyActor
+from prl.nn.policy import build_policy
 
 
 def make_policy(action_kind, activation="tanh", normalize=True):

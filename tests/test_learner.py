@@ -8,8 +8,8 @@ import toy_envs
 from conftest import on_device
 
 from prl import ActorPool, Learner
-from prl.checkpoint import load_checkpoint, save_checkpoint
 from prl.config import from_flat
+from prl.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 def make_config(**options):

@@ -1,6 +1,6 @@
 """How returns are printed for people."""
 
-from prl.metrics import format_return
+from prl.run.logs import format_return
 
 
 def test_small_returns_keep_three_decimals_and_large_ones_one():

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from prl.normalize import ObsNormalizer, RewardScaler, merge_moments
+from prl.nn.normalize import ObsNormalizer, RewardScaler, merge_moments
 
 
 def test_merge_moments_equals_statistics_of_all_data():

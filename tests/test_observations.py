@@ -7,9 +7,9 @@ import torch
 import toy_envs
 
 from prl import ConfigError
-from prl.buffers import TrajectoryBuffer
-from prl.envs import spec_from_spaces
-from prl.observations import DISCRETE, IMAGE, VECTOR, ObsLayout
+from prl.collection.buffers import TrajectoryBuffer
+from prl.envs.observations import DISCRETE, IMAGE, VECTOR, ObsLayout
+from prl.envs.spec import spec_from_spaces
 
 ATARI = gym.spaces.Box(0, 255, shape=(4, 84, 84), dtype=np.uint8)
 MIXED = gym.spaces.Dict(
@@ -78,7 +78,7 @@ def test_the_spec_normalizes_only_the_vector_leaves_bounds():
 
 def test_an_observation_that_contradicts_its_dict_space_is_refused_at_start():
     from prl import Config
-    from prl.envs import probe_env
+    from prl.envs.factory import probe_env
 
     class Wrong(toy_envs.ImageAndVectorEnv):
         def _obs(self):

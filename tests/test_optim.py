@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prl.optim import Adam
+from prl.learning.optim import Adam
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused kernel", "whole-buffer operations"])

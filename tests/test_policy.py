@@ -8,8 +8,9 @@ import toy_envs
 from torch.distributions import Categorical, Normal
 
 from prl.config import PolicyConfig
-from prl.envs import EnvFactory, spec_from_spaces
-from prl.policy import build_policy, place_policy
+from prl.envs.factory import EnvFactory
+from prl.envs.spec import spec_from_spaces
+from prl.nn.policy import build_policy, place_policy
 
 
 def make_policy(action_kind):

@@ -25,7 +25,7 @@ def toy_config(**options) -> Config:
 
 
 INFERENCE = pytest.mark.parametrize("inference", ["worker", "central"])
-"""Each worker acts with its own copy of the policy, or one server acts for all (`prl.central`)."""
+"""Each worker acts with its own copy of the policy, or one server acts for all (`prl.collection.central`)."""
 
 
 @INFERENCE

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from prl.ppo import explained_variance, normalize_advantages, ppo_loss
+from prl.learning.ppo import explained_variance, normalize_advantages, ppo_loss
 
 
 def test_loss_matches_hand_computation():

@@ -3,7 +3,7 @@
 import json
 
 from prl import train, tuned_config
-from prl.presets import PRESETS
+from prl.envs.presets import PRESETS
 
 
 def test_every_preset_builds_a_valid_config_in_any_worker_layout():

@@ -1,4 +1,4 @@
-"""The Ray backend (`prl.ray_pool`): the local pool's batches, guarantees and clean shutdown, over Ray actors."""
+"""The Ray backend (`prl.collection.ray_pool`): the local pool's batches, guarantees and clean shutdown, over Ray actors."""
 
 import functools
 import os
@@ -14,10 +14,10 @@ import toy_envs
 from conftest import collect_twice
 
 from prl import ConfigError, Learner, WorkerError, train, tuned_config
-from prl.backends import open_collector
+from prl.collection.backends import open_collector
+from prl.collection.processes import prestart
+from prl.collection.ray_pool import answers
 from prl.config import from_flat
-from prl.ray_pool import answers
-from prl.startup import prestart
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

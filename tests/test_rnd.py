@@ -6,11 +6,11 @@ import torch
 import toy_envs
 
 from prl import PPO, AsyncPPO, Learner, tuned_config
-from prl.buffers import Batch
-from prl.checkpoint import load_checkpoint, save_checkpoint
-from prl.cli import parse_config
-from prl.optim import Adam
-from prl.rnd import RND
+from prl.collection.buffers import Batch
+from prl.learning.optim import Adam
+from prl.learning.rnd import RND
+from prl.run.checkpoint import load_checkpoint, save_checkpoint
+from prl.run.cli import parse_config
 
 
 def test_prediction_error_falls_on_seen_observations_and_stays_high_on_novel_ones():

@@ -10,10 +10,10 @@ import toy_envs
 from conftest import assert_same_tensors, run_script
 
 from prl import train, tuned_config
-from prl.checkpoint import load_checkpoint, load_policy
 from prl.config import from_flat
-from prl.envs import EnvFactory
-from prl.evaluation import evaluate
+from prl.envs.factory import EnvFactory
+from prl.run.checkpoint import load_checkpoint, load_policy
+from prl.run.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train.py"
@@ -163,23 +163,23 @@ def test_an_rnd_run_trains_end_to_end_and_logs_its_intrinsic_rewards(tmp_path, n
 
 
 def test_save_every_writes_checkpoints_during_the_run(tmp_path, monkeypatch, no_leaks):
-    import prl.training
+    import prl.run.training
 
     saved_at = []
-    real_save = prl.training.save_checkpoint
+    real_save = prl.run.training.save_checkpoint
 
     def save(path, payload):
         saved_at.append((Path(path).name, payload["learner"]["updates"]))
         real_save(path, payload)
 
-    monkeypatch.setattr(prl.training, "save_checkpoint", save)
+    monkeypatch.setattr(prl.run.training, "save_checkpoint", save)
     train(small_run(tmp_path / "run", steps=5 * 1024, envs_per_worker=8, save_every=2, eval_episodes=0))
     assert saved_at == [("checkpoint.pt", 2), ("checkpoint.pt", 4), ("checkpoint.pt", 5)]
     assert load_checkpoint(tmp_path / "run")["learner"]["updates"] == 5
 
 
 def test_training_runs_on_every_device_present(device, tmp_path, no_leaks):
-    from prl.training import run_training
+    from prl.run.training import run_training
 
     out = tmp_path / device
     config = small_run(out, device=device, eval_episodes=2, normalize_obs=True, normalize_reward=True)

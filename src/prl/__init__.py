@@ -12,21 +12,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ActorPool": "prl.pool",
-    "AsyncPPO": "prl.compat",
-    "Batch": "prl.buffers",
+    "ActorPool": "prl.collection.pool",
+    "AsyncPPO": "prl.compat.async_ppo",
+    "Batch": "prl.collection.buffers",
     "Config": "prl.config",
     "ConfigError": "prl.errors",
-    "EnvVectorizer": "prl.custom_loop",
-    "Learner": "prl.learner",
-    "PPO": "prl.compat",
+    "EnvVectorizer": "prl.compat.custom_loop",
+    "Learner": "prl.learning.learner",
+    "PPO": "prl.compat.async_ppo",
     "PPOConfig": "prl.config",
     "PolicyConfig": "prl.config",
-    "VecMemory": "prl.custom_loop",
+    "VecMemory": "prl.compat.custom_loop",
     "WorkerError": "prl.errors",
-    "evaluate": "prl.evaluation",
-    "train": "prl.training",
-    "tuned_config": "prl.presets",
+    "evaluate": "prl.run.evaluation",
+    "train": "prl.run.training",
+    "tuned_config": "prl.envs.presets",
 }
 
 __all__ = [
@@ -48,22 +48,29 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from prl.buffers import Batch
-    from prl.compat import PPO, AsyncPPO
+    from prl.collection.buffers import Batch
+    from prl.collection.pool import ActorPool
+    from prl.compat.async_ppo import PPO, AsyncPPO
+    from prl.compat.custom_loop import EnvVectorizer, VecMemory
     from prl.config import Config, PolicyConfig, PPOConfig
-    from prl.custom_loop import EnvVectorizer, VecMemory
+    from prl.envs.presets import tuned_config
     from prl.errors import ConfigError, WorkerError
-    from prl.evaluation import evaluate
-    from prl.learner import Learner
-    from prl.pool import ActorPool
-    from prl.presets import tuned_config
-    from prl.training import train
+    from prl.learning.learner import Learner
+    from prl.run.evaluation import evaluate
+    from prl.run.training import train
+
+
+_MODULES = {"custom_loop": "prl.compat.custom_loop"}
+"""Modules the original program imports from the package itself (`from prl import custom_loop as utils`)."""
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
         raise AttributeError(f"module 'prl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 

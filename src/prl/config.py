@@ -1,7 +1,7 @@
 """Configuration: one frozen dataclass tree holding every option of a prl run.
 
 Each field is followed by a string literal that documents it; the command-line interface
-(`prl.cli`) turns those strings into its help text, so a new option is one field here.
+(`prl.run.cli`) turns those strings into its help text, so a new option is one field here.
 Values are checked when a config is constructed, and every check fails with a
 `ConfigError` whose message is one sentence naming the option and the fix.
 """
@@ -69,9 +69,9 @@ class PPOConfig:
     adam_eps: float = 1e-5
     """Adam epsilon."""
     normalize_obs: Optional[bool] = None
-    """Normalize observations with running mean and variance, shared with the workers (unset: on unless every observation dimension is bounded on a unit-like scale; see prl.presets)."""
+    """Normalize observations with running mean and variance, shared with the workers (unset: on unless every observation dimension is bounded on a unit-like scale; see prl.envs.presets)."""
     normalize_reward: Optional[bool] = None
-    """Scale rewards by the running std of discounted returns (unset: on for continuous actions; see prl.presets)."""
+    """Scale rewards by the running std of discounted returns (unset: on for continuous actions; see prl.envs.presets)."""
     obs_clip: float = 10.0
     """Clip normalized observations to [-obs_clip, obs_clip]."""
     reward_clip: float = 10.0
@@ -174,7 +174,7 @@ class Config:
     ray_worker_cpus: float = 1.0
     """With backend ray: CPUs each worker actor asks Ray for."""
     inference: str = "auto"
-    """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.central) or auto (central for CNN policies on CUDA, else worker)."""
+    """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.collection.central) or auto (central for CNN policies on CUDA, else worker)."""
     inference_server: str = "process"
     """With central inference: where the server runs, process (a process of its own, with its own copy of the policy on the learner's device; measured faster, docs/performance.md) or thread (in the learner's process)."""
     overlap: bool = False
@@ -359,7 +359,7 @@ def from_flat(values: Mapping[str, Any]) -> Config:
 
 def default_device(pixels: bool) -> str:
     """The learner device that `device="auto"` means: CUDA for a policy that reads pixel images
-    (`prl.encoders.reads_pixels`), where torch sees a GPU, and the CPU otherwise.
+    (`prl.nn.encoders.reads_pixels`), where torch sees a GPU, and the CPU otherwise.
 
     MLP policies' minibatches (64 to a few thousand rows) leave a GPU idle between kernel
     launches. Measured on a 16-core machine with an H100 (see docs/performance.md): CartPole's

@@ -15,7 +15,7 @@ import numpy as np
 from prl.config import Config, EnvSource, from_flat
 
 if TYPE_CHECKING:
-    from prl.envs import EnvSpec
+    from prl.envs.spec import EnvSpec
 
 UNIT_SCALE = (0.5, 10.0)
 """Half-ranges of observation bounds that count as already on a unit-like scale.
@@ -160,7 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         for env in ("ALE/Pong-v5", "ALE/Breakout-v5")
     },
     # MiniGrid (the minigrid extra) trains from the 7x7 view through the small grid CNN
-    # (`prl.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
+    # (`prl.nn.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
     # learn from, and more updates reach the goal sooner. Empty: 0.955 at 30k (seed 1).
     "MiniGrid-Empty-5x5-v0": dict(envs_per_worker=8, batch_steps=1024, steps=50_000),
     # The key must be found before the door opens: an entropy bonus of 0.01 keeps the policy

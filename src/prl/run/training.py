@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,23 +13,16 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from prl.backends import open_collector
-from prl.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
+from prl.collection.backends import open_collector
 from prl.config import Config, flatten_dict, to_flat
-from prl.envs import EnvFactory, EnvSpec, probe_env
+from prl.envs.factory import EnvFactory, probe_env
+from prl.envs.spec import EnvSpec
 from prl.errors import ConfigError, WorkerError
-from prl.evaluation import evaluate
-from prl.learner import Learner
-from prl.metrics import (
-    EpisodeWindow,
-    MetricsLog,
-    TensorBoardLog,
-    check_run_folder,
-    clear_run_folder,
-    format_return,
-    write_json,
-)
-from prl.startup import StopRequests
+from prl.learning.learner import Learner
+from prl.run.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
+from prl.run.evaluation import evaluate
+from prl.run.folder import check_run_folder, clear_run_folder, write_json
+from prl.run.logs import EpisodeWindow, MetricsLog, TensorBoardLog, format_return
 
 RESUMABLE_CHANGES = {
     "steps",
@@ -70,7 +65,7 @@ class Run:
                 self.tensorboard = TensorBoardLog(self.out)
 
     def payload(self) -> dict:
-        """Everything a checkpoint holds (see `prl.checkpoint`)."""
+        """Everything a checkpoint holds (see `prl.run.checkpoint`)."""
         return {
             "learner": self.learner.state_dict(),
             "window": self.window.state_dict(),
@@ -158,7 +153,7 @@ def run_training(
 ) -> tuple[dict, Learner]:
     """Train PPO as `config` says; return the run summary and the trained learner.
 
-    `spec` is the env's description when the caller has already probed it (`prl.envs.probe_env`).
+    `spec` is the env's description when the caller has already probed it (`prl.envs.factory.probe_env`).
     `resume_from` names a run folder or checkpoint to continue from: the learner, optimizer,
     statistics, counters and RNG states are restored and training goes on to `config.steps`.
     `initial_policy` is a policy state dict to start from instead of a fresh initialization.
@@ -250,3 +245,30 @@ def run_training(
     if run.out is not None:
         write_json(run.out / "summary.json", summary)
     return summary, learner
+
+
+class StopRequests:
+    """Turns the first Ctrl-C or SIGTERM into a request to stop between updates; a second Ctrl-C stops at once.
+
+    Use as a context manager around a training loop and check `requested` after each update.
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -9,10 +9,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from prl.env_families import GAME_LENGTH, GAME_SCORE, game_result
-from prl.envs import EnvFactory, make_env, seed_for
-from prl.observations import map_obs
-from prl.policy import ActorCritic
+from prl.envs.factory import EnvFactory, make_env
+from prl.envs.families import GAME_LENGTH, GAME_SCORE, game_result
+from prl.envs.observations import map_obs
+from prl.nn.policy import ActorCritic
+from prl.seeding import seed_for
 
 MAX_EPISODE_STEPS = 100_000
 """Safety bound for envs without a time limit: an episode this long is cut and counted as is."""

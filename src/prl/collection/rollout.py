@@ -1,38 +1,25 @@
-"""The worker process: steps its envs with a copy of the policy and fills trajectory slots.
+"""Rollouts: a worker's envs, stepped with the policy's actions, filling one trajectory slot.
 
-`worker_main` is the process entry point; the protocol it follows is written in `prl.pool`.
-`RolloutCollector` holds the envs and the step loop, and also runs in-process for tests.
+`RolloutCollector` holds the envs and the step loop. Local workers, Ray actors and tests run it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import signal
-import traceback
-from typing import Optional
 
 import numpy as np
-import psutil
-import torch
-from threadpoolctl import threadpool_limits
 
-from prl.buffers import SharedWeights, TrajectoryBuffer
-from prl.central import InferenceClient, InferenceGone, env_groups
-from prl.config import PolicyConfig
-from prl.env_families import game_result
-from prl.envs import CONTINUOUS, EnvFactory, EnvSpec, make_env, seed_for, spec_from_spaces
+from prl.collection.central import InferenceClient, InferenceGone, env_groups
+from prl.envs.factory import EnvFactory, make_env
+from prl.envs.families import game_result
+from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces
 from prl.errors import ConfigError
-from prl.inference import make_actor
-from prl.observations import map_obs
-from prl.policy import build_policy
-
-POLL_S = 0.5
-"""How often a waiting worker wakes to check that its parent is still alive."""
+from prl.seeding import seed_for
 
 
 class RolloutCollector:
-    """A worker's envs, its copy of the policy (`prl.inference`), and the episode state that carries across rollouts."""
+    """A worker's envs, its copy of the policy (`prl.nn.actors`), and the episode state that carries across rollouts."""
 
     def __init__(
         self,
@@ -126,7 +113,7 @@ class RolloutCollector:
     def collect_central(
         self, views: dict, slot: int, client: InferenceClient, final_obs, rng: np.random.Generator
     ) -> None:
-        """Run one rollout as `collect` does, acting through the inference server (`prl.central`).
+        """Run one rollout as `collect` does, acting through the inference server (`prl.collection.central`).
 
         The envs take turns in two groups: while the server computes one group's actions, this
         process steps the other. `final_obs` is this worker's row of the buffer's final
@@ -264,111 +251,6 @@ class NonFiniteData(Exception):
     """An env returned a NaN or infinite observation or reward; the message names the env and step."""
 
 
-class ParentGone(Exception):
-    """The process that started this worker has exited."""
-
-
-def use_one_thread() -> None:
-    """One thread for torch and for numpy's BLAS in a worker: its matrices are tiny, and idle BLAS
-    threads spin-wait, which starves the other processes once they outnumber the cores."""
-    torch.set_num_threads(1)
-    threadpool_limits(limits=1)
-
-
 def action_rng(seed: int, worker_index: int, seed_path: tuple = ()) -> np.random.Generator:
     """The generator a worker draws its actions' randomness from, in either inference mode."""
     return np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
-
-
-def wait_until_readable(conn, parent: psutil.Process) -> None:
-    """Block until `conn` has something to read, waking every POLL_S to check that the parent is still alive."""
-    while not conn.poll(POLL_S):
-        if not parent.is_running():
-            raise ParentGone()
-
-
-def wait_for_message(conn, parent: psutil.Process):
-    """Block until the parent sends something, waking every POLL_S to check it is still alive."""
-    wait_until_readable(conn, parent)
-    return conn.recv()
-
-
-def worker_main(
-    worker_index: int,
-    conn,
-    parent_pid: int,
-    factory: EnvFactory,
-    spec: EnvSpec,
-    policy_config: PolicyConfig,
-    normalize_obs: bool,
-    obs_clip: float,
-    buffer: TrajectoryBuffer,
-    weights: SharedWeights,
-    envs_per_worker: int,
-    seed: int,
-    seed_path: tuple = (),
-    inference_conn=None,
-) -> None:
-    """Entry point of a worker process; follows the protocol written in `prl.pool`.
-
-    `seed_path` is mixed into every seed: empty for a fresh run's first workers, so their
-    seeds depend on (seed, worker, env) alone; a resumed run or a replacement worker passes
-    its own path, so no episode stream is replayed. With `inference_conn` (central inference,
-    `prl.central`) the worker holds no policy: the server acts for its envs.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    use_one_thread()
-    collector: Optional[RolloutCollector] = None
-    try:
-        parent = psutil.Process(parent_pid)
-        policy = actor = client = final_obs = None
-        rng = action_rng(seed, worker_index, seed_path)
-        if inference_conn is None:
-            policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-            held_version = weights.load_into(policy, -1, weights.current_version())
-            actor = make_actor(policy, rng)
-        else:
-            held_version = weights.current_version()
-            client = InferenceClient(inference_conn, lambda pipe: wait_until_readable(pipe, parent))
-            final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
-        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
-        conn.send(("ready", worker_index, None))
-        while True:
-            request = wait_for_message(conn, parent)
-            if request is None:
-                break
-            slot, version = request
-            if client is not None:
-                held_version = version  # the server acts with it
-            elif version != held_version:
-                held_version = weights.load_into(policy, held_version, version)
-                actor.load(policy)
-            try:
-                if client is None:
-                    collector.collect(buffer.numpy_views(slot))
-                else:
-                    collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs, rng)
-            except InferenceGone:
-                raise
-            except Exception as error:
-                # The env failed mid-rollout: the slot is not reported (its data is never learned
-                # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
-                conn.send(("env_error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
-                failed, collector = collector, None
-                collector = failed.rebuilt()
-                continue
-            buffer.stamp(slot, worker_index, held_version)
-            conn.send(("slot", worker_index, slot))
-    except ParentGone:
-        pass
-    except BaseException as error:
-        try:
-            conn.send(("error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
-        except (OSError, EOFError):
-            pass
-    finally:
-        if collector is not None:
-            collector.close()
-        conn.close()
-        if inference_conn is not None:
-            inference_conn.close()

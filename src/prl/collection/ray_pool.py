@@ -1,7 +1,7 @@
 """RayPool: prl's workers as Ray actors, for a cluster of machines (`backend="ray"`).
 
 The local `ActorPool` is the default on one machine. `RayPool` offers the same interface
-(`prl.backends.Collector`) and the same guarantees over Ray, which owns the networking,
+(`prl.collection.backends.Collector`) and the same guarantees over Ray, which owns the networking,
 placement and membership.
 
 Ray protocol
@@ -9,7 +9,7 @@ Ray protocol
 Processes. The learner's process never connects to Ray. A driver process (`drive`, started
 like a local worker) does: Ray ends a driver whose node's Ray services or cluster head go away,
 and the learner must outlive that to save the run. Learner and driver share the pool's
-trajectory buffer and weights in shared memory (`prl.buffers`), as a local pool's workers do,
+trajectory buffer and weights in shared memory (`prl.collection.buffers`), as a local pool's workers do,
 and one duplex pipe carries small messages. Learner -> driver: ("publish", version),
 ("collect",), or None ("close"). Driver -> learner: ("ready", pids, nodes), ("published",),
 ("collected", stats), ("warning", text) for each recovered failure, ("wait",) each second it
@@ -28,7 +28,7 @@ actor that fails to build its envs raises at once, and one that Ray cannot place
 CPUs) ends the start with one sentence.
 
 Weights. The learner publishes a version into the shared weights and names it to the driver,
-which puts it in Ray's object store once (one float32 vector, in `prl.buffers.flat_state`
+which puts it in Ray's object store once (one float32 vector, in `prl.collection.buffers.flat_state`
 order) before it answers. A rollout request passes that object's reference: each actor
 fetches a version once (zero-copy on the same node) and keeps it until the next.
 
@@ -73,15 +73,17 @@ import numpy as np
 import psutil
 import torch
 
-from prl.backends import Failures
-from prl.buffers import Batch, SharedWeights, TrajectoryBuffer, load_flat_state
+from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer, load_flat_state
+from prl.collection.child import ParentGone, use_one_thread, wait_for_message
+from prl.collection.failures import Failures
+from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
+from prl.collection.rollout import RolloutCollector, action_rng
 from prl.config import Config
-from prl.envs import EnvFactory, EnvSpec
+from prl.envs.factory import EnvFactory
+from prl.envs.spec import EnvSpec
 from prl.errors import ConfigError, WorkerError
-from prl.inference import make_actor
-from prl.policy import ActorCritic, build_policy
-from prl.startup import main_script_hidden, sigint_ignored, stop_processes, worker_context
-from prl.worker import ParentGone, RolloutCollector, action_rng, use_one_thread, wait_for_message
+from prl.nn.actors import make_actor
+from prl.nn.policy import ActorCritic, build_policy
 
 WAKE_S = 1.0
 """How often a waiting driver (and the learner waiting on it) wakes, so that a timeout or a lost cluster is noticed."""

@@ -16,11 +16,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional
 
 from prl.config import Config
 
-WORKER_MODULE = "prl.worker"
+WORKER_MODULE = "prl.collection.worker"
 
 
 def resolve_start_method(config: Config) -> str:
@@ -89,33 +88,6 @@ def prestart(config: Config) -> None:
 
         with sigint_ignored(), main_script_hidden():
             forkserver.ensure_running()
-
-
-class StopRequests:
-    """Turns the first Ctrl-C or SIGTERM into a request to stop between updates; a second Ctrl-C stops at once.
-
-    Use as a context manager around a training loop and check `requested` after each update.
-    Outside the main thread (where signals cannot be handled) it does nothing.
-    """
-
-    def __init__(self):
-        self.requested: Optional[str] = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def stop_processes(processes: list, conns: list, join_s: float) -> None:

@@ -10,18 +10,19 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from prl.buffers import Batch
+from prl.collection.buffers import Batch
 from prl.config import Config, concrete_device, resolve_device
-from prl.encoders import reads_pixels
-from prl.envs import EnvSpec, probe_env
+from prl.envs.factory import probe_env
+from prl.envs.observations import Observations, map_obs
+from prl.envs.presets import normalizes_rewards
+from prl.envs.spec import EnvSpec
 from prl.errors import ConfigError
-from prl.normalize import RewardScaler
-from prl.observations import Observations, map_obs
-from prl.optim import Adam
-from prl.policy import ActorCritic, build_policy, place_policy
-from prl.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
-from prl.presets import normalizes_rewards
-from prl.rnd import RND
+from prl.learning.optim import Adam
+from prl.learning.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
+from prl.learning.rnd import RND
+from prl.nn.encoders import reads_pixels
+from prl.nn.normalize import RewardScaler
+from prl.nn.policy import ActorCritic, build_policy, place_policy
 
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 RND_STATS = ("rnd_loss", "int_value_loss")

@@ -1,49 +1,13 @@
-"""Collection backends: the one interface the training loop collects through, and the one place a backend is chosen.
-
-- `local` (the default): `prl.pool.ActorPool`, worker processes on this machine writing into
-  shared memory.
-- `ray`: `prl.ray_pool.RayPool`, Ray actors on the nodes of a cluster (the ray extra).
-
-Both run the same rollout code (`prl.worker.RolloutCollector`) and return the same `Batch`.
-"""
+"""Failure rules shared by the collection backends: restart budgets and what an env error means."""
 
 from __future__ import annotations
 
 import time
 import warnings
 from collections import deque
-from typing import Protocol
 
-import torch
-
-from prl.buffers import Batch
 from prl.config import Config
 from prl.errors import WorkerError
-from prl.policy import ActorCritic
-
-
-class Collector(Protocol):
-    """What the learner loop needs from a backend."""
-
-    restarts: int
-    """Worker failures recovered from so far."""
-    last_wait_s: float
-    """Seconds the last `collect()` spent waiting for workers."""
-    inference: str
-    """worker or central: where actions are computed."""
-
-    def collect(self, device: torch.device | str = "cpu") -> Batch:
-        """One rollout from every worker, as one batch on `device`."""
-
-    def publish(self, policy: torch.nn.Module) -> int:
-        """Make `policy`'s weights the ones workers act with from their next rollout; returns the version."""
-
-    def close(self) -> None:
-        """Stop every worker; nothing is left running."""
-
-    def __enter__(self) -> Collector: ...
-
-    def __exit__(self, *exc_info) -> None: ...
 
 
 class Failures:
@@ -85,14 +49,3 @@ class Failures:
                 f"in {self.name} {worker}: {message}; pass --nan-policy drop to discard such rollouts instead."
             )
         self.count(worker, f"raised {error_type}: {message}")
-
-
-def open_collector(config: Config, policy: ActorCritic, seed_stream: int = 0) -> Collector:
-    """The backend `config.backend` names, started with `policy`'s weights as version 0."""
-    if config.backend == "ray":
-        from prl.ray_pool import RayPool
-
-        return RayPool(config, policy, seed_stream)
-    from prl.pool import ActorPool
-
-    return ActorPool(config, policy, seed_stream)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Optional
 import gymnasium as gym
 import numpy as np
 
-from prl.envs import seed_for
+from prl.seeding import seed_for
 
 FIELDS = ("states", "actions", "rewards", "dones", "truncated", "final_states")
 """What a memory keeps per transition; `truncated` and `final_states` are prl's additions."""

@@ -2,7 +2,7 @@
 
 In `inference="central"` mode the workers only step envs. Each worker splits its envs into two
 groups and steps one while the other's actions are computed (double-buffered sampling). The
-protocol below adds a second pipe per worker to the one written in `prl.pool`.
+protocol below adds a second pipe per worker to the one written in `prl.collection.pool`.
 
 Inference protocol
 ==================
@@ -67,11 +67,11 @@ from typing import Callable, Optional
 import psutil
 import torch
 
-from prl.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes
+from prl.envs.observations import Observations, map_obs
 from prl.errors import ConfigError, WorkerError
-from prl.observations import Observations, map_obs
-from prl.policy import ActorCritic, build_policy, place_policy
-from prl.startup import main_script_hidden, sigint_ignored, stop_processes
+from prl.nn.policy import ActorCritic, build_policy, place_policy
 
 POLL_S = 0.05
 """How often the server's wait wakes to notice `stop()` and newly attached pipes."""
@@ -276,7 +276,7 @@ class InferenceProcess:
     """An `InferenceServer` hosted in a process of its own, with the thread's interface (see Hosting above).
 
     Args:
-        policy_args: what `prl.policy.build_policy` builds the server's copy of the policy from.
+        policy_args: what `prl.nn.policy.build_policy` builds the server's copy of the policy from.
         weights: the pool's shared weights.
         buffer: the pool's trajectory slots.
         device: where inference runs (the learner's device).

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prl.observations import Observations, ObsLayout, map_obs
+from prl.envs.observations import Observations, ObsLayout, map_obs
 
 UNWRITTEN = float("nan")
 """Every float field starts as NaN (and every int field as -1), so data nobody wrote is easy to spot."""
@@ -27,7 +27,7 @@ class Batch(NamedTuple):
 
     obs: Observations
     """[T + 1, N, D] raw observations; row T is the observation after the last step. For a
-    layout that is not flat (`prl.observations`), a dict of [T + 1, N, *leaf shape] tensors."""
+    layout that is not flat (`prl.envs.observations`), a dict of [T + 1, N, *leaf shape] tensors."""
     actions: torch.Tensor
     """[T, N, A] policy actions (indices as floats for discrete spaces)."""
     logprobs: torch.Tensor
@@ -79,7 +79,7 @@ class TrajectoryBuffer:
     ):
         """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype).
 
-        `central` adds what central inference (`prl.central`) needs: `final_obs`, one observation per
+        `central` adds what central inference (`prl.collection.central`) needs: `final_obs`, one observation per
         slot and env ([slots, envs_per_worker, ...]), where a worker leaves a truncated episode's last
         observation, and `noise` ([slots, T, envs_per_worker, action_dim]), the randomness each worker
         draws for its envs' actions from its own seeded stream.

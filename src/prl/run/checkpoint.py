@@ -14,7 +14,7 @@ from typing import Union
 import torch
 
 from prl.errors import ConfigError
-from prl.metrics import write_atomically
+from prl.run.folder import write_atomically
 
 CHECKPOINT = "checkpoint.pt"
 """The latest checkpoint in a run folder."""
@@ -59,8 +59,8 @@ def load_policy(path: PathLike, env=None):
     stores by name only). Returns (policy, config).
     """
     from prl.config import flatten_dict, from_flat
-    from prl.envs import probe_env
-    from prl.policy import build_policy
+    from prl.envs.factory import probe_env
+    from prl.nn.policy import build_policy
 
     payload = load_checkpoint(path)
     flat = flatten_dict(payload["config"])

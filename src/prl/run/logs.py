@@ -1,15 +1,12 @@
-"""Metrics: a window of recent episodes, and the run folder's JSON-lines and JSON files."""
+"""Run logs: a window of recent episodes, metrics.jsonl and TensorBoard."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections import deque
 from pathlib import Path
-from typing import Callable, Optional, Union
-
-from prl.errors import ConfigError
+from typing import Optional, Union
 
 
 class EpisodeWindow:
@@ -52,36 +49,6 @@ def _clean(value):
     return value
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json")
-"""What a run folder holds; any of them present means the folder already holds a run."""
-
-
-REPLACED_FILES = RUN_FILES + ("checkpoint_best.pt",)
-"""What a new run in the same folder replaces: an old best checkpoint would otherwise pose as the new run's."""
-
-TENSORBOARD_FILES = "events.out.tfevents.*"
-"""TensorBoard event files; an old run's would show as a second curve beside the new one."""
-
-
-def clear_run_folder(out: Union[str, Path]) -> None:
-    """Delete the files a previous run wrote into `out` (only those prl writes; anything else stays)."""
-    folder = Path(out)
-    for path in [folder / name for name in REPLACED_FILES] + sorted(folder.glob(TENSORBOARD_FILES)):
-        path.unlink(missing_ok=True)
-
-
-def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
-    """Refuse an out folder that already holds a run, unless overwriting was asked for."""
-    if out is None or overwrite:
-        return
-    existing = [name for name in RUN_FILES if (Path(out) / name).exists()]
-    if existing:
-        raise ConfigError(
-            f"the out folder {out} already holds a run ({', '.join(existing)}); "
-            "choose another --out or pass --overwrite to replace it."
-        )
-
-
 class MetricsLog:
     """Writes one JSON object per update to `metrics.jsonl`, flushed at once so a crash loses nothing.
 
@@ -112,24 +79,6 @@ class MetricsLog:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
-
-
-def write_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> None:
-    """Have `write` fill a temporary file beside `path`, fsync it, and rename it over `path`.
-
-    A crash mid-write leaves the previous file intact (at worst a stray `.tmp` file).
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Union[str, Path], data: dict) -> None:
-    """Write a JSON file atomically (see `write_atomically`)."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 TENSORBOARD_TAGS = {

@@ -1,7 +1,7 @@
 """The actor-critic policy: separate actor and critic MLPs over (optionally normalized) observations.
 
 For a flat observation the MLPs read the normalized vector itself. For images, Dict and Tuple
-observations (`prl.observations`), a shared `ObsEncoder` (`prl.encoders`) turns the leaves into
+observations (`prl.envs.observations`), a shared `ObsEncoder` (`prl.nn.encoders`) turns the leaves into
 one feature vector first, and the actor and critic MLPs read that.
 """
 
@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from prl.config import PolicyConfig
-from prl.encoders import ObsEncoder, vector_size
-from prl.envs import CONTINUOUS, DISCRETE, EnvSpec
-from prl.normalize import ObsNormalizer
-from prl.observations import Observations
-from prl.presets import normalizes_observations
+from prl.envs.observations import Observations
+from prl.envs.presets import normalizes_observations
+from prl.envs.spec import CONTINUOUS, DISCRETE, EnvSpec
+from prl.nn.encoders import ObsEncoder, vector_size
+from prl.nn.normalize import ObsNormalizer
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 """log(sqrt(2 pi)), the constant term of a Gaussian log-density."""
@@ -132,7 +132,7 @@ class ActorCritic(nn.Module):
 
     def _sample_with(self, heads: list[torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         """Actions drawn with given randomness [B, action_dim]: standard normals for a Gaussian,
-        uniforms in [0, 1) for categorical heads (inverse CDF, as `prl.inference.NumpyActor` draws)."""
+        uniforms in [0, 1) for categorical heads (inverse CDF, as `prl.nn.actors.NumpyActor` draws)."""
         if self.spec.action_kind == CONTINUOUS:
             return heads[0] + self.log_std.exp() * noise
         parts = []
@@ -194,7 +194,7 @@ class ActorCritic(nn.Module):
 def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bool], obs_clip: float) -> ActorCritic:
     """The one place a policy is constructed, so learner and workers build identical networks.
 
-    `normalize_obs` None leaves the choice to the env's observation bounds (`prl.presets`).
+    `normalize_obs` None leaves the choice to the env's observation bounds (`prl.envs.presets`).
     """
     return ActorCritic(spec, policy, normalize_obs=normalizes_observations(normalize_obs, spec), obs_clip=obs_clip)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prl.envs import CONTINUOUS, DISCRETE
-from prl.observations import map_obs
-from prl.policy import HALF_LOG_2PI, ActorCritic
+from prl.envs.observations import map_obs
+from prl.envs.spec import CONTINUOUS, DISCRETE
+from prl.nn.policy import HALF_LOG_2PI, ActorCritic
 
 
 def _linear_layers(sequential: torch.nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:

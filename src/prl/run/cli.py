@@ -1,7 +1,7 @@
 """The command line of scripts/train.py, generated from the Config dataclass tree.
 
 Every leaf field becomes a flag (`envs_per_worker` -> `--envs-per-worker`) whose help is the
-field's docstring. When `--env` names an env with tuned defaults (`prl.presets`), those load
+field's docstring. When `--env` names an env with tuned defaults (`prl.envs.presets`), those load
 first and explicit flags override them.
 """
 
@@ -19,12 +19,13 @@ import time
 import typing
 from typing import Any, Callable, Optional, Sequence
 
+from prl.collection.processes import prestart
 from prl.config import SECTIONS, Config, flat_fields, flatten_dict, from_flat
-from prl.envs import probe_env
+from prl.envs.factory import probe_env
+from prl.envs.presets import PRESETS, tuned_config
 from prl.errors import ConfigError, WorkerError
-from prl.metrics import check_run_folder, format_return
-from prl.presets import PRESETS, tuned_config
-from prl.startup import prestart
+from prl.run.folder import check_run_folder
+from prl.run.logs import format_return
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         preset_note = f"; {Config.env}: {default_preset[name]}" if name in default_preset else ""
         help_text = f"{docs[section].get(name, '')} (default: {default}{preset_note})"
         hint = hints[section][name]
-        if hint in (bool, Optional[bool]):  # an unset Optional[bool] is left to prl.presets to decide
+        if hint in (bool, Optional[bool]):  # an unset Optional[bool] is left to prl.envs.presets to decide
             groups[section].add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
             continue
         convert, extra = _converter(hint)
@@ -119,7 +120,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
     resume = options.pop("resume", None)
     no_preset = options.pop("no_preset", False)
     if resume is not None:
-        from prl.checkpoint import checkpoint_path, load_checkpoint  # torch is needed to read it
+        from prl.run.checkpoint import checkpoint_path, load_checkpoint  # torch is needed to read it
 
         stored = flatten_dict(load_checkpoint(resume)["config"])
         return from_flat({**stored, "out": str(checkpoint_path(resume).parent), **options}), resume
@@ -146,12 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if resume is None:
             check_run_folder(config.out, config.overwrite)
         else:
-            from prl.training import resume_checkpoint
+            from prl.run.training import resume_checkpoint
 
             resume_checkpoint(config, resume)  # another env or network shape fails here, before anything starts
         spec = probe_env(config)  # a bad env fails here, before any process starts
         prestart(config)  # the worker server imports torch while this process does
-        from prl.training import train  # torch loads only once the options and env are known to be valid
+        from prl.run.training import train  # torch loads only once the options and env are known to be valid
 
         summary = train(config, spec, resume_from=resume)
     except ConfigError as error:

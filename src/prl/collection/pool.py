@@ -6,7 +6,7 @@ Channels. Each worker has one duplex pipe to the parent. Parent -> worker carrie
 requests, (slot, weight version): "fill this slot acting with this version", or None ("exit").
 Worker -> parent carries tuples: ("ready", w, None), ("slot", w, slot) when a slot is full,
 ("error", w, (type, message, traceback)) when anything raised. Trajectories and weights never
-travel through pipes: they live in shared tensors (`prl.buffers`), and only slot indices and
+travel through pipes: they live in shared tensors (`prl.collection.buffers`), and only slot indices and
 version numbers move.
 
 Start. The parent allocates the shared buffer and weights, publishes version 0, and starts
@@ -55,7 +55,7 @@ from the env or the options, not from bad luck. A worker that reports nothing wi
 Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
 not, it exits, so killing the parent leaves no worker behind.
 
-Central inference (`inference="central"`, `prl.central`). Each worker also gets an inference
+Central inference (`inference="central"`, `prl.collection.central`). Each worker also gets an inference
 pipe, served by a thread of the parent (or, with `inference_server="process"`, a process of its
 own) that holds the policy on the learner's device; the worker then holds no policy and its
 rollouts act through that server. The requests, slots,
@@ -79,15 +79,15 @@ from multiprocessing.connection import wait
 
 import torch
 
-from prl.backends import Failures
-from prl.buffers import Batch, SharedWeights, TrajectoryBuffer
-from prl.central import InferenceProcess, InferenceServer
+from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer
+from prl.collection.central import InferenceProcess, InferenceServer
+from prl.collection.failures import Failures
+from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
+from prl.collection.worker import worker_main
 from prl.config import Config
-from prl.envs import EnvFactory
+from prl.envs.factory import EnvFactory
 from prl.errors import ConfigError, WorkerError
-from prl.policy import ActorCritic, build_policy
-from prl.startup import main_script_hidden, sigint_ignored, stop_processes, worker_context
-from prl.worker import worker_main
+from prl.nn.policy import ActorCritic, build_policy
 
 JOIN_S = 5.0
 """How long `close()` waits for a worker to exit by itself before terminating it."""
@@ -110,7 +110,7 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
 
 
 def shutdown(processes: list, conns: list, server: InferenceServer | InferenceProcess | None = None) -> None:
-    """Stop the inference server, then the workers in protocol order (`prl.startup.stop_processes`); safe to call twice."""
+    """Stop the inference server, then the workers in protocol order (`prl.collection.processes.stop_processes`); safe to call twice."""
     if server is not None:
         server.stop()
     stop_processes(processes, conns, JOIN_S)
@@ -138,7 +138,7 @@ class ActorPool:
         self.config = config
         self.spec = policy.spec
         self.inference = resolve_inference(config, policy)
-        """worker or central (`prl.central`): where this pool's rollouts compute their actions."""
+        """worker or central (`prl.collection.central`): where this pool's rollouts compute their actions."""
         self._context = worker_context(config)
         self.buffer = TrajectoryBuffer(
             config.workers,

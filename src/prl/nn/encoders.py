@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prl.envs.observations import DISCRETE, IMAGE, VECTOR, Leaf, ObsLayout
 from prl.errors import ConfigError
-from prl.observations import DISCRETE, IMAGE, VECTOR, Leaf, ObsLayout
 
 ENCODERS = ("auto", "mlp", "nature", "grid")
 """Values of `PolicyConfig.encoder`."""

@@ -3,7 +3,7 @@
 Code written for the single-process "async PPO" script moves to prl by changing its imports
 to `from prl import PPO, AsyncPPO`. The argument names and meanings are kept; they map onto
 `prl.Config` as the docstrings say. `PPO` also serves the original's custom loop
-(`get_action`, `memory`, `learn`; see `prl.custom_loop`), which runs in one process.
+(`get_action`, `memory`, `learn`; see `prl.compat.custom_loop`), which runs in one process.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prl.buffers import Batch
-from prl.checkpoint import save_checkpoint
+from prl.collection.buffers import Batch
+from prl.compat.custom_loop import Column, EpisodeMemory
 from prl.config import from_flat
-from prl.custom_loop import Column, EpisodeMemory
-from prl.envs import CONTINUOUS, EnvSpec, probe_env, spec_from_spaces
+from prl.envs.factory import probe_env
+from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces
 from prl.errors import ConfigError
+from prl.run.checkpoint import save_checkpoint
 
 WEIGHTS_FILE = "policy.pt"
 """The file `save_weights` writes into its folder."""
@@ -66,7 +67,7 @@ class PPO:
         is_continuous: True for a Box action space, False for Discrete.
         observ_dim: size of an observation; checked against the env when its observations are
             flat vectors (images, Dict and Tuple observations are encoded from their space, see
-            `prl.observations`, and this number is not used for them).
+            `prl.envs.observations`, and this number is not used for them).
         action_dim: number of discrete actions, or size of a continuous action; checked against the env.
         action_scaling: continuous actions are multiplied by this and clipped to the bounds
             (prl's `action_scale`); None maps [-1, 1] onto the bounds.
@@ -178,7 +179,7 @@ class PPO:
     def loop_learner(self):
         """The single-process learner behind `get_action` and `learn`, built on first use."""
         if self._loop_learner is None:
-            from prl.learner import Learner
+            from prl.learning.learner import Learner
 
             obs_space = gym.spaces.Box(-np.inf, np.inf, (self.observ_dim,), np.float32)
             if self.is_continuous:
@@ -338,7 +339,7 @@ class AsyncPPO:
 
     def run(self) -> dict:
         """Train, keep the trained policy in `ppo.policy`, and return the run summary."""
-        from prl.training import run_training
+        from prl.run.training import run_training
 
         config = self.config()
         spec = probe_env(config)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prl.normalize import ObsNormalizer
-from prl.policy import mlp
+from prl.nn.normalize import ObsNormalizer
+from prl.nn.policy import mlp
 
 RND_OBS_CLIP = 5.0
 FEATURES = 64

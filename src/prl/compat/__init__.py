@@ -1,0 +1,1 @@
+"""The original program's API (`PPO`, `AsyncPPO`, the custom-loop helpers) running on prl."""
