@@ -13,7 +13,7 @@ import toy_envs
 from conftest import run_script
 
 from prl import PPO, EnvVectorizer, VecMemory
-from prl.compat.async_ppo import custom_loop as utils
+from prl import custom_loop as utils
 from prl.compat.custom_loop import EpisodeMemory
 from prl.learning.ppo import compute_gae
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EVALUATION = """
     from prl import evaluate
-    from prl.envs import EnvFactory
+    from prl.envs.factory import EnvFactory
 
     result = evaluate(ppo.policy, EnvFactory("CartPole-v1"), episodes=20, seed=1)
     print("RESULT", json.dumps({"steps": int(pbar.n), "eval": result["return_mean"]}))

@@ -100,7 +100,7 @@ def test_a_missing_dependency_names_the_extra_to_install():
 def test_the_extras_make_mujoco_and_box2d_envs_without_a_warning():
     # In a fresh process: MuJoCo prints its warnings from C, once per model compiled.
     code = (
-        "from prl.envs import EnvFactory, make_env\n"
+        "from prl.envs.factory import EnvFactory, make_env\n"
         "for env_id in ('HalfCheetah-v5', 'Hopper-v5', 'Walker2d-v5', 'Ant-v5', 'LunarLander-v3', 'MiniGrid-Empty-5x5-v0'):\n"
         "    env = make_env(EnvFactory(env_id))\n"
         "    env.reset(seed=0); env.step(env.action_space.sample()); env.close()\n"
