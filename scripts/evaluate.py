@@ -30,7 +30,7 @@ from prl.nn.policy import ActorCritic
 from prl.run.checkpoint import BEST_CHECKPOINT, checkpoint_path, load_policy
 from prl.run.evaluation import MAX_EPISODE_STEPS, evaluate
 from prl.run.logs import format_return
-from prl.seeding import seed_for
+from prl.seeding import evaluation_seed
 
 VIDEO_PACKAGES = "imageio imageio-ffmpeg"
 
@@ -102,12 +102,12 @@ def record_video(
     env = make_env(factory, render_mode="rgb_array")
     writer = None
     frames = 0
-    torch.manual_seed(seed_for(seed, 1 << 30))
+    torch.manual_seed(evaluation_seed(seed))
     try:
         fps = env.metadata.get("render_fps") or 30
         with torch.inference_mode():
             for episode in range(episodes):
-                obs, _ = env.reset(seed=seed_for(seed, 1 << 30, episode))
+                obs, _ = env.reset(seed=evaluation_seed(seed, episode))
                 frame = _render(env)
                 if writer is None:  # opened after the first frame, so a rendering error leaves no empty file
                     writer = imageio.get_writer(file, fps=fps, macro_block_size=2)

@@ -114,7 +114,7 @@ def test_a_failing_server_stops_collection_with_its_error_and_leaves_nothing_run
         raise RuntimeError("out of device memory")
 
     monkeypatch.setattr(pool._server, "_serve", broken)
-    with pytest.raises(WorkerError, match="the inference server failed: RuntimeError: out of device memory"):
+    with pytest.raises(WorkerError, match="RuntimeError in the inference server: out of device memory"):
         pool.collect()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     assert not inference_threads()
@@ -148,7 +148,7 @@ def test_a_server_process_that_dies_stops_collection_in_one_sentence_and_leaves_
     pids = [*pool.pids, pool.server_pid]
     pool.collect()
     psutil.Process(pool.server_pid).kill()
-    with pytest.raises(WorkerError, match=r"the inference server failed: RuntimeError: the inference process ended"):
+    with pytest.raises(WorkerError, match=r"RuntimeError in the inference server: the inference process ended"):
         pool.collect()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     with pytest.raises(ConfigError, match="inference_server must be thread or process, got 'gpu'"):

@@ -6,8 +6,8 @@ protocol below adds a second pipe per worker to the one written in `prl.collecti
 
 Inference protocol
 ==================
-Channel. Each worker has an inference pipe to the `InferenceServer`, a thread of the parent
-process. Worker -> server: ("act", slot, t, group): "row t of my slot holds the observations of
+Channel. Each worker has an inference pipe to the `InferenceServer` (a process of its own by
+default, see Hosting below). Worker -> server: ("act", slot, t, group): "row t of my slot holds the observations of
 this group's envs; write their actions, log-probs and values into the slot", or
 ("final", slot, t, envs): "the final observations of these truncated envs are in my row of
 `final_obs`; write their values into final_values[slot, t]". Server -> worker: (t, group) once
@@ -37,40 +37,39 @@ one scatter back. It never waits for a particular worker, so a hung or dead work
 itself. A closed pipe (the worker died) is dropped; the pool's replacement brings a new pipe
 (`attach`).
 
-Failures. An exception in the server is kept in `error`; the server then closes every pipe, so
-that each worker waiting for a reply fails at once, and the pool raises the server's error.
+Failures. An exception in the server is kept in `error` (a `prl.collection.child.ChildError`);
+the server then closes every pipe, so that each worker waiting for a reply fails at once, and
+the pool raises the server's error ("... in the inference server").
 `stop()` ends the thread within `POLL_S` and closes the pipes; it leaves no thread behind.
 
-Hosting (`inference_server`). By default the server is a thread of the learner's process. With
-`process` the same server runs in a process of its own (`InferenceProcess`), with its own copy
-of the policy on the learner's device, so that its Python work does not share the learner's
-interpreter lock. The pool keeps one control pipe to it. Start: the process builds the policy,
+Hosting (`inference_server`). By default (`process`) the server runs in a process of its own
+(`InferenceProcess`), with its own copy of the policy on the learner's device, so that its
+Python work does not share the learner's interpreter lock; with `thread` the same server is a
+thread of the learner's process. The pool keeps one control pipe to it. Start: the process builds the policy,
 starts the server and sends ("ready",) within `START_S`. `attach` sends ("attach", worker)
 followed by the pipe's file descriptor (`multiprocessing.reduction.send_handle`). The version
 to act with lives in a shared tensor that `use_version` writes, read at each batch as the
-thread reads it. The process sends ("error", type, message) when its server fails, and exits;
-`error` reports that, or the process's death. `stop()` sends None, joins it, then terminates
-it. It watches the learner's process and exits if that ends.
+thread reads it. The process runs `prl.collection.child.child_main` with `serve_in_process` as
+its body, and sends ("error", None, ChildError) when its server fails, and exits; `error`
+reports that, or the process's death. `stop()` sends None, joins it, then terminates it. It
+watches the learner's process and exits if that ends.
 """
 
 from __future__ import annotations
 
-import builtins
 import os
-import signal
 import threading
-import traceback
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import Callable, Optional
 
-import psutil
 import torch
 
 from prl.collection.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.child import Channel, ChildError, child_main
 from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes
 from prl.envs.observations import Observations, map_obs
-from prl.errors import ConfigError, WorkerError
+from prl.errors import WorkerError
 from prl.nn.policy import ActorCritic, build_policy, place_policy
 
 POLL_S = 0.05
@@ -101,7 +100,7 @@ class InferenceServer:
         device: where inference runs (the learner's device).
         wanted: a one-element int64 tensor holding the version to act with (`use_version` writes
             it); a server hosted in another process shares it with the pool.
-        on_error: called with the exception that stops the server, before it closes the pipes.
+        on_error: called with the error that stops the server (a `ChildError`), before it closes the pipes.
     """
 
     def __init__(
@@ -111,15 +110,15 @@ class InferenceServer:
         buffer: TrajectoryBuffer,
         device,
         wanted: Optional[torch.Tensor] = None,
-        on_error: Optional[Callable[[BaseException], None]] = None,
+        on_error: Optional[Callable[[ChildError], None]] = None,
     ):
         self.device = torch.device(device)
         self.policy = place_policy(policy, self.device).eval()
         self.weights = weights
         self.buffer = buffer
         self.groups = env_groups(buffer.envs_per_worker)
-        self.error: Optional[BaseException] = None
-        """The exception that stopped the server, if one did."""
+        self.error: Optional[ChildError] = None
+        """The error that stopped the server, if one did."""
         self.served = 0
         """Batches served so far."""
         self._held = -1
@@ -147,7 +146,7 @@ class InferenceServer:
         """Act with weight `version` from the next batch on; called only while no rollout runs."""
         self._wanted[0] = version
 
-    def await_error(self, timeout: float) -> Optional[BaseException]:
+    def await_error(self, timeout: float) -> Optional[ChildError]:
         """The error that stopped the server, waiting up to `timeout` for the thread to end (a worker saw its pipe close)."""
         self._join(timeout)
         return self.error
@@ -193,9 +192,9 @@ class InferenceServer:
                 if requests:
                     self._serve(requests, {worker: conn for worker, conn in by_conn.values()})
         except BaseException as error:  # kept for the pool to raise; the workers see their pipes close
-            self.error = error
+            self.error = ChildError.of(error)
             if self._on_error is not None:
-                self._on_error(error)
+                self._on_error(self.error)
             self._close_pipes()
 
     def _drop(self, worker: int, conn: Connection) -> None:
@@ -261,17 +260,6 @@ class InferenceServer:
         return map_obs(lambda tensor: tensor.pin_memory().to(self.device, non_blocking=True), obs)
 
 
-def remote_error(name: str, message: str) -> Exception:
-    """An exception standing for one raised in another process: prl's own errors and builtin ones keep their type."""
-    kind = {"ConfigError": ConfigError, "WorkerError": WorkerError}.get(name, getattr(builtins, name, None))
-    if isinstance(kind, type) and issubclass(kind, Exception):
-        try:
-            return kind(message)
-        except TypeError:
-            pass
-    return RuntimeError(f"{name}: {message}")
-
-
 class InferenceProcess:
     """An `InferenceServer` hosted in a process of its own, with the thread's interface (see Hosting above).
 
@@ -291,13 +279,25 @@ class InferenceProcess:
         self._wanted = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._control, child = context.Pipe(duplex=True)
         self._process = context.Process(
-            target=serve_in_process,
+            target=child_main,
             name="prl-inference",
-            args=(child, os.getpid(), policy_args, weights, buffer, str(device), self._wanted, threads),
+            args=(
+                serve_in_process,
+                child,
+                os.getpid(),
+                None,
+                threads,
+                None,
+                policy_args,
+                weights,
+                buffer,
+                str(device),
+                self._wanted,
+            ),
             daemon=True,
         )
         self._child = child
-        self._error: Optional[BaseException] = None
+        self._error: Optional[ChildError] = None
         self._stopped = False
 
     def start(self) -> None:
@@ -314,11 +314,13 @@ class InferenceProcess:
             error = self.await_error(STOP_S)  # it closed its pipe: its report, or its end, follows
         else:
             error = None
-        error = error or TimeoutError(f"it did not answer within {START_S:.0f} s")
+        error = error or ChildError("TimeoutError", f"it did not answer within {START_S:.0f} s")
         self.stop()
-        if isinstance(error, ConfigError):
-            raise error
-        raise WorkerError(f"the inference process did not start: {type(error).__name__}: {error}") from error
+        if error.type_name == "ConfigError":
+            raise error.exception("the inference server")
+        raise WorkerError(
+            f"the inference process did not start: {error.type_name}: {error.message}\n{error.trace}".rstrip()
+        )
 
     def _read_report(self) -> Optional[tuple]:
         """The next message from the process, if one is waiting; an error report is kept in `error`."""
@@ -329,7 +331,7 @@ class InferenceProcess:
         except (EOFError, OSError):
             return None
         if message[0] == "error" and self._error is None:
-            self._error = remote_error(*message[1:])
+            self._error = message[2]
         return message
 
     def attach(self, worker: int, conn: Connection) -> None:
@@ -352,17 +354,19 @@ class InferenceProcess:
         return self._process.pid
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> Optional[ChildError]:
         """What stopped the server process (its error report, or its death), if something did; None once stopped."""
         if self._error is None and self._process.pid is not None and not self._stopped:
             ended = not self._process.is_alive()  # first: a report sent just before the end is then in the pipe
             self._read_report()
             if self._error is None and ended:
                 self._process.join(timeout=STOP_S)
-                self._error = RuntimeError(f"the inference process ended (exit code {self._process.exitcode})")
+                self._error = ChildError(
+                    "RuntimeError", f"the inference process ended (exit code {self._process.exitcode})"
+                )
         return self._error
 
-    def await_error(self, timeout: float) -> Optional[BaseException]:
+    def await_error(self, timeout: float) -> Optional[ChildError]:
         """The error that stopped the server, waiting up to `timeout` for the process to end (a worker saw its pipe close).
 
         A failing server reports and then exits, and a killed one closes its pipes a moment
@@ -379,36 +383,29 @@ class InferenceProcess:
 
 
 def serve_in_process(
-    control: Connection,
-    parent_pid: int,
+    channel: Channel,
     policy_args: tuple,
     weights: SharedWeights,
     buffer: TrajectoryBuffer,
     device: str,
     wanted: torch.Tensor,
-    threads: int = 1,
 ) -> None:
-    """Entry point of a server process: build the policy, serve, and take attachments until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
-    torch.set_num_threads(threads)
+    """The body of a server process, run by `prl.collection.child.child_main`: build the policy, serve,
+    and take attachments until told to stop."""
     server = None
-    lock = threading.Lock()
 
-    def report(error: BaseException) -> None:
-        detail = str(error) if isinstance(error, ConfigError) else f"{error}\n{traceback.format_exc()}"
+    def report(error: ChildError) -> None:
         try:
-            with lock:
-                control.send(("error", type(error).__name__, detail))
+            channel.send(("error", None, error))
         except (OSError, EOFError):
             pass  # the pool is gone
 
     try:
-        parent = psutil.Process(parent_pid)
         server = InferenceServer(build_policy(*policy_args), weights, buffer, device, wanted, on_error=report)
         server.start()
-        with lock:
-            control.send(("ready",))
-        while parent.is_running() and server.error is None:
+        channel.send(("ready",))
+        control = channel.conn
+        while channel.parent.is_running() and server.error is None:
             try:
                 if not control.poll(POLL_S):
                     continue
@@ -419,12 +416,9 @@ def serve_in_process(
             except (EOFError, OSError):
                 break  # the pool's end closed: it is gone
             server.attach(message[1], worker_conn)
-    except BaseException as error:
-        report(error)
     finally:
         if server is not None:
             server.stop()
-        control.close()
 
 
 class InferenceGone(Exception):

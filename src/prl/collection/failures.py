@@ -6,6 +6,7 @@ import time
 import warnings
 from collections import deque
 
+from prl.collection.child import ChildError
 from prl.config import Config
 from prl.errors import WorkerError
 
@@ -41,11 +42,10 @@ class Failures:
             f"prl: {self.name} {worker} {what}; restarting it ({self.restarts} restart(s) so far).", stacklevel=4
         )
 
-    def env_error(self, worker: int, payload: tuple) -> None:
+    def env_error(self, worker: int, error: ChildError) -> None:
         """An env raised, or returned non-finite data, in `worker` (which rebuilt its envs): stop or count it."""
-        error_type, message, _ = payload
-        if error_type == "NonFiniteData" and self.config.nan_policy == "error":
+        if error.type_name == "NonFiniteData" and self.config.nan_policy == "error":
             raise WorkerError(
-                f"in {self.name} {worker}: {message}; pass --nan-policy drop to discard such rollouts instead."
+                f"in {self.name} {worker}: {error.message}; pass --nan-policy drop to discard such rollouts instead."
             )
-        self.count(worker, f"raised {error_type}: {message}")
+        self.count(worker, f"raised {error.type_name}: {error.message}")

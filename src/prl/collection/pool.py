@@ -5,14 +5,17 @@ Process protocol
 Channels. Each worker has one duplex pipe to the parent. Parent -> worker carries rollout
 requests, (slot, weight version): "fill this slot acting with this version", or None ("exit").
 Worker -> parent carries tuples: ("ready", w, None), ("slot", w, slot) when a slot is full,
-("error", w, (type, message, traceback)) when anything raised. Trajectories and weights never
-travel through pipes: they live in shared tensors (`prl.collection.buffers`), and only slot indices and
-version numbers move.
+("env_error", w, ChildError) when an env failed, ("error", w, ChildError) when anything else
+raised (`prl.collection.child.ChildError`: the exception as data). Trajectories and weights
+never travel through pipes: they live in shared tensors (`prl.collection.buffers`), and only
+slot indices and version numbers move.
 
 Start. The parent allocates the shared buffer and weights, publishes version 0, and starts
 W daemon processes with forkserver (or spawn; never plain fork, which is unsafe once CUDA is
-up). Each worker ignores SIGINT, uses one thread, seeds its sampler and envs from (seed,
-worker, env index), builds its envs and policy, loads the weights, resets, and sends "ready".
+up). Each runs `prl.collection.child.child_main` with `prl.collection.worker.worker_main` as its
+body: it ignores SIGINT, uses one thread, seeds its process, sampler and envs from named streams
+of the run seed (`prl.seeding`), builds its envs and policy, loads the weights, resets, and
+sends "ready".
 The parent waits for every "ready" within `worker_timeout`; an error message, a dead process
 or the timeout aborts the start, closes what did start, and raises.
 
@@ -36,7 +39,7 @@ the buffer that in-flight rollouts read (two publishes with no collect between, 
 mode).
 
 Failures during collection. An exception inside a rollout (an env's step or reset, or a NaN
-or infinite observation or reward) travels as ("env_error", w, ...): the worker has not
+or infinite observation or reward) travels as ("env_error", w, ChildError): the worker has not
 reported the slot, so its partial data is never learned from, and it has already rebuilt its
 envs with fresh seeds. A worker that dies (signal, out of memory, a crash in native code) is
 seen at once through its sentinel; the parent drains its pipe (an error report sent just
@@ -46,8 +49,8 @@ before dying is raised as such) and starts a replacement with fresh seeds, which
 failure counts against `max_worker_restarts` within `restart_window_s` per worker; beyond it
 the run stops with one sentence. With `nan_policy="error"` non-finite data stops the run at once.
 
-Errors. Any other exception in a worker travels as ("error", w, (type, message, traceback))
-and is raised in the parent as WorkerError ("in worker N" plus the traceback), or as
+Errors. Any other exception in a worker travels as ("error", w, ChildError) and is raised in
+the parent by `ChildError.exception` as WorkerError ("in worker N" plus the traceback), or as
 ConfigError when the user can fix it. During start-up every failure is fatal, since it comes
 from the env or the options, not from bad luck. A worker that reports nothing within
 `worker_timeout` is declared stuck. A fatal error closes the pool before raising.
@@ -55,11 +58,11 @@ from the env or the options, not from bad luck. A worker that reports nothing wi
 Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
 not, it exits, so killing the parent leaves no worker behind.
 
-Central inference (`inference="central"`, `prl.collection.central`). Each worker also gets an inference
-pipe, served by a thread of the parent (or, with `inference_server="process"`, a process of its
-own) that holds the policy on the learner's device; the worker then holds no policy and its
-rollouts act through that server. The requests, slots,
-versions, failures and shutdown above are unchanged: the pool names the version the server
+Central inference (`inference="central"`, `prl.collection.central`). Each worker also gets an
+inference pipe, served by a process of its own (or, with `inference_server="thread"`, a thread of
+the parent) that holds the policy on the learner's device; the worker then holds no policy and
+its rollouts act through that server. The requests, slots, versions, failures and shutdown
+above are unchanged: the pool names the version the server
 acts with before it sends requests, a replacement worker's new pipe is attached to the server,
 and an error in the server is raised by `collect()`.
 
@@ -79,14 +82,16 @@ from multiprocessing.connection import wait
 
 import torch
 
+from prl import seeding
 from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.collection.central import InferenceProcess, InferenceServer
+from prl.collection.child import ChildError, child_main
 from prl.collection.failures import Failures
 from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
 from prl.collection.worker import worker_main
 from prl.config import Config
 from prl.envs.factory import EnvFactory
-from prl.errors import ConfigError, WorkerError
+from prl.errors import WorkerError
 from prl.nn.policy import ActorCritic, build_policy
 
 JOIN_S = 5.0
@@ -184,7 +189,7 @@ class ActorPool:
         self._finalizer = weakref.finalize(self, shutdown, self._processes, self._conns, self._server)
         try:
             for index in range(config.workers):
-                process, conn = self._spawn(index, (seed_stream,) if seed_stream else ())
+                process, conn = self._spawn(index, seeding.first_incarnation(seed_stream))
                 self._processes.append(process)
                 self._conns.append(conn)
             self._await({"ready"}, set(range(config.workers)), "start")
@@ -192,16 +197,27 @@ class ActorPool:
             self.close()
             raise
 
-    def _spawn(self, index: int, seed_path: tuple):
-        """Start worker `index` (its pipe and process); returns (process, parent end of the pipe)."""
+    def _spawn(self, index: int, incarnation: tuple):
+        """Start worker `index` (its pipe and process) in its `incarnation`; returns (process, parent end of the pipe)."""
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         inference_parent = inference_child = None
         if self._server is not None:
             inference_parent, inference_child = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=worker_main,
+            target=child_main,
             name=f"prl-worker-{index}",
-            args=(index, child_conn, os.getpid(), *self._worker_args, seed_path, inference_child),
+            args=(
+                worker_main,
+                child_conn,
+                os.getpid(),
+                index,
+                1,
+                seeding.process_seed(self.config.seed, index, incarnation),
+                index,
+                *self._worker_args,
+                incarnation,
+                inference_child,
+            ),
             daemon=True,
         )
         with sigint_ignored(), main_script_hidden():
@@ -292,8 +308,8 @@ class ActorPool:
         if replace:
             self._processes[worker].join(timeout=1.0)
             self._conns[worker].close()
-            seed_path = (self._seed_stream, 1 << 25, self.restarts)
-            self._processes[worker], self._conns[worker] = self._spawn(worker, seed_path)
+            incarnation = seeding.replacement(self._seed_stream, self.restarts)
+            self._processes[worker], self._conns[worker] = self._spawn(worker, incarnation)
             return  # the request is re-sent when the replacement reports ready
         self._send_request(worker)
 
@@ -357,8 +373,7 @@ class ActorPool:
     def _check_server(self) -> None:
         """Raise the inference server's error, if it stopped with one."""
         if self._server is not None and self._server.error is not None:
-            error = self._server.error
-            raise WorkerError(f"the inference server failed: {type(error).__name__}: {error}") from error
+            raise self._server.error.exception("the inference server")
 
     def _drain(self, worker: int) -> list:
         """Every message left in a dead worker's pipe."""
@@ -370,9 +385,9 @@ class ActorPool:
             pass
         return messages
 
-    def _env_failed(self, worker: int, payload: tuple) -> None:
+    def _env_failed(self, worker: int, error: ChildError) -> None:
         """An env raised (or returned non-finite data) inside `worker`, which rebuilt its envs."""
-        self._failures.env_error(worker, payload)
+        self._failures.env_error(worker, error)
         self._send_request(worker)
 
     def _death(self, worker: int, what: str) -> WorkerError:
@@ -380,14 +395,11 @@ class ActorPool:
         code = self._processes[worker].exitcode
         return WorkerError(f"worker {worker} died during {what} (exit code {code}).")
 
-    def _raise_worker_error(self, worker: int, payload: tuple) -> None:
-        error_type, message, trace = payload
-        if error_type == "InferenceGone" and self._server is not None:
+    def _raise_worker_error(self, worker: int, error: ChildError) -> None:
+        if error.type_name == "InferenceGone" and self._server is not None:
             self._server.await_error(JOIN_S)  # the worker may see its pipe close before the server's report
         self._check_server()  # a worker whose inference pipe closed reports the server's failure, not its own
-        if error_type == "ConfigError":
-            raise ConfigError(message)
-        raise WorkerError(f"{error_type} in worker {worker}: {message}\n{trace}")
+        raise error.exception(f"worker {worker}")
 
     def close(self) -> None:
         """Stop every worker and release the pipes; no process is left running. Safe to call twice."""

@@ -60,11 +60,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
 import socket
-import threading
 import time
-import traceback
 import warnings
 import weakref
 from multiprocessing.connection import wait
@@ -73,8 +70,9 @@ import numpy as np
 import psutil
 import torch
 
+from prl import seeding
 from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer, load_flat_state
-from prl.collection.child import ParentGone, use_one_thread, wait_for_message
+from prl.collection.child import Channel, ChildError, ParentGone, child_main, seed_process, use_one_thread
 from prl.collection.failures import Failures
 from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
 from prl.collection.rollout import RolloutCollector, action_rng
@@ -137,12 +135,13 @@ class RolloutActor:
         envs_per_worker: int,
         rollout_steps: int,
         seed: int,
-        seed_path: tuple,
+        incarnation: tuple,
     ):
         use_one_thread()  # as a local worker
+        seed_process(seeding.process_seed(seed, worker_index, incarnation))
         self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-        self.actor = make_actor(self.policy, action_rng(seed, worker_index, seed_path))
-        self.collector = RolloutCollector(factory, spec, self.actor, envs_per_worker, seed, worker_index, seed_path)
+        self.actor = make_actor(self.policy, action_rng(seed, worker_index, incarnation))
+        self.collector = RolloutCollector(factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation)
         self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
         self.held_version = -1
 
@@ -164,7 +163,7 @@ class RolloutActor:
         except Exception as error:
             failed, self.collector = self.collector, None
             self.collector = failed.rebuilt()
-            return {"env_error": (type(error).__name__, str(error), traceback.format_exc())}
+            return {"env_error": ChildError.of(error)}
         return {"slot": views, "version": version}
 
     def close(self) -> None:
@@ -225,16 +224,18 @@ class RayDriver:
         try:
             self._head = ray.get_runtime_context().gcs_address
             self._remote = ray.remote(num_cpus=config.ray_worker_cpus, max_restarts=0, max_task_retries=0)(RolloutActor)
-            path = (seed_stream,) if seed_stream else ()
-            self._actors = [self._spawn(index, path) for index in range(config.workers)]
+            first = seeding.first_incarnation(seed_stream)
+            self._actors = [self._spawn(index, first) for index in range(config.workers)]
             self._await_ready(list(range(config.workers)))
             self.publish(weights.current_version())
         except BaseException:
             self.close()
             raise
 
-    def _spawn(self, index: int, seed_path: tuple):
-        return self._remote.options(name=None, scheduling_strategy="SPREAD").remote(index, *self._actor_args, seed_path)
+    def _spawn(self, index: int, incarnation: tuple):
+        return self._remote.options(name=None, scheduling_strategy="SPREAD").remote(
+            index, *self._actor_args, incarnation
+        )
 
     def _await_ready(self, workers: list[int]) -> None:
         ray = self._ray
@@ -357,7 +358,7 @@ class RayDriver:
     def _recover(self, worker: int, what: str) -> None:
         """Count a death of `worker` within the restart budget and start its replacement."""
         self.failures.count(worker, what)
-        self._actors[worker] = self._spawn(worker, (self._seed_stream, 1 << 25, self.failures.restarts))
+        self._actors[worker] = self._spawn(worker, seeding.replacement(self._seed_stream, self.failures.restarts))
         self._await_ready([worker])
 
     def close(self) -> None:
@@ -375,52 +376,39 @@ class RayDriver:
             ray.shutdown()
 
 
-def drive(conn, parent_pid: int, ray_environment: dict, *driver_args) -> None:
-    """Entry point of the driver process; follows the protocol written above.
+def drive(channel: Channel, ray_environment: dict, *driver_args) -> None:
+    """The body of the driver process, run by `prl.collection.child.child_main`; follows the protocol written above.
 
     `driver_args` are `RayDriver`'s, before its heartbeat. `ray_environment` is the learner's
     RAY_* variables when the pool started (a forkserver child would otherwise see them as they
     were when the server started), such as the token mode of a Ray instance the learner's
     process started.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     for name in [name for name in os.environ if name.startswith("RAY_") and name not in ray_environment]:
         del os.environ[name]
     os.environ.update(ray_environment)
-    use_one_thread()
-    lock = threading.Lock()
-
-    def send(message: tuple) -> None:
-        with lock:  # Ray's own threads may warn too
-            conn.send(message)
-
-    warnings.showwarning = lambda message, *_: send(("warning", str(message)))
+    warnings.showwarning = lambda message, *_: channel.send(("warning", str(message)))  # Ray's threads warn too
     driver = None
     try:
-        parent = psutil.Process(parent_pid)
-        driver = RayDriver(*driver_args, heartbeat=lambda: send(("wait",)))
-        send(("ready", driver.pids, driver.nodes))
+        driver = RayDriver(*driver_args, heartbeat=lambda: channel.send(("wait",)))
+        channel.send(("ready", driver.pids, driver.nodes))
         while True:
-            message = wait_for_message(conn, parent)
+            message = channel.recv()
             if message is None:
                 break
             if message[0] == "publish":
                 driver.publish(message[1])
-                send(("published",))
+                channel.send(("published",))
             else:
-                send(("collected", driver.collect()))
+                channel.send(("collected", driver.collect()))
     except ParentGone:
-        pass
+        raise
     except BaseException as error:
-        detail = str(error) if isinstance(error, (ConfigError, WorkerError)) else traceback.format_exc()
-        try:
-            send(("error", type(error).__name__, detail))
-        except (OSError, EOFError):
-            pass
+        channel.report(error)  # before the clean-up below, which may take seconds
+        raise
     finally:
         if driver is not None:
             driver.close()
-        conn.close()
 
 
 def stop_driver(process, conn, driver: list, ray_processes: list) -> None:
@@ -497,11 +485,15 @@ class RayPool:
         context = worker_context(config)
         self._conn, child_conn = context.Pipe(duplex=True)
         self._process = context.Process(
-            target=drive,
+            target=child_main,
             name="prl-ray-driver",
             args=(
+                drive,
                 child_conn,
                 os.getpid(),
+                None,
+                1,
+                None,
                 {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
                 dataclasses.replace(config, env=config.env_name, env_kwargs={}),  # the envs travel in actor_args
                 actor_args,
@@ -604,12 +596,7 @@ class RayPool:
             if kind == "warning":
                 warnings.warn(payload[0], stacklevel=4)
             elif kind == "error":
-                error_type, detail = payload
-                if error_type == "ConfigError":
-                    raise ConfigError(detail)
-                raise WorkerError(
-                    detail if error_type == "WorkerError" else f"{error_type} in the Ray driver: {detail}"
-                )
+                raise payload[1].exception("the Ray driver")
 
     def _driver_ended(self, what: str) -> WorkerError:
         self._process.join(timeout=WAKE_S)

@@ -10,12 +10,12 @@ import math
 
 import numpy as np
 
+from prl import seeding
 from prl.collection.central import InferenceClient, InferenceGone, env_groups
 from prl.envs.factory import EnvFactory, make_env
 from prl.envs.families import game_result
 from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces
 from prl.errors import ConfigError
-from prl.seeding import seed_for
 
 
 class RolloutCollector:
@@ -29,17 +29,15 @@ class RolloutCollector:
         num_envs: int,
         seed: int,
         worker_index: int,
-        seed_path: tuple = (),
+        incarnation: tuple = (),
         rebuilds: int = 0,
     ):
-        """`rebuilds` counts the times this worker's envs were rebuilt after a failure (`rebuilt`):
-        each rebuild seeds its envs from a path of its own."""
+        """`incarnation` says which life of the worker this is (`prl.seeding`); `rebuilds` counts the
+        times its envs were rebuilt after a failure (`rebuilt`): each rebuild seeds its envs afresh."""
         self.spec = spec
         self.actor = actor
-        self._recipe = (factory, spec, num_envs, seed, worker_index, seed_path)
+        self._recipe = (factory, spec, num_envs, seed, worker_index, incarnation)
         self.rebuilds = rebuilds
-        if rebuilds:
-            seed_path = (*seed_path, 1 << 24, rebuilds)
         self.envs = [make_env(factory) for _ in range(num_envs)]
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
@@ -58,7 +56,7 @@ class RolloutCollector:
         self.flat_obs = spec.flat_obs and len(spec.obs_shape) == 1
         first_obs = []
         for index, env in enumerate(self.envs):
-            env_seed = seed_for(seed, worker_index, index, *seed_path)
+            env_seed = seeding.env_seed(seed, worker_index, index, seeding.rebuilt(incarnation, rebuilds))
             env.action_space.seed(env_seed)
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(obs)
@@ -235,8 +233,8 @@ class RolloutCollector:
     def rebuilt(self) -> RolloutCollector:
         """Close these envs and return a collector with new ones, seeded afresh (after an env failed mid-rollout)."""
         self.close()
-        factory, spec, num_envs, seed, worker_index, seed_path = self._recipe
-        return RolloutCollector(factory, spec, self.actor, num_envs, seed, worker_index, seed_path, self.rebuilds + 1)
+        factory, spec, num_envs, seed, worker_index, incarnation = self._recipe
+        return RolloutCollector(factory, spec, self.actor, num_envs, seed, worker_index, incarnation, self.rebuilds + 1)
 
     def close(self) -> None:
         """Close every env, ignoring errors from envs that are already broken."""
@@ -251,6 +249,6 @@ class NonFiniteData(Exception):
     """An env returned a NaN or infinite observation or reward; the message names the env and step."""
 
 
-def action_rng(seed: int, worker_index: int, seed_path: tuple = ()) -> np.random.Generator:
+def action_rng(seed: int, worker_index: int, incarnation: tuple = ()) -> np.random.Generator:
     """The generator a worker draws its actions' randomness from, in either inference mode."""
-    return np.random.default_rng(seed_for(seed, worker_index, 1 << 20, *seed_path))
+    return np.random.default_rng(seeding.action_seed(seed, worker_index, incarnation))

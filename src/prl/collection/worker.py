@@ -1,16 +1,12 @@
-"""The worker process: `worker_main`, the entry point that serves rollout requests (protocol in `prl.collection.pool`)."""
+"""The worker process: `worker_main`, its body, which builds its envs and serves rollout requests (protocol in `prl.collection.pool`)."""
 
 from __future__ import annotations
 
-import signal
-import traceback
 from typing import Optional
-
-import psutil
 
 from prl.collection.buffers import SharedWeights, TrajectoryBuffer
 from prl.collection.central import InferenceClient, InferenceGone
-from prl.collection.child import ParentGone, use_one_thread, wait_for_message, wait_until_readable
+from prl.collection.child import Channel, ChildError, wait_until_readable
 from prl.collection.rollout import RolloutCollector, action_rng
 from prl.config import PolicyConfig
 from prl.envs.factory import EnvFactory
@@ -21,9 +17,8 @@ from prl.nn.policy import build_policy
 
 
 def worker_main(
+    channel: Channel,
     worker_index: int,
-    conn,
-    parent_pid: int,
     factory: EnvFactory,
     spec: EnvSpec,
     policy_config: PolicyConfig,
@@ -33,35 +28,32 @@ def worker_main(
     weights: SharedWeights,
     envs_per_worker: int,
     seed: int,
-    seed_path: tuple = (),
+    incarnation: tuple = (),
     inference_conn=None,
 ) -> None:
-    """Entry point of a worker process; follows the protocol written in `prl.collection.pool`.
+    """The body of a worker process, run by `prl.collection.child.child_main`; follows the protocol in `prl.collection.pool`.
 
-    `seed_path` is mixed into every seed: empty for a fresh run's first workers, so their
-    seeds depend on (seed, worker, env) alone; a resumed run or a replacement worker passes
-    its own path, so no episode stream is replayed. With `inference_conn` (central inference,
-    `prl.collection.central`) the worker holds no policy: the server acts for its envs.
+    `incarnation` says which life of the worker this is (`prl.seeding`): a resumed run or a
+    replacement worker seeds its envs and actions from a path of its own, so no episode
+    stream is replayed. With `inference_conn` (central inference, `prl.collection.central`) the
+    worker holds no policy: the server acts for its envs.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    use_one_thread()
     collector: Optional[RolloutCollector] = None
     try:
-        parent = psutil.Process(parent_pid)
         policy = actor = client = final_obs = None
-        rng = action_rng(seed, worker_index, seed_path)
+        rng = action_rng(seed, worker_index, incarnation)
         if inference_conn is None:
             policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
             held_version = weights.load_into(policy, -1, weights.current_version())
             actor = make_actor(policy, rng)
         else:
             held_version = weights.current_version()
-            client = InferenceClient(inference_conn, lambda pipe: wait_until_readable(pipe, parent))
+            client = InferenceClient(inference_conn, lambda pipe: wait_until_readable(pipe, channel.parent))
             final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
-        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, seed_path)
-        conn.send(("ready", worker_index, None))
+        collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, incarnation)
+        channel.send(("ready", worker_index, None))
         while True:
-            request = wait_for_message(conn, parent)
+            request = channel.recv()
             if request is None:
                 break
             slot, version = request
@@ -80,22 +72,14 @@ def worker_main(
             except Exception as error:
                 # The env failed mid-rollout: the slot is not reported (its data is never learned
                 # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
-                conn.send(("env_error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
+                channel.send(("env_error", worker_index, ChildError.of(error)))
                 failed, collector = collector, None
                 collector = failed.rebuilt()
                 continue
             buffer.stamp(slot, worker_index, held_version)
-            conn.send(("slot", worker_index, slot))
-    except ParentGone:
-        pass
-    except BaseException as error:
-        try:
-            conn.send(("error", worker_index, (type(error).__name__, str(error), traceback.format_exc())))
-        except (OSError, EOFError):
-            pass
+            channel.send(("slot", worker_index, slot))
     finally:
         if collector is not None:
             collector.close()
-        conn.close()
         if inference_conn is not None:
             inference_conn.close()

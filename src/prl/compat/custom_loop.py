@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Optional
 import gymnasium as gym
 import numpy as np
 
-from prl.seeding import seed_for
+from prl.seeding import loop_env_seed
 
 FIELDS = ("states", "actions", "rewards", "dones", "truncated", "final_states")
 """What a memory keeps per transition; `truncated` and `final_states` are prl's additions."""
@@ -76,7 +76,7 @@ class EnvVectorizer:
         """Start a new episode in every env; returns (observations [num_envs, ...], infos)."""
         observations, infos = [], []
         for index, env in enumerate(self.envs):
-            obs, info = env.reset(seed=None if self._seeded else seed_for(self.seed, index))
+            obs, info = env.reset(seed=None if self._seeded else loop_env_seed(self.seed, index))
             observations.append(np.asarray(obs))
             infos.append(info)
         self._seeded = True

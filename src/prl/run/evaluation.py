@@ -13,7 +13,7 @@ from prl.envs.factory import EnvFactory, make_env
 from prl.envs.families import GAME_LENGTH, GAME_SCORE, game_result
 from prl.envs.observations import map_obs
 from prl.nn.policy import ActorCritic
-from prl.seeding import seed_for
+from prl.seeding import evaluation_seed
 
 MAX_EPISODE_STEPS = 100_000
 """Safety bound for envs without a time limit: an episode this long is cut and counted as is."""
@@ -47,13 +47,13 @@ def evaluate(
     envs = [make_env(factory) for _ in range(episodes)]
     layout, game_scores = policy.spec.obs_layout, policy.spec.game_scores
     try:
-        obs = [env.reset(seed=seed_for(seed, 1 << 30, i))[0] for i, env in enumerate(envs)]
+        obs = [env.reset(seed=evaluation_seed(seed, i))[0] for i, env in enumerate(envs)]
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
         since_reward = np.zeros(episodes, dtype=np.int64)
         stalled = 0
-        torch.manual_seed(seed_for(seed, 1 << 30))
+        torch.manual_seed(evaluation_seed(seed))
         with torch.inference_mode():
             while active.any():
                 live = np.flatnonzero(active)
