@@ -3,7 +3,7 @@
 One PNG with two panels side by side: episode return against env steps and against wall time,
 one line per run folder (as written by `scripts/train.py --out DIR`). Evaluations, periodic
 ones in `metrics.jsonl` and the final one in `summary.json`, are markers of the run's colour.
-Only matplotlib is needed; prl itself is not imported.
+The metrics' names come from prl's schema (`prl.metrics`, which imports nothing); torch is not imported.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from matplotlib import ticker
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.lines import Line2D
 
+from prl.metrics import BY_NAME
+
 METRICS_FILE = "metrics.jsonl"
+STEPS, WALL, RETURN, EVAL_RETURN = (
+    BY_NAME[name].name for name in ("env_steps", "wall_s", "episode_return_mean", "eval_return_mean")
+)
+"""The metrics a learning curve is drawn from (a KeyError here means the schema renamed one)."""
 DEFAULT_OUT_NAME = "learning_curves.png"
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
 
@@ -46,7 +52,7 @@ def read_metrics(path: Path) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise RunFolderError(f"{path} line {line_number} is not valid JSON ({error.msg}).") from None
-            for key in ("env_steps", "wall_s"):
+            for key in (STEPS, WALL):
                 if not isinstance(record, dict) or _number(record.get(key)) is None:
                     raise RunFolderError(f"{path} line {line_number} has no numeric '{key}'.")
             records.append(record)
@@ -109,16 +115,14 @@ def load_run(path) -> dict:
     records = read_metrics(folder / METRICS_FILE)
     summary = _read_json(folder / "summary.json")
     env = _read_json(folder / "config.json").get("env") or summary.get("env")
-    steps = [float(record["env_steps"]) for record in records]
-    wall = cumulative_wall([float(record["wall_s"]) for record in records])
-    evaluations = _points(records, steps, wall, "eval_return_mean")
-    final_return = _number(summary.get("eval_return_mean"))
+    steps = [float(record[STEPS]) for record in records]
+    wall = cumulative_wall([float(record[WALL]) for record in records])
+    evaluations = _points(records, steps, wall, EVAL_RETURN)
+    final_return = _number(summary.get(EVAL_RETURN))
     if final_return is not None and not (evaluations and evaluations[-1][0] == steps[-1]):
         evaluations.append((steps[-1], wall[-1], final_return))
     run = {"name": folder.resolve().name, "env": env if isinstance(env, str) else None}
-    run["env_steps"], run["wall_s"], run["episode_return"] = _columns(
-        _points(records, steps, wall, "episode_return_mean")
-    )
+    run["env_steps"], run["wall_s"], run["episode_return"] = _columns(_points(records, steps, wall, RETURN))
     run["eval_env_steps"], run["eval_wall_s"], run["eval_return"] = _columns(evaluations)
     return run
 
@@ -159,7 +163,7 @@ def build_figure(runs: Sequence[dict], smooth: int = 1) -> Figure:
     steps_axes.set_ylabel("episode return")
     steps_axes.set_xlabel("env steps")
     steps_axes.xaxis.set_major_formatter(ticker.EngFormatter())
-    wall_axes.set_xlabel("wall time (s)")
+    wall_axes.set_xlabel(f"wall time ({BY_NAME[WALL].unit})")
     smoothing = f", moving average over {smooth} updates" if smooth > 1 else ""
     figure.suptitle(f"Lines: training return, mean of the last 100 episodes{smoothing}", fontsize="medium")
     steps_axes.set_title("Return vs env steps", fontsize="medium")

@@ -8,3 +8,37 @@ def test_small_returns_keep_three_decimals_and_large_ones_one():
     assert format_return(500.0) == "500.0" and format_return(-71.94) == "-71.9"
     assert format_return(0.0, like=-150.0) == "0.0" and format_return(0.01234, like=0.9) == "0.012"
     assert format_return(None) == "-"
+
+
+def test_every_field_a_run_logs_is_in_the_schema_and_readme_shows_the_schema(tmp_path):
+    import json
+    from pathlib import Path
+
+    from prl import train, tuned_config
+    from prl.metrics import BY_NAME, markdown_table, unknown
+
+    config = tuned_config("CartPole-v1", steps=2048, workers=1, envs_per_worker=4, rollout_steps=256, epochs=1)
+    train(config.replace(out=str(tmp_path), eval_every=2, eval_episodes=2, progress=False, tensorboard=False))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    fields = {name for record in records for name in record}
+    assert not unknown(fields)
+    always = set(BY_NAME) - {"rnd_loss", "int_value_loss", "intrinsic_reward", "intrinsic_reward_scaled"}
+    assert fields == always
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"<!-- metrics:start -->\n{markdown_table()}<!-- metrics:end -->" in readme
+
+
+def test_tensorboard_charts_exactly_the_metrics_with_a_group(tmp_path):
+    from prl.metrics import METRICS
+    from prl.run.logs import TensorBoardLog
+
+    written = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            written.append(tag)
+
+    log = TensorBoardLog.__new__(TensorBoardLog)
+    log._writer = Writer()
+    log.write({metric.name: 1.0 for metric in METRICS} | {"env_steps": 10})
+    assert written == [f"{m.group}/{m.name}" for m in METRICS if m.group is not None]

@@ -20,31 +20,22 @@ from prl.errors import ConfigError
 from prl.learning.optim import Adam
 from prl.learning.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
 from prl.learning.rnd import RND
+from prl.learning.samples import Minibatch, Samples
+from prl.metrics import LOSS_TERMS, RND_TERMS
 from prl.nn.encoders import reads_pixels
 from prl.nn.normalize import RewardScaler
 from prl.nn.policy import ActorCritic, build_policy, place_policy
 
-LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
-RND_STATS = ("rnd_loss", "int_value_loss")
 
+class Prepared(NamedTuple):
+    """A batch made ready for the epochs: the loss inputs, and what the update's statistics read."""
 
-class Samples(NamedTuple):
-    """One update's per-sample data, flattened over [time, env]."""
-
-    rows: torch.Tensor
-    """[B, ...] the loss's inputs side by side: network input (flat observations only), action,
-    old log-prob, old value, advantage, return (and with RND: intrinsic return, next observation)."""
-    obs_dim: int
-    """Width of the network input in `rows` (0 when `leaves` holds it)."""
-    action_dim: int
-    obs: Observations
+    samples: Samples
+    """Every sample's loss inputs, flattened over [time, env]."""
+    raw_obs: Observations
     """[B, D] raw observations (a dict of [B, *leaf shape] for other layouts), for the normalizer."""
-    values: torch.Tensor
-    """[B] the critic's values when the batch was collected."""
-    returns: torch.Tensor
-    """[B] the extrinsic returns the critic learns."""
-    leaves: Optional[dict] = None
-    """The network input for layouts that are not flat: raw leaves [B, *leaf shape], indexed per minibatch."""
+    intrinsic_stats: dict
+    """RND's reward statistics (empty without RND)."""
 
 
 class Learner:
@@ -109,22 +100,22 @@ class Learner:
         ppo = self.config.ppo
         batch = batch.to(self.device)
         statistics = self._running_statistics()
-        samples, intrinsic_stats = self._samples(batch)
+        samples, raw_obs, intrinsic_stats = self._prepare(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
         last_good = self.optimizer.snapshot()
-        names = LOSS_STATS + (RND_STATS if self.rnd is not None else ())
+        names = LOSS_TERMS + (RND_TERMS if self.rnd is not None else ())
         totals = torch.zeros(len(names), device=self.device)
         gradient_steps = epochs_run = 0
         non_finite = False
-        size = samples.rows.shape[0]
+        size = len(samples)
         # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch.
         num_minibatches = max(1, round(size / ppo.minibatch_size))
         for _ in range(ppo.epochs):
             order = torch.randperm(size, generator=self.generator).to(self.device)
             epoch_totals = torch.zeros_like(totals)
             for mb in order.tensor_split(num_minibatches):
-                loss, terms = self._minibatch_loss(samples, mb)
+                loss, terms = self._minibatch_loss(samples.take(mb))
                 self.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = self.optimizer.clip_grad_norm(ppo.max_grad_norm)
@@ -141,7 +132,7 @@ class Learner:
                 break
             # A whole epoch ran (num_minibatches steps); its mean KL needs a sync, so only when asked for.
             if ppo.target_kl is not None:
-                if float(epoch_totals[LOSS_STATS.index("approx_kl")]) / num_minibatches > ppo.target_kl:
+                if float(epoch_totals[LOSS_TERMS.index("approx_kl")]) / num_minibatches > ppo.target_kl:
                     break
         if non_finite:
             # Keep the last good weights: this update's steps are undone and its statistics not merged.
@@ -153,7 +144,7 @@ class Learner:
                 stacklevel=2,
             )
         else:
-            self.policy.update_normalizer(samples.obs)
+            self.policy.update_normalizer(raw_obs)
         self.updates += 1
         self.env_steps += size
         stats = dict(zip(names, (totals / max(1, gradient_steps)).tolist()))
@@ -161,7 +152,7 @@ class Learner:
         stats.update(intrinsic_stats)
         stats.update(
             policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
-            explained_variance=explained_variance(samples.values, samples.returns),
+            explained_variance=explained_variance(samples.full.values, samples.full.returns),
             lr=lr,
             epochs=epochs_run,
             gradient_steps=gradient_steps,
@@ -182,7 +173,7 @@ class Learner:
         for module, state in saved:
             module.load_state_dict(state)
 
-    def _samples(self, batch: Batch) -> tuple[Samples, dict]:
+    def _prepare(self, batch: Batch) -> Prepared:
         """GAE over the batch, then every per-sample input of the loss flattened over [time, env]."""
         ppo = self.config.ppo
         steps, num_envs = batch.rewards.shape
@@ -193,9 +184,8 @@ class Learner:
             advantages, returns = compute_gae(
                 rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
             )
-            obs = map_obs(lambda tensor: tensor[:-1].reshape(steps * num_envs, *tensor.shape[2:]), batch.obs)
-            values = batch.values[:-1].reshape(-1)
-            advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+            raw_obs = map_obs(lambda tensor: tensor[:-1].reshape(steps * num_envs, *tensor.shape[2:]), batch.obs)
+            advantages = advantages.reshape(-1)
             intrinsic_stats, int_returns, next_obs = {}, None, None
             if self.rnd is not None:
                 int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
@@ -203,48 +193,43 @@ class Learner:
                 int_returns = int_returns.reshape(-1)
                 next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
             # The normalizer's statistics stay fixed until the update ends, so the networks'
-            # input is computed once; one index then gathers a whole minibatch.
-            inputs = self.policy.prepare(obs)
-            leaves = inputs if isinstance(inputs, dict) else None
-            columns = [] if leaves is not None else [inputs]
-            columns += [batch.actions.reshape(steps * num_envs, -1)]
-            columns += [t.unsqueeze(1) for t in (batch.logprobs.reshape(-1), values, advantages, returns)]
-            if self.rnd is not None:
-                columns += [int_returns.unsqueeze(1), next_obs]
-            rows = torch.cat(columns, dim=1)
-        obs_dim = 0 if leaves is not None else inputs.shape[1]
-        samples = Samples(rows, obs_dim, batch.actions.shape[-1], obs, values, returns, leaves)
-        return samples, intrinsic_stats
+            # input is computed once for the whole batch.
+            b_samples = Samples(
+                Minibatch(
+                    obs=self.policy.prepare(raw_obs),
+                    actions=batch.actions.reshape(steps * num_envs, -1),
+                    logprobs=batch.logprobs.reshape(-1),
+                    values=batch.values[:-1].reshape(-1),
+                    advantages=advantages,
+                    returns=returns.reshape(-1),
+                    int_returns=int_returns,
+                    next_obs=next_obs,
+                )
+            )
+        return Prepared(b_samples, raw_obs, intrinsic_stats)
 
-    def _minibatch_loss(self, samples: Samples, mb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_STATS, RND_STATS)."""
+    def _minibatch_loss(self, mb: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_TERMS, RND_TERMS)."""
         ppo = self.config.ppo
-        rows = samples.rows[mb]
-        inputs, actions, rest = rows.tensor_split([samples.obs_dim, samples.obs_dim + samples.action_dim], dim=1)
-        old_logprob, old_values, advantages, returns = rest[:, :4].unbind(1)
-        if samples.leaves is not None:
-            inputs = {key: leaf[mb] for key, leaf in samples.leaves.items()}
-        new_logprob, entropy, new_values = self.policy.score(inputs, actions)
-        if ppo.norm_adv:
-            advantages = normalize_advantages(advantages)
+        new_logprob, entropy, new_values = self.policy.score(mb.obs, mb.actions)
+        advantages = normalize_advantages(mb.advantages) if ppo.norm_adv else mb.advantages
         parts = ppo_loss(
             new_logprob,
-            old_logprob,
+            mb.logprobs,
             advantages,
             new_values,
-            old_values,
-            returns,
+            mb.values,
+            mb.returns,
             entropy,
             ppo.clip_coef,
             ppo.vf_coef,
             ppo.ent_coef,
             ppo.clip_vloss,
         )
-        loss, terms = parts.loss, [getattr(parts, name) for name in LOSS_STATS]
+        loss, terms = parts.loss, [getattr(parts, name) for name in LOSS_TERMS]
         if self.rnd is not None:
-            int_returns, next_obs = rest[:, 4], rest[:, 5:]
-            int_value_loss = 0.5 * (self.rnd.intrinsic_value(inputs) - int_returns).pow(2).mean()
-            rnd_loss = self.rnd.predictor_loss(next_obs, ppo.rnd_update_fraction, self.generator)
+            int_value_loss = 0.5 * (self.rnd.intrinsic_value(mb.obs) - mb.int_returns).pow(2).mean()
+            rnd_loss = self.rnd.predictor_loss(mb.next_obs, ppo.rnd_update_fraction, self.generator)
             loss = loss + ppo.vf_coef * int_value_loss + rnd_loss
             terms += [rnd_loss, int_value_loss]
         return loss, torch.stack(terms).detach()

@@ -8,6 +8,8 @@ from collections import deque
 from pathlib import Path
 from typing import Optional, Union
 
+from prl.metrics import METRICS
+
 
 class EpisodeWindow:
     """The most recent episodes' returns and lengths, for a smoothed 'mean episode return'."""
@@ -81,34 +83,8 @@ class MetricsLog:
         self._file.close()
 
 
-TENSORBOARD_TAGS = {
-    "charts": ("episode_return_mean", "episode_length_mean", "eval_return_mean", "episodes", "lr", "intrinsic_reward"),
-    "losses": (
-        "policy_loss",
-        "value_loss",
-        "entropy",
-        "approx_kl",
-        "clipfrac",
-        "explained_variance",
-        "rnd_loss",
-        "int_value_loss",
-    ),
-    "perf": (
-        "steps_per_s",
-        "collect_s",
-        "wait_s",
-        "learn_s",
-        "policy_lag",
-        "epochs",
-        "worker_restarts",
-        "skipped_update",
-    ),
-}
-"""Which metrics.jsonl fields go to TensorBoard, under which tag prefix."""
-
-
 class TensorBoardLog:
-    """The same scalars as metrics.jsonl, as TensorBoard event files in the run folder, against env steps."""
+    """The charted scalars of metrics.jsonl (those with a group in `prl.metrics`), as TensorBoard event files in the run folder, against env steps."""
 
     def __init__(self, folder: Union[str, Path]):
         from torch.utils.tensorboard import SummaryWriter  # imported here: only runs that log need it
@@ -118,11 +94,10 @@ class TensorBoardLog:
     def write(self, record: dict) -> None:
         """Add one update's scalars; missing or non-finite values are skipped."""
         step = record["env_steps"]
-        for prefix, names in TENSORBOARD_TAGS.items():
-            for name in names:
-                value = record.get(name)
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self._writer.add_scalar(f"{prefix}/{name}", value, step)
+        for metric in METRICS:
+            value = record.get(metric.name)
+            if metric.group is not None and isinstance(value, (int, float)) and math.isfinite(value):
+                self._writer.add_scalar(f"{metric.group}/{metric.name}", value, step)
 
     def close(self) -> None:
         """Flush and close the event file."""
