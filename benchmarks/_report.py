@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from throughput import Plan
+    from _plan import Plan
 
 
 def usable_cores() -> int:

@@ -7,7 +7,7 @@
     python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
-machines of the same kind (see the project's ANCHORS.md): read the ratios.
+machines of the same kind: read the ratios.
 `benchmarks/README.md` explains each figure.
 """
 
@@ -25,13 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
 import _reference as ref
 import gymnasium as gym
 import torch
+from _plan import Plan, plan_for
 from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
 
 import prl
@@ -57,14 +58,14 @@ DEFAULT_SHAPE = (2, 32)
 """prl's default workers x envs per worker with the CartPole preset (other envs: their preset's, `default_shape`)."""
 
 SAMPLE_FACTORY_STEPS_PER_S = 11_400
-"""Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (ANCHORS.md); not measured here."""
+"""Sample Factory 2.1.1 APPO on CartPole-v1, 2 workers x 20 envs, 2-core CPU (from its own run, kept as a constant); not measured here."""
 
 MIN_UPDATES = 4
 """The fewest updates an end-to-end run makes; wider shapes than the plan's budget allows get more steps."""
 
 SAMPLE_FACTORY_ATARI_FRAMES_PER_S = {"10 cores, 1 GPU": 48_000, "36 cores, 4 GPUs": 136_000}
 """Sample Factory's published Atari throughput in frames/s (env steps x 4, frameskip 4), on its
-own hardware (ANCHORS.md); not measured here."""
+own hardware; not measured here."""
 
 ATARI_FRAMES_PER_STEP = 4
 """Frames per env step of prl's Atari envs (frameskip 4), to compare with figures in frames."""
@@ -91,58 +92,6 @@ SB3_TORCH_THREADS = 1
 of one per core, its OpenMP threads spin-wait, and SB3 fell to 1/8 of its speed here whenever
 another process wanted a core. Where the env's preset gives the learner more threads (Atari: 2),
 SB3 gets as many, and one more DummyVecEnv run keeps one thread."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which shapes are measured and for how long; --quick shortens everything."""
-
-    workers: tuple[int, ...] = (1, 2, 4, 8)
-    envs: tuple[int, ...] = (4, 16, 32, 64)  # 32: the shape of the collection-efficiency target (2 x 32)
-    floor_s: float = 3.0
-    collect_s: float = 3.0
-    train_steps: int = 100_000
-    train_sweep: bool = True
-    sb3_steps: int = 100_000
-    solve_runs: int = 3
-    device: str = "auto"
-    """prl's learner (and central inference) device: auto (prl's choice), cpu, cuda or cuda:N."""
-    inference: tuple[str, ...] = ("auto",)
-    """prl's --inference modes: the first gets every run; each other one collects over the same
-    grid and trains at the same shapes (the grid when sweeping), and at the default shape overlapped."""
-
-
-QUICK = Plan(
-    workers=(1, 2, 8),
-    envs=(4, 32),
-    floor_s=1.0,
-    collect_s=1.5,
-    train_steps=20_000,
-    train_sweep=False,
-    sb3_steps=20_000,
-    solve_runs=1,
-)
-
-IMAGE_PLAN = Plan(
-    workers=(1, 2),
-    envs=(4, 8),
-    floor_s=3.0,
-    collect_s=4.0,
-    train_steps=16_384,
-    train_sweep=False,
-    sb3_steps=8_192,
-    solve_runs=0,
-)
-"""Image envs step and act about 100 times slower than CartPole: fewer shapes, 16 updates of the Atari batch."""
-
-IMAGE_QUICK = replace(IMAGE_PLAN, envs=(4,), floor_s=1.0, collect_s=1.5, train_steps=4_096, sb3_steps=2_048)
-
-
-def plan_for(spec: EnvSpec, quick: bool) -> Plan:
-    """The shapes and budgets for `spec`'s env: the image plan where observations hold an image."""
-    if spec.obs_layout.has_images:
-        return IMAGE_QUICK if quick else IMAGE_PLAN
-    return QUICK if quick else Plan()
 
 
 def default_shape(env_id: str) -> tuple[int, int]:
@@ -702,7 +651,7 @@ def ratios(results: dict) -> list[dict]:
                     f"prl end-to-end frames/s, best ({label}) / Sample Factory {frames:,} ({hardware})",
                     steps_per_s_of(fastest) * ATARI_FRAMES_PER_STEP if fastest else None,
                     frames,
-                    "constant from ANCHORS.md, NOT measured here",
+                    "a published constant, NOT measured here",
                 )
             )
     if cartpole:  # Sample Factory's figure is CartPole's
@@ -710,7 +659,7 @@ def ratios(results: dict) -> list[dict]:
             f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
             steps_per_s_of(best_any),
             SAMPLE_FACTORY_STEPS_PER_S,
-            "constant from ANCHORS.md, NOT measured here",
+            "a published constant, NOT measured here",
         )
         rows.insert(3, sample_factory)
     return [
@@ -762,8 +711,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer shapes and shorter budgets (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="folder for results.json and throughput.png")
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: CartPole-v1)")
-    parser.add_argument("--workers", type=int, nargs="+", help="worker counts of the sweep (default: 1 2 4 8)")
-    parser.add_argument("--envs", type=int, nargs="+", help="envs per worker of the sweep (default: 4 16 64)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        help=f"worker counts of the sweep (default: {' '.join(map(str, Plan().workers))})",
+    )
+    parser.add_argument(
+        "--envs", type=int, nargs="+", help=f"envs per worker of the sweep (default: {' '.join(map(str, Plan().envs))})"
+    )
     parser.add_argument(
         "--inference",
         nargs="+",

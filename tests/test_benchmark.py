@@ -16,6 +16,7 @@ from prl.envs.factory import probe_env
 from prl.run.cli import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _plan  # noqa: E402
 import _reference  # noqa: E402
 import learning  # noqa: E402  (a renamed or broken benchmark must fail here, not skip)
 import throughput  # noqa: E402
@@ -120,9 +121,9 @@ def test_ratios_compare_against_the_right_runs():
 
 def test_image_envs_get_fewer_shapes_their_preset_shape_and_sb3_at_the_learners_threads():
     image = probe_env(Config(env="MiniGrid-Empty-5x5-v0"))
-    assert throughput.plan_for(image, quick=False) == throughput.IMAGE_PLAN
-    assert throughput.plan_for(image, quick=True) == throughput.IMAGE_QUICK
-    assert throughput.plan_for(probe_env(Config()), quick=True) == throughput.QUICK
+    assert _plan.plan_for(image, quick=False) == _plan.IMAGE_PLAN
+    assert _plan.plan_for(image, quick=True) == _plan.IMAGE_QUICK
+    assert _plan.plan_for(probe_env(Config()), quick=True) == _plan.QUICK
     assert throughput.default_shape("ALE/Breakout-v5") == (2, 4)
     assert throughput.default_shape("CartPole-v1") == throughput.DEFAULT_SHAPE
     assert [run[1:] for run in throughput.sb3_runs("ALE/Breakout-v5")] == [
@@ -308,7 +309,7 @@ def test_a_training_sweep_trains_every_inference_mode_at_every_shape_and_compare
     monkeypatch.setattr(throughput, "prl_training", training_stand_in(trained))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     plan = throughput.replace(
-        throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker", "central"), train_sweep=True
+        _plan.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker", "central"), train_sweep=True
     )
     records = throughput.measure_training("ALE/Breakout-v5", plan)
     for mode in ("worker", "central"):
@@ -331,7 +332,7 @@ def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypat
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     monkeypatch.setattr(throughput, "JOURNAL", tmp_path / "records.jsonl")
     plan = throughput.replace(
-        throughput.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker",), train_sweep=True
+        _plan.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker",), train_sweep=True
     )
     with pytest.raises(KeyboardInterrupt):
         throughput.measure_training("ALE/Breakout-v5", plan)
@@ -344,7 +345,7 @@ def test_the_modes_run_side_by_side_at_each_shape(monkeypatch):
     monkeypatch.setattr(throughput, "prl_training", training_stand_in(trained))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     plan = throughput.replace(
-        throughput.IMAGE_QUICK, workers=(16, 1), envs=(8,), inference=("worker", "central"), train_sweep=True
+        _plan.IMAGE_QUICK, workers=(16, 1), envs=(8,), inference=("worker", "central"), train_sweep=True
     )
     throughput.measure_training("ALE/Breakout-v5", plan)
     assert trained[:4] == [

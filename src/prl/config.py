@@ -20,6 +20,9 @@ from prl.errors import ConfigError
 EnvSource = Union[str, Callable[[], Any]]
 """A Gymnasium id (made with `gym.make`) or a callable that returns a Gymnasium env."""
 
+ENCODERS = ("auto", "mlp", "nature", "grid")
+"""The encoders `PolicyConfig.encoder` names (besides module:function); `prl.nn.encoders` builds them."""
+
 MAX_WORKERS = 256
 """More worker processes than this is a typo, not a plan: each one holds a policy and envs."""
 
@@ -134,7 +137,7 @@ class PolicyConfig:
             f"hidden_sizes must be positive widths, got {self.hidden_sizes}.",
         )
         _require(
-            self.encoder in ("auto", "mlp", "nature", "grid") or ":" in self.encoder,
+            self.encoder in ENCODERS or ":" in self.encoder,
             f"encoder must be auto, mlp, nature, grid or module:function, got {self.encoder!r}.",
         )
         _require(

@@ -2,7 +2,7 @@
 
 Both live in tensors allocated once with `share_memory_()`. Torch shares them with child
 processes as file descriptors of already-unlinked segments, so nothing is left in /dev/shm
-when the processes end, however they end. Only slot indices travel through queues.
+when the processes end, however they end. Only slot indices travel, through pipes.
 """
 
 from __future__ import annotations

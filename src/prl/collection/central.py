@@ -119,8 +119,6 @@ class InferenceServer:
         self.groups = env_groups(buffer.envs_per_worker)
         self.error: Optional[ChildError] = None
         """The error that stopped the server, if one did."""
-        self.served = 0
-        """Batches served so far."""
         self._held = -1
         self._wanted = torch.zeros(1, dtype=torch.int64) if wanted is None else wanted
         self._on_error = on_error
@@ -221,7 +219,6 @@ class InferenceServer:
                 conn.send((t, group))
             except (OSError, EOFError, BrokenPipeError):
                 self._drop(worker, conn)
-        self.served += 1
 
     def _final_values(self, finals: list) -> None:
         workers, envs, slots, steps = [], [], [], []

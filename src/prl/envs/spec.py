@@ -8,6 +8,7 @@ so that an unsupported space fails before any worker starts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -39,7 +40,7 @@ class EnvSpec:
     """Flat lower bounds of the observation's vector leaves (-inf where unbounded)."""
     obs_high: Optional[np.ndarray] = None
     """Flat upper bounds of the observation's vector leaves (inf where unbounded)."""
-    obs_layout: Optional[ObsLayout] = None
+    obs_layout: ObsLayout = dataclasses.field(kw_only=True)
     """The observation's leaves: how they are stored and encoded (one vector leaf when flat)."""
     game_scores: bool = False
     """Episodes end at each lost life, and the returns prl reports are whole games' scores,
@@ -48,14 +49,14 @@ class EnvSpec:
     @property
     def obs_dim(self) -> int:
         """Size of a flattened observation (the flat layout), or the sum of the leaves' MLP input widths."""
-        if self.obs_layout is None or self.obs_layout.flat:
+        if self.obs_layout.flat:
             return int(np.prod(self.obs_shape))
         return sum(leaf.size for leaf in self.obs_layout.leaves)
 
     @property
     def flat_obs(self) -> bool:
         """True when observations are one float vector per env (prl's original, fastest path)."""
-        return self.obs_layout is None or self.obs_layout.flat
+        return self.obs_layout.flat
 
     @property
     def action_dim(self) -> int:

@@ -29,9 +29,6 @@ from torch import nn
 from prl.envs.observations import DISCRETE, IMAGE, VECTOR, Leaf, ObsLayout
 from prl.errors import ConfigError
 
-ENCODERS = ("auto", "mlp", "nature", "grid")
-"""Values of `PolicyConfig.encoder`."""
-
 NATURE_MIN_SIDE = 36
 """The Nature CNN's three convolutions need images at least this many pixels on each side."""
 
