@@ -331,9 +331,7 @@ def test_a_run_cut_short_keeps_every_record_it_measured_in_the_journal(monkeypat
     monkeypatch.setattr(throughput, "prl_training", training_stand_in([], cut_at=3))
     monkeypatch.setattr(throughput.ref, "missing", lambda name: f"{name} is left out here")
     monkeypatch.setattr(throughput, "JOURNAL", tmp_path / "records.jsonl")
-    plan = throughput.replace(
-        _plan.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker",), train_sweep=True
-    )
+    plan = throughput.replace(_plan.IMAGE_QUICK, workers=(1, 16), envs=(8,), inference=("worker",), train_sweep=True)
     with pytest.raises(KeyboardInterrupt):
         throughput.measure_training("ALE/Breakout-v5", plan)
     lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
