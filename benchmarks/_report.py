@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from _plan import Plan
 
+PHASES = ("import_s", "startup_s", "train_s", "eval_s", "exit_s")
+"""A whole train.py process, in order: Python, imports, options and the env probe until `train()`
+starts; `train()`'s start-up (learner, workers) until the first update; training; the final
+evaluation; and the rest (writing the summary, closing, the interpreter's exit)."""
+
 
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's total)."""
@@ -116,8 +121,9 @@ def figure_rows(results: dict) -> list[tuple]:
         if "median_wall_s" not in solve:
             rows.append(_row("7 time to solve", setting, solve))
             continue
+        split = ", ".join(f"{name[:-2]} {solve['median_' + name]:.2f}" for name in PHASES if "median_" + name in solve)
         note = (
-            f"median wall {solve['median_wall_s']:.1f} s, eval return {solve['median_eval_return']:.1f}, "
+            f"median wall {solve['median_wall_s']:.1f} s ({split}), eval return {solve['median_eval_return']:.1f}, "
             f"{solve['solved']}/{solve['finished']} solved"
         )
         rows.append(

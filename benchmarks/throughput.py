@@ -33,7 +33,7 @@ import _reference as ref
 import gymnasium as gym
 import torch
 from _plan import Plan, plan_for
-from _report import best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
+from _report import PHASES, best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
 
 import prl
 from prl import ConfigError, Learner, tuned_config
@@ -261,7 +261,7 @@ def run_train(args: list[str]) -> dict:
     command = "python scripts/train.py " + " ".join(args)
     with tempfile.TemporaryDirectory(prefix="prl-bench-") as out:
         argv = [sys.executable, str(TRAIN_SCRIPT)] + [out if arg == "TMP" else arg for arg in args]
-        started = time.perf_counter()
+        started, launched_at = time.perf_counter(), time.time()
         try:
             process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -272,7 +272,21 @@ def run_train(args: list[str]) -> dict:
             tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
             return skipped(f"`{command}` failed with exit code {process.returncode}: {tail}") | {"command": command}
         summary = json.loads(summary_path.read_text())
-    return {"command": command, "process_wall_s": wall_s, **summary}
+    return {"command": command, "process_wall_s": wall_s, **summary, **phases(summary, launched_at, wall_s)}
+
+
+def phases(summary: dict, launched_at: float, process_wall_s: float) -> dict:
+    """The process's wall time split into PHASES, from its summary.json and the time it was launched."""
+    if "started_at" not in summary:
+        return {}
+    split = {
+        "import_s": summary["started_at"] - launched_at,
+        "startup_s": summary["startup_s"],
+        "train_s": summary["train_s"],
+        "eval_s": summary.get("eval_s", 0.0),
+    }
+    split["exit_s"] = process_wall_s - sum(split.values())
+    return split
 
 
 def prl_training(
@@ -306,6 +320,11 @@ def time_to_solve(runs: int, overlap: bool) -> dict:
         "runs": records,
         "overlap": overlap,
         "median_wall_s": statistics.median(r["process_wall_s"] for r in done),
+        **{
+            f"median_{name}": statistics.median(r[name] for r in done)
+            for name in PHASES
+            if all(name in r for r in done)
+        },
         "median_eval_return": statistics.median(r["eval_return_mean"] for r in done),
         "median_steps_per_s": statistics.median(r["steps_per_s"] for r in done),
         "solved": sum(r["eval_return_mean"] >= SOLVED_RETURN for r in done),

@@ -366,3 +366,12 @@ def test_the_gpu_check_refuses_a_machine_without_cuda_and_an_unknown_part_in_one
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
         assert result.returncode == 2 and said in result.stderr, result.stderr
     assert not (tmp_path / "out" / "pytest.log").exists(), "nothing ran"
+
+
+def test_a_solve_run_is_split_into_import_startup_training_evaluation_and_exit():
+    summary = {"started_at": 1000.9, "startup_s": 0.4, "train_s": 2.5, "eval_s": 0.3, "wall_s": 3.3}
+    split = throughput.phases(summary, launched_at=1000.0, process_wall_s=4.5)
+    assert tuple(split) == throughput.PHASES
+    assert split["import_s"] == pytest.approx(0.9) and split["exit_s"] == pytest.approx(0.4)
+    assert sum(split.values()) == pytest.approx(4.5)
+    assert throughput.phases({"wall_s": 3.3}, 1000.0, 4.5) == {}

@@ -160,10 +160,12 @@ def run_training(
 
     With `config.out` set, the run folder receives `config.json`, `metrics.jsonl` (one line per
     update), `checkpoint.pt` (every `save_every` updates and at the end), `checkpoint_best.pt`
-    (with `eval_every`) and `summary.json`. The summary holds the env, env steps, wall time,
-    steps/s and, unless `eval_episodes` is 0, the final deterministic evaluation.
+    (with `eval_every`) and `summary.json`. The summary holds the env, env steps, steps/s, the
+    time split (`startup_s` before the first update, `train_s`, `eval_s` of the final
+    evaluation, `wall_s` in all, and `started_at`, the Unix time this call began) and, unless
+    `eval_episodes` is 0, the final deterministic evaluation.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     resume = resume_checkpoint(config, resume_from) if resume_from else None
     if resume is None:
         check_run_folder(config.out, config.overwrite)
@@ -233,8 +235,11 @@ def run_training(
         "steps_per_s": (learner.env_steps - first_steps) / train_s,
         "episode_return_mean": run.window.return_mean(),
     }
+    summary["startup_s"] = train_started - started
     if config.eval_episodes > 0:
+        eval_started = time.perf_counter()
         result = run.evaluate()
+        summary["eval_s"] = time.perf_counter() - eval_started
         summary.update(
             eval_return_mean=result["return_mean"],
             eval_return_std=result["return_std"],
@@ -242,6 +247,7 @@ def run_training(
             eval_episodes=config.eval_episodes,
         )
     summary["wall_s"] = time.perf_counter() - started
+    summary["started_at"] = started_at
     if run.out is not None:
         write_json(run.out / "summary.json", summary)
     return summary, learner
