@@ -109,3 +109,13 @@ def test_every_module_opens_with_a_docstring():
     for name, path in package_modules().items():
         docstring = ast.get_docstring(ast.parse(path.read_text()))
         assert docstring and docstring.splitlines()[0].strip(), name
+
+
+def test_ci_runs_the_readme_test_command_with_the_linter_and_the_type_checker_first():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(pip install -e \"\.\[test\]\" && .*?)\n```", readme)
+    assert len(commands) == 1
+    assert commands[0].split(" && ")[1:] == ["ruff check", "ruff format --check", "mypy", "pytest"]
+    assert (ROOT / ".ci" / "run").read_text().splitlines()[-1] == commands[0]
