@@ -21,8 +21,10 @@ from prl.nn.policy import ActorCritic
 class Collector(Protocol):
     """What the learner loop needs from a backend."""
 
-    restarts: int
-    """Worker failures recovered from so far."""
+    @property
+    def restarts(self) -> int:
+        """Worker failures recovered from so far."""
+
     last_wait_s: float
     """Seconds the last `collect()` spent waiting for workers."""
     inference: str

@@ -61,7 +61,7 @@ import os
 import threading
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import torch
 
@@ -180,7 +180,7 @@ class InferenceServer:
                 if not by_conn:
                     self._stop.wait(POLL_S)
                 requests = []
-                for conn in ready:
+                for conn in cast(list[Connection], ready):  # wait returns some of the pipes it was given
                     worker, _ = by_conn[id(conn)]
                     try:
                         while conn.poll():
@@ -228,6 +228,7 @@ class InferenceServer:
             slots += [slot] * len(indices)
             steps += [t] * len(indices)
         w, e = torch.tensor(workers), torch.tensor(envs)
+        assert self.buffer.final_obs is not None  # a central buffer has final_obs and noise
         obs = map_obs(lambda tensor: tensor[w, e], self.buffer.final_obs)
         values = self.policy.get_value(self._to_device(obs))
         self.buffer.final_values[torch.tensor(slots), torch.tensor(steps), e] = values.cpu()
@@ -241,6 +242,7 @@ class InferenceServer:
             envs += list(indices)
         s, t, e = torch.tensor(slots), torch.tensor(steps), torch.tensor(envs)
         obs = map_obs(lambda tensor: tensor[s, t, e], self.buffer.obs)
+        assert self.buffer.noise is not None  # a central buffer has final_obs and noise
         noise = self.buffer.noise[s, t.clamp(max=self.buffer.rollout_steps - 1), e]  # row T: values only
         actions, logprobs, _, values = self.policy.get_action_and_value(
             self._to_device(obs), noise=noise.to(self.device)

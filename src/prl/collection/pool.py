@@ -78,7 +78,8 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from typing import cast
 
 import torch
 
@@ -224,6 +225,7 @@ class ActorPool:
             process.start()
         child_conn.close()
         if self._server is not None:
+            assert inference_parent is not None and inference_child is not None  # made above for the server
             inference_child.close()
             self._server.attach(index, inference_parent)
         return process, parent_conn
@@ -354,7 +356,7 @@ class ActorPool:
                 if worker is None:
                     continue  # the pipe of a worker replaced earlier in this loop
                 try:
-                    kind, _, payload = item.recv()
+                    kind, _, payload = cast(Connection, item).recv()  # not a sentinel: a worker's pipe
                 except (EOFError, OSError):
                     if not collecting:
                         raise self._death(worker, what) from None

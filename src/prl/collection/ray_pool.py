@@ -141,7 +141,10 @@ class RolloutActor:
         seed_process(seeding.process_seed(seed, worker_index, incarnation))
         self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
         self.actor = make_actor(self.policy, action_rng(seed, worker_index, incarnation))
-        self.collector = RolloutCollector(factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation)
+        self.collector: RolloutCollector | None = RolloutCollector(
+            factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation
+        )
+        """None only while a failed rollout rebuilds it (and after a rebuild that failed)."""
         self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
         self.held_version = -1
 
@@ -158,6 +161,7 @@ class RolloutActor:
             self.actor.load(self.policy)
             self.held_version = version
         views = self.buffer.numpy_views(0)
+        assert self.collector is not None  # a failed rebuild raised, which ends the run
         try:
             self.collector.collect(views)
         except Exception as error:
@@ -193,6 +197,7 @@ class RayDriver:
         weights: SharedWeights,
         seed_stream: int,
         address: str | None,
+        *,
         heartbeat=lambda: None,
     ):
         self._ray = ray = import_ray()

@@ -182,7 +182,7 @@ class RolloutCollector:
         truncated_envs = []
         for i, env_action in zip(env_indices, env_actions):
             next_obs, reward, term, trunc, info = envs[i].step(env_action)
-            episode_return[i] += reward
+            episode_return[i] += float(reward)
             episode_length[i] += 1
             reward_row[i] = reward
             terminated_row[i] = term

@@ -49,6 +49,7 @@ def worker_main(
         else:
             held_version = weights.current_version()
             client = InferenceClient(inference_conn, lambda pipe: wait_until_readable(pipe, channel.parent))
+            assert buffer.final_obs is not None  # the pool gives central inference a central buffer
             final_obs = map_obs(lambda tensor: tensor[worker_index].numpy(), buffer.final_obs)
         collector = RolloutCollector(factory, spec, actor, envs_per_worker, seed, worker_index, incarnation)
         channel.send(("ready", worker_index, None))
@@ -60,6 +61,7 @@ def worker_main(
             if client is not None:
                 held_version = version  # the server acts with it
             elif version != held_version:
+                assert policy is not None and actor is not None  # built above when there is no client
                 held_version = weights.load_into(policy, held_version, version)
                 actor.load(policy)
             try:

@@ -95,11 +95,11 @@ class EnvVectorizer:
                 f"step got {given} action(s) for {len(running)} running env(s); pass one action per env "
                 "whose episode is still running (envs_active False), in env order."
             )
-        box = isinstance(self.action_space, gym.spaces.Box)
+        box = self.action_space if isinstance(self.action_space, gym.spaces.Box) else None
         results = []
         for index, action in zip(running, actions):
-            if box:
-                action = np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+            if box is not None:
+                action = np.clip(action, box.low, box.high).astype(box.dtype)
             results.append(self.envs[index].step(action))
         obs, rewards, terminated, truncated, infos = zip(*results)
         return (
@@ -122,6 +122,14 @@ class VecMemory:
     `buffer_append` fills it; `buffer_to_target_buffer_transfer` moves its contents into
     `ppo.memory` and empties it.
     """
+
+    # Set by __init__ from FIELDS: one list per env.
+    states: list[list[np.ndarray]]
+    actions: list[list[np.ndarray]]
+    rewards: list[list[float]]
+    dones: list[list[bool]]
+    truncated: list[list[bool]]
+    final_states: list[list[Optional[np.ndarray]]]
 
     def __init__(self, num_envs: int):
         if int(num_envs) < 1:

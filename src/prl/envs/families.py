@@ -132,10 +132,10 @@ ATARI_FRAME_STACK = 4
 def _atari(env: gym.Env) -> gym.Env:
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = LifeLoss(GameScore(env))
-    meanings = env.unwrapped.get_action_meanings()
+    meanings = env.unwrapped.get_action_meanings()  # type: ignore[attr-defined]  # ALE's AtariEnv, typed as gym.Env
     if "FIRE" in meanings and len(meanings) >= 3:  # FIRE, then a move: the reset needs both
         env = FireAtStart(env)
-    env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(reward)))
+    env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(float(reward))))
     return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import gymnasium as gym
 import numpy as np
@@ -37,9 +37,15 @@ DISCRETE = "discrete"
 Observations = Union["torch.Tensor", dict]
 """A batch of observations: one tensor for the flat layout, else a dict of tensors by leaf key."""
 
+ArrayObservations = Union[np.ndarray, dict]
+"""The same batch as numpy arrays: one array for the flat layout, else a dict of arrays by leaf key."""
 
-def map_obs(fn, obs: Observations) -> Observations:
-    """`fn` applied to the one tensor (or array) of a flat batch, or to each leaf of a dict batch."""
+
+def map_obs(fn: Callable[[Any], Any], obs: Union[Observations, ArrayObservations]) -> Any:
+    """`fn` applied to the one tensor (or array) of a flat batch, or to each leaf of a dict batch.
+
+    The result is a batch of whatever `fn` returns (tensors or arrays), hence typed `Any`.
+    """
     if isinstance(obs, dict):
         return {key: fn(value) for key, value in obs.items()}
     return fn(obs)
@@ -125,7 +131,8 @@ def _leaf(key: str, path: tuple, space: gym.Space, env_name: str) -> Leaf:
             path=path,
         )
     if isinstance(space, gym.spaces.Discrete):
-        categories, starts = (int(space.n),), (int(space.start),)
+        categories: tuple[int, ...] = (int(space.n),)
+        starts: tuple[int, ...] = (int(space.start),)
         return Leaf(key, DISCRETE, (), np.dtype(np.int64), categories=categories, starts=starts, path=path)
     if isinstance(space, gym.spaces.MultiDiscrete):
         nvec = tuple(int(n) for n in np.asarray(space.nvec).reshape(-1))
@@ -223,7 +230,7 @@ class ObsLayout:
             arrays.append(array)
         return arrays
 
-    def stack(self, observations: list) -> Observations:
+    def stack(self, observations: list) -> ArrayObservations:
         """Env observations stacked into one batch (numpy arrays, leading axis = env)."""
         columns = list(zip(*(self.split(obs) for obs in observations)))
         if self.flat:

@@ -77,9 +77,12 @@ class EnvSpec:
     def to_env_actions(self, actions: np.ndarray) -> list:
         """Map a [num_envs, action_dim] float array of policy actions to one env action per env."""
         if self.action_kind == DISCRETE:
+            assert self.action_start is not None  # set for every discrete action space
             return [int(a) for a in actions[:, 0].astype(np.int64) + int(self.action_start[0])]
         if self.action_kind == MULTI_DISCRETE:
+            assert self.action_start is not None
             return list((actions.astype(np.int64) + self.action_start).reshape((len(actions),) + self.action_shape))
+        assert self.action_low is not None and self.action_high is not None  # set for every Box action space
         if self.action_scale is not None:
             mapped = actions * self.action_scale
         else:

@@ -186,7 +186,9 @@ class Learner:
             )
             raw_obs = map_obs(lambda tensor: tensor[:-1].reshape(steps * num_envs, *tensor.shape[2:]), batch.obs)
             advantages = advantages.reshape(-1)
-            intrinsic_stats, int_returns, next_obs = {}, None, None
+            intrinsic_stats: dict = {}
+            int_returns: Optional[torch.Tensor] = None
+            next_obs: Optional[torch.Tensor] = None
             if self.rnd is not None:
                 int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
                 advantages = ppo.ext_coef * advantages + ppo.int_coef * int_advantages.reshape(-1)
@@ -228,6 +230,8 @@ class Learner:
         )
         loss, terms = parts.loss, [getattr(parts, name) for name in LOSS_TERMS]
         if self.rnd is not None:
+            # RND trains on flat observations, and `_prepare` gives it its targets and inputs.
+            assert isinstance(mb.obs, torch.Tensor) and mb.int_returns is not None and mb.next_obs is not None
             int_value_loss = 0.5 * (self.rnd.intrinsic_value(mb.obs) - mb.int_returns).pow(2).mean()
             rnd_loss = self.rnd.predictor_loss(mb.next_obs, ppo.rnd_update_fraction, self.generator)
             loss = loss + ppo.vf_coef * int_value_loss + rnd_loss
@@ -237,6 +241,8 @@ class Learner:
     def _intrinsic(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """RND's intrinsic advantages and returns [T, N] for a batch (non-episodic), and their statistics."""
         ppo = self.config.ppo
+        # Called only with RND, which trains on flat observations.
+        assert self.rnd is not None and self.int_scaler is not None and isinstance(batch.obs, torch.Tensor)
         steps, num_envs = batch.rewards.shape
         next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
         with torch.no_grad():
@@ -278,6 +284,7 @@ class Learner:
             if state.get("rnd") is None:
                 raise ConfigError("the checkpoint was trained without RND; resume without --rnd.")
             self.rnd.load_state_dict(state["rnd"])
+            assert self.int_scaler is not None  # made with the RND
             self.int_scaler.load_state_dict(state["int_scaler"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])

@@ -13,10 +13,12 @@ cost. `make_actor` picks one.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
-from prl.envs.observations import map_obs
+from prl.envs.observations import ArrayObservations, Observations, map_obs
 from prl.envs.spec import CONTINUOUS, DISCRETE
 from prl.nn.policy import HALF_LOG_2PI, ActorCritic
 
@@ -89,9 +91,11 @@ class NumpyActor:
         if self.spec.action_kind == DISCRETE:
             action, logprob = self._sample_categorical(out)
             return action[:, None].astype(np.float32), logprob, values
+        assert self.splits is not None  # set for every discrete action space
         parts = [self._sample_categorical(logits) for logits in np.split(out, self.splits, axis=1)]
         actions = np.stack([action for action, _ in parts], axis=1).astype(np.float32)
-        return actions, sum(logprob for _, logprob in parts), values
+        # A MultiDiscrete space has at least one head, so the sum is an array, not sum's start value 0.
+        return actions, cast(np.ndarray, sum(logprob for _, logprob in parts)), values
 
     def _sample_categorical(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inverse-CDF sampling from softmax(logits) per row; returns (indices, log-probs)."""
@@ -121,15 +125,15 @@ class TorchActor:
         self.policy = policy
 
     @staticmethod
-    def _tensors(obs) -> object:
+    def _tensors(obs: ArrayObservations) -> Observations:
         return map_obs(torch.from_numpy, obs)
 
-    def value(self, obs) -> np.ndarray:
+    def value(self, obs: ArrayObservations) -> np.ndarray:
         """Critic values [B] for raw observations (arrays with a leading batch axis)."""
         with torch.inference_mode():
             return self.policy.get_value(self._tensors(obs)).numpy()
 
-    def act(self, obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def act(self, obs: ArrayObservations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions for raw observations: (actions [B, action_dim], log-probs [B], values [B])."""
         with torch.inference_mode():
             actions, logprob, _, values = self.policy.get_action_and_value(self._tensors(obs), generator=self.generator)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from typing import Union
 
 import numpy as np
 import torch
@@ -39,9 +40,10 @@ def reads_pixels(layout: ObsLayout) -> bool:
     return any(leaf.kind == IMAGE and min(leaf.image_chw[1:]) >= NATURE_MIN_SIDE for leaf in layout.leaves)
 
 
-def conv_init(layer: nn.Module, std: float = float(np.sqrt(2))) -> nn.Module:
+def conv_init(layer: Union[nn.Conv2d, nn.Linear], std: float = float(np.sqrt(2))) -> nn.Module:
     """Orthogonal weights with gain `std` and zero bias, as CleanRL initializes its CNNs."""
     nn.init.orthogonal_(layer.weight, std)
+    assert layer.bias is not None  # built with the default bias=True
     nn.init.constant_(layer.bias, 0.0)
     return layer
 

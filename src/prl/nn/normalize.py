@@ -26,6 +26,10 @@ class ObsNormalizer(nn.Module):
     learns from it see the same statistics.
     """
 
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, obs_dim: int, clip: float, enabled: bool):
         super().__init__()
         self.enabled = enabled

@@ -8,7 +8,7 @@ one feature vector first, and the actor and critic MLPs read that.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ class ActorCritic(nn.Module):
     maps them onto the env's bounds. Discrete actions are stored as floats holding indices.
     """
 
+    log_std: Optional[nn.Parameter]
+    """The Gaussian's log-std for continuous actions; None for discrete ones."""
+
     def __init__(self, spec: EnvSpec, config: PolicyConfig, normalize_obs: bool = False, obs_clip: float = 10.0):
         super().__init__()
         self.spec = spec
@@ -85,14 +88,19 @@ class ActorCritic(nn.Module):
 
     def features(self, inputs: Observations) -> torch.Tensor:
         """What the actor and critic MLPs read [B, F], from `prepare`'s output."""
-        return inputs if self.encoder is None else self.encoder(inputs, self.obs_normalizer)
+        if self.encoder is None:
+            assert isinstance(inputs, torch.Tensor)  # the flat layout: one tensor
+            return inputs
+        return self.encoder(inputs, self.obs_normalizer)
 
     @torch.no_grad()
     def update_normalizer(self, obs: Observations) -> None:
         """Merge a batch of raw observations (flattened over [time, env]) into the normalizer."""
         if self.encoder is None:
+            assert isinstance(obs, torch.Tensor)  # the flat layout: one tensor
             self.obs_normalizer.update(obs)
         elif self.encoder.vector_keys:
+            assert isinstance(obs, dict)  # an encoder's layout: a dict of leaves
             self.obs_normalizer.update(self.encoder.vectors(obs))
 
     def get_value(self, obs: Observations) -> torch.Tensor:
@@ -124,6 +132,7 @@ class ActorCritic(nn.Module):
     def _sample(self, heads: list[torch.Tensor], generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Actions drawn from the distribution `heads` describe, with `generator` when given."""
         if self.spec.action_kind == CONTINUOUS:
+            assert self.log_std is not None  # continuous actions have one
             mean = heads[0]
             noise = torch.randn(mean.shape, generator=generator, device=mean.device)
             return mean + self.log_std.exp() * noise
@@ -134,6 +143,7 @@ class ActorCritic(nn.Module):
         """Actions drawn with given randomness [B, action_dim]: standard normals for a Gaussian,
         uniforms in [0, 1) for categorical heads (inverse CDF, as `prl.nn.actors.NumpyActor` draws)."""
         if self.spec.action_kind == CONTINUOUS:
+            assert self.log_std is not None  # continuous actions have one
             return heads[0] + self.log_std.exp() * noise
         parts = []
         for i, log_probs in enumerate(heads):
@@ -149,13 +159,18 @@ class ActorCritic(nn.Module):
         minibatch, and the distribution objects add a large share of its per-step overhead.
         """
         if self.spec.action_kind == CONTINUOUS:
+            assert self.log_std is not None  # continuous actions have one
             log_std = self.log_std.expand_as(heads[0])
             z = (action - heads[0]) / log_std.exp()
             logprob = (-0.5 * z * z - log_std - HALF_LOG_2PI).sum(-1)
             return logprob, (0.5 + HALF_LOG_2PI + log_std).sum(-1)
         indices = action.long()
-        logprob = sum(log_probs.gather(-1, indices[:, i : i + 1]).squeeze(-1) for i, log_probs in enumerate(heads))
-        entropy = sum(-(log_probs.exp() * log_probs).sum(-1) for log_probs in heads)
+        # `heads` is never empty, so each sum is a tensor, not sum's start value 0.
+        logprob = cast(
+            torch.Tensor,
+            sum(log_probs.gather(-1, indices[:, i : i + 1]).squeeze(-1) for i, log_probs in enumerate(heads)),
+        )
+        entropy = cast(torch.Tensor, sum(-(log_probs.exp() * log_probs).sum(-1) for log_probs in heads))
         return logprob, entropy
 
     def get_action_and_value(
@@ -179,7 +194,7 @@ class ActorCritic(nn.Module):
         logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
-    def score(self, inputs: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def score(self, inputs: Observations, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (`prepare`'s output)."""
         x = self.features(inputs)
         logprob, entropy = self._score(self._heads(x), action)

@@ -34,7 +34,9 @@ def field_docs(cls: type) -> dict[str, str]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
         return {}
-    body = tree.body[0].body
+    class_def = tree.body[0]
+    assert isinstance(class_def, ast.ClassDef)  # the source of a class is its class statement
+    body = class_def.body
     docs = {}
     for node, following in zip(body, body[1:]):
         if (
@@ -81,14 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train PPO with many worker processes. Tuned defaults load for: " + ", ".join(PRESETS) + ".",
         argument_default=argparse.SUPPRESS,
     )
-    classes = {None: Config, **SECTIONS}
+    classes: dict[Optional[str], type] = {None: Config} | SECTIONS
     docs = {section: field_docs(cls) for section, cls in classes.items()}
     hints = {section: typing.get_type_hints(cls) for section, cls in classes.items()}
-    default_preset = PRESETS.get(Config.env, {})
-    groups = {None: parser, **{name: parser.add_argument_group(f"{name} options") for name in SECTIONS}}
+    default_preset = PRESETS.get(str(Config.env), {})  # the default env is an id
+    groups: dict[Optional[str], argparse._ActionsContainer] = {
+        None: parser,
+        **{name: parser.add_argument_group(f"{name} options") for name in SECTIONS},
+    }
     for name, (section, field) in flat_fields().items():
         flag = "--" + name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         preset_note = f"; {Config.env}: {default_preset[name]}" if name in default_preset else ""
         help_text = f"{docs[section].get(name, '')} (default: {default}{preset_note})"
         hint = hints[section][name]

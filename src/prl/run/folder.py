@@ -39,7 +39,7 @@ def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
         )
 
 
-def write_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> None:
+def write_atomically(path: Union[str, Path], write: Callable[[Path], object]) -> None:
     """Have `write` fill a temporary file beside `path`, fsync it, and rename it over `path`.
 
     A crash mid-write leaves the previous file intact (at worst a stray `.tmp` file).
