@@ -3,9 +3,7 @@
 Every option is a flag (see --help); tuned defaults load for envs that have them.
 """
 
-import sys
-
-from prl.run.cli import main
+from prl.run.cli import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

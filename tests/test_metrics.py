@@ -28,17 +28,11 @@ def test_every_field_a_run_logs_is_in_the_schema_and_readme_shows_the_schema(tmp
     assert f"<!-- metrics:start -->\n{markdown_table()}<!-- metrics:end -->" in readme
 
 
-def test_tensorboard_charts_exactly_the_metrics_with_a_group(tmp_path):
+def test_tensorboard_charts_exactly_the_metrics_with_a_group():
     from prl.metrics import METRICS
-    from prl.run.logs import TensorBoardLog
+    from prl.run.logs import tensorboard_scalars
 
-    written = []
-
-    class Writer:
-        def add_scalar(self, tag, value, step):
-            written.append(tag)
-
-    log = TensorBoardLog.__new__(TensorBoardLog)
-    log._writer = Writer()
-    log.write({metric.name: 1.0 for metric in METRICS} | {"env_steps": 10})
-    assert written == [f"{m.group}/{m.name}" for m in METRICS if m.group is not None]
+    record = {metric.name: 1.0 for metric in METRICS} | {"episode_return_mean": None, "lr": float("nan")}
+    tags = [tag for tag, _ in tensorboard_scalars(record)]
+    expected = [f"{m.group}/{m.name}" for m in METRICS if m.group is not None]
+    assert tags == [tag for tag in expected if tag not in ("charts/episode_return_mean", "charts/lr")]

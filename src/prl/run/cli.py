@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import collections.abc
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import textwrap
 import time
 import typing
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from prl.collection.processes import prestart
+from prl.collection.processes import prestart, stop_forkserver
 from prl.config import SECTIONS, Config, flat_fields, flatten_dict, from_flat
 from prl.envs.factory import probe_env
 from prl.envs.presets import PRESETS, tuned_config
@@ -142,6 +144,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
 def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     """Parse command-line flags into a Config (see `parse_args`)."""
     return parse_args(argv)[0]
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the command's process with `code`: run the exit handlers, then exit without the interpreter's teardown.
+
+    The teardown frees every module and object one by one, torch's included, which takes about
+    0.7 s on a 2-core machine, a seventh of a whole CartPole run, and nothing of prl's needs it:
+    by the time `main` returns, the run folder's files are closed and the workers stopped. The
+    forkserver is ended too (`prl.collection.processes.stop_forkserver`). Exit handlers
+    (`atexit`: logging, multiprocessing, a coverage tool's) still run.
+    """
+    stop_forkserver()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

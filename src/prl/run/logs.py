@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Optional, Union
@@ -83,25 +85,65 @@ class MetricsLog:
         self._file.close()
 
 
+def tensorboard_scalars(record: dict) -> list[tuple[str, float]]:
+    """The (tag, value) pairs TensorBoard charts for one record: each metric with a group in
+    `prl.metrics`, as group/name; missing or non-finite values are left out."""
+    scalars = []
+    for metric in METRICS:
+        value = record.get(metric.name)
+        if metric.group is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            scalars.append((f"{metric.group}/{metric.name}", value))
+    return scalars
+
+
 class TensorBoardLog:
-    """The charted scalars of metrics.jsonl (those with a group in `prl.metrics`), as TensorBoard event files in the run folder, against env steps."""
+    """The charted scalars of metrics.jsonl (`tensorboard_scalars`), as TensorBoard event files in the run folder, against env steps.
+
+    A thread of its own imports TensorBoard and writes the events, so that the import (about a
+    quarter of a second) and the writing overlap the run instead of delaying it. `close()`
+    writes what is queued and closes the file; an error of the thread is raised by the next
+    `write()` or by `close()`.
+    """
 
     def __init__(self, folder: Union[str, Path]):
-        from torch.utils.tensorboard import SummaryWriter  # imported here: only runs that log need it
+        self._records: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(str(folder),), name="prl-tensorboard", daemon=True)
+        self._thread.start()
 
-        self._writer = SummaryWriter(log_dir=str(folder))
+    def _run(self, folder: str) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: only runs that log need it
+
+            writer = SummaryWriter(log_dir=folder)
+        except BaseException as error:
+            self._error = error
+            return
+        try:
+            while (record := self._records.get()) is not None:
+                for tag, value in tensorboard_scalars(record):
+                    writer.add_scalar(tag, value, record["env_steps"])
+        except BaseException as error:
+            self._error = error
+        finally:
+            writer.close()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"prl could not write TensorBoard events: {type(error).__name__}: {error}") from error
 
     def write(self, record: dict) -> None:
-        """Add one update's scalars; missing or non-finite values are skipped."""
-        step = record["env_steps"]
-        for metric in METRICS:
-            value = record.get(metric.name)
-            if metric.group is not None and isinstance(value, (int, float)) and math.isfinite(value):
-                self._writer.add_scalar(f"{metric.group}/{metric.name}", value, step)
+        """Queue one update's scalars for the writer thread."""
+        self._raise_error()
+        self._records.put(dict(record))
 
     def close(self) -> None:
-        """Flush and close the event file."""
-        self._writer.close()
+        """Write what is queued, close the event file and end the thread; safe to call twice."""
+        if self._thread.is_alive():
+            self._records.put(None)
+            self._thread.join()
+        self._raise_error()
 
 
 def format_return(value: Optional[float], like: Optional[float] = None) -> str:
