@@ -57,7 +57,6 @@ watches the learner's process and exits if that ends.
 
 from __future__ import annotations
 
-import os
 import threading
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
@@ -66,8 +65,8 @@ from typing import Callable, Optional, cast
 import torch
 
 from prl.collection.buffers import SharedWeights, TrajectoryBuffer
-from prl.collection.child import Channel, ChildError, child_main
-from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes
+from prl.collection.child import Channel, ChildError, child_process, start_child
+from prl.collection.processes import stop_processes
 from prl.envs.observations import Observations, map_obs
 from prl.errors import WorkerError
 from prl.nn.policy import ActorCritic, build_policy, place_policy
@@ -277,23 +276,17 @@ class InferenceProcess:
     ):
         self._wanted = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._control, child = context.Pipe(duplex=True)
-        self._process = context.Process(
-            target=child_main,
-            name="prl-inference",
-            args=(
-                serve_in_process,
-                child,
-                os.getpid(),
-                None,
-                threads,
-                None,
-                policy_args,
-                weights,
-                buffer,
-                str(device),
-                self._wanted,
-            ),
-            daemon=True,
+        self._process = child_process(
+            context,
+            "prl-inference",
+            serve_in_process,
+            child,
+            policy_args,
+            weights,
+            buffer,
+            str(device),
+            self._wanted,
+            threads=threads,
         )
         self._child = child
         self._error: Optional[ChildError] = None
@@ -301,11 +294,7 @@ class InferenceProcess:
 
     def start(self) -> None:
         """Start the process and wait until it serves; raises what stopped it from starting."""
-        try:
-            with sigint_ignored(), main_script_hidden():
-                self._process.start()
-        finally:
-            self._child.close()
+        start_child(self._process, self._child)
         if self._control.poll(START_S) or not self._process.is_alive():
             report = self._read_report()
             if report == ("ready",):

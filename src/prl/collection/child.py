@@ -7,10 +7,12 @@ body. An exception in the body travels to the parent as data, a `ChildError` in 
 ("error", index, ChildError) message, and the parent raises it with `ChildError.exception`,
 which names where it came from ("in worker 3", "in the inference server", "in the Ray
 driver"). A body whose parent has gone raises `ParentGone` from any wait and exits quietly.
+The parent's half is `child_process` and `start_child`, which every pool uses to start one.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -22,6 +24,7 @@ import psutil
 import torch
 from threadpoolctl import threadpool_limits
 
+from prl.collection.processes import main_script_hidden, sigint_ignored
 from prl.errors import ConfigError, WorkerError
 
 POLL_S = 0.5
@@ -122,6 +125,33 @@ def wait_until_readable(conn, parent: psutil.Process) -> None:
     while not conn.poll(POLL_S):
         if not parent.is_running():
             raise ParentGone()
+
+
+def child_process(
+    context,
+    name: str,
+    body: Callable[..., None],
+    conn,
+    *args: Any,
+    index: Optional[int] = None,
+    threads: int = 1,
+    seed: Optional[int] = None,
+):
+    """A daemon process of the multiprocessing `context`, not started yet, that runs
+    `child_main(body, conn, <this process's id>, index, threads, seed, *args)`; start it with `start_child`."""
+    return context.Process(
+        target=child_main, name=name, args=(body, conn, os.getpid(), index, threads, seed, *args), daemon=True
+    )
+
+
+def start_child(process, child_conn) -> None:
+    """Start a `child_process` with Ctrl-C ignored and the main script hidden while it starts
+    (`prl.collection.processes`), then close this process's copy of the child's end of its pipe."""
+    try:
+        with sigint_ignored(), main_script_hidden():
+            process.start()
+    finally:
+        child_conn.close()
 
 
 def child_main(

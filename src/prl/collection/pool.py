@@ -75,7 +75,6 @@ unlinked segments held by file descriptor, and prl creates no named semaphore, s
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from multiprocessing.connection import Connection, wait
@@ -86,9 +85,9 @@ import torch
 from prl import seeding
 from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.collection.central import InferenceProcess, InferenceServer
-from prl.collection.child import ChildError, child_main
+from prl.collection.child import ChildError, child_process, start_child
 from prl.collection.failures import Failures
-from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
+from prl.collection.processes import stop_processes, worker_context
 from prl.collection.worker import worker_main
 from prl.config import Config
 from prl.envs.factory import EnvFactory
@@ -204,26 +203,19 @@ class ActorPool:
         inference_parent = inference_child = None
         if self._server is not None:
             inference_parent, inference_child = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=child_main,
-            name=f"prl-worker-{index}",
-            args=(
-                worker_main,
-                child_conn,
-                os.getpid(),
-                index,
-                1,
-                seeding.process_seed(self.config.seed, index, incarnation),
-                index,
-                *self._worker_args,
-                incarnation,
-                inference_child,
-            ),
-            daemon=True,
+        process = child_process(
+            self._context,
+            f"prl-worker-{index}",
+            worker_main,
+            child_conn,
+            index,
+            *self._worker_args,
+            incarnation,
+            inference_child,
+            index=index,
+            seed=seeding.process_seed(self.config.seed, index, incarnation),
         )
-        with sigint_ignored(), main_script_hidden():
-            process.start()
-        child_conn.close()
+        start_child(process, child_conn)
         if self._server is not None:
             assert inference_parent is not None and inference_child is not None  # made above for the server
             inference_child.close()

@@ -72,9 +72,17 @@ import torch
 
 from prl import seeding
 from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer, load_flat_state
-from prl.collection.child import Channel, ChildError, ParentGone, child_main, seed_process, use_one_thread
+from prl.collection.child import (
+    Channel,
+    ChildError,
+    ParentGone,
+    child_process,
+    seed_process,
+    start_child,
+    use_one_thread,
+)
 from prl.collection.failures import Failures
-from prl.collection.processes import main_script_hidden, sigint_ignored, stop_processes, worker_context
+from prl.collection.processes import stop_processes, worker_context
 from prl.collection.rollout import RolloutCollector, action_rng
 from prl.config import Config
 from prl.envs.factory import EnvFactory
@@ -489,35 +497,24 @@ class RayPool:
         )
         context = worker_context(config)
         self._conn, child_conn = context.Pipe(duplex=True)
-        self._process = context.Process(
-            target=child_main,
-            name="prl-ray-driver",
-            args=(
-                drive,
-                child_conn,
-                os.getpid(),
-                None,
-                1,
-                None,
-                {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
-                dataclasses.replace(config, env=config.env_name, env_kwargs={}),  # the envs travel in actor_args
-                actor_args,
-                self.buffer,
-                self.weights,
-                seed_stream,
-                address or None,
-            ),
-            daemon=True,
+        self._process = child_process(
+            context,
+            "prl-ray-driver",
+            drive,
+            child_conn,
+            {name: value for name, value in os.environ.items() if name.startswith("RAY_")},
+            dataclasses.replace(config, env=config.env_name, env_kwargs={}),  # the envs travel in actor_args
+            actor_args,
+            self.buffer,
+            self.weights,
+            seed_stream,
+            address or None,
         )
         driver: list = []
         ray_processes: list = []
         self._finalizer = weakref.finalize(self, stop_driver, self._process, self._conn, driver, ray_processes)
         try:
-            try:
-                with sigint_ignored(), main_script_hidden():
-                    self._process.start()
-            finally:
-                child_conn.close()
+            start_child(self._process, child_conn)
             driver.append(psutil.Process(self._process.pid))
             self._pids, self._nodes = self._await("ready", "start", config.worker_timeout + RAY_START_S)
             ray_processes.extend(driver[0].children(recursive=True))
