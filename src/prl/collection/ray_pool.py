@@ -24,8 +24,9 @@ and shuts it down when it closes; with one (`auto` or HOST:PORT) it joins that c
 leaves it running. If Ray is already initialized in the learner's process, the driver joins
 that instance. It then creates W `RolloutActor`s, each asking Ray for `ray_worker_cpus` CPUs
 and spread over the nodes, and waits for each to answer `ready` within `worker_timeout`: an
-actor that fails to build its envs raises at once, and one that Ray cannot place (not enough
-CPUs) ends the start with one sentence.
+actor that fails to build its envs answers with its error as data (a
+`prl.collection.child.ChildError`), which ends the start at once, and one that Ray cannot place
+(not enough CPUs) ends the start with one sentence.
 
 Weights. The learner publishes a version into the shared weights and names it to the driver,
 which puts it in Ray's object store once (one float32 vector, in `prl.collection.buffers.flat_state`
@@ -45,7 +46,8 @@ fresh seeds, and the driver requests the rollout again. An actor that dies (kill
 lost) raises `RayActorError` when its result is read: the driver starts a replacement with
 fresh seeds and requests the same rollout (same version) again. Both count against
 `max_worker_restarts` within `restart_window_s`, as in the local pool. Any other exception in an
-actor is raised as `WorkerError` (or `ConfigError`). The driver checks that the head node's
+actor comes back as a `ChildError` too and is raised as `WorkerError` ("... in Ray actor N"), or
+as `ConfigError`; what Ray itself reports is turned into the same. The driver checks that the head node's
 GCS port still accepts connections at each collection and each second it waits; if not, the
 cluster is gone and it raises `WorkerError` at once (Ray itself would end it a minute later).
 
@@ -147,20 +149,26 @@ class RolloutActor:
     ):
         use_one_thread()  # as a local worker
         seed_process(seeding.process_seed(seed, worker_index, incarnation))
-        self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
-        self.actor = make_actor(self.policy, action_rng(seed, worker_index, incarnation))
-        self.collector: RolloutCollector | None = RolloutCollector(
-            factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation
-        )
-        """None only while a failed rollout rebuilds it (and after a rebuild that failed)."""
-        self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
+        self.collector: RolloutCollector | None = None
+        """None until built, and while a failed rollout rebuilds it."""
+        self.failure: ChildError | None = None
+        """What stopped the actor from building its envs and policy, carried back by `ready`."""
         self.held_version = -1
+        try:
+            self.policy = build_policy(spec, policy_config, normalize_obs, obs_clip)
+            self.actor = make_actor(self.policy, action_rng(seed, worker_index, incarnation))
+            self.collector = RolloutCollector(
+                factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation
+            )
+            self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
+        except Exception as error:
+            self.failure = ChildError.of(error)
 
-    def ready(self) -> tuple[int, str]:
-        """The actor's process id and Ray node id, once its envs and policy are built."""
+    def ready(self) -> tuple[int, str, ChildError | None]:
+        """The actor's process id, its Ray node id and what stopped it from starting (None once its envs and policy are built)."""
         import ray
 
-        return os.getpid(), ray.get_runtime_context().get_node_id()
+        return os.getpid(), ray.get_runtime_context().get_node_id(), self.failure
 
     def rollout(self, version: int, weights: np.ndarray) -> dict:
         """One rollout acting with `weights` (version `version`): the slot's arrays, or the env error that stopped it."""
@@ -174,7 +182,10 @@ class RolloutActor:
             self.collector.collect(views)
         except Exception as error:
             failed, self.collector = self.collector, None
-            self.collector = failed.rebuilt()
+            try:
+                self.collector = failed.rebuilt()
+            except Exception as rebuild_error:
+                return {"error": ChildError.of(rebuild_error)}
             return {"env_error": ChildError.of(error)}
         return {"slot": views, "version": version}
 
@@ -256,9 +267,11 @@ class RayDriver:
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.worker_timeout)
         for ref in ready:
             try:
-                self.pids[refs[ref]], self.nodes[refs[ref]] = ray.get(ref)
+                self.pids[refs[ref]], self.nodes[refs[ref]], failure = ray.get(ref)
             except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
                 raise self._task_error(refs[ref], error) from None
+            if failure is not None:
+                raise failure.exception(f"Ray actor {refs[ref]}")
         if pending:
             stuck = sorted(refs[ref] for ref in pending)
             raise WorkerError(
@@ -268,7 +281,8 @@ class RayDriver:
             )
 
     def _task_error(self, worker: int, error: Exception) -> Exception:
-        """The error an actor raised, as prl's own: the actor's exception line first, then Ray's report."""
+        """An error Ray itself reports for an actor (prl's own errors come back as `ChildError` data), as prl's
+        own: the actor's exception line first, then Ray's report."""
         cause = getattr(error, "cause", None)
         if isinstance(cause, ConfigError):
             return ConfigError(str(cause))
@@ -339,6 +353,8 @@ class RayDriver:
                     continue
                 except ray.exceptions.RayTaskError as error:
                     raise self._task_error(worker, error) from None
+                if "error" in result:
+                    raise result["error"].exception(f"Ray actor {worker}")
                 if "env_error" in result:
                     self.failures.env_error(worker, result["env_error"])
                     self._request(worker, version, weights)
