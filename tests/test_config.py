@@ -35,6 +35,13 @@ from prl.run.cli import build_parser, field_docs, parse_config
         (dict(seed=-1), "seed must be a non-negative integer"),
         (dict(worker_timeout=float("inf")), "worker_timeout must be a positive number of seconds"),
         (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),
+        (dict(vf_coef=float("inf")), "vf_coef must be a finite number, got inf"),
+        (dict(ent_coef=float("nan")), "ent_coef must be a finite number, got nan"),
+        (dict(obs_clip=float("inf")), "obs_clip must be a finite number, got inf"),
+        (dict(reward_clip=float("inf")), "reward_clip must be a finite number, got inf"),
+        (dict(log_std_init=float("-inf")), "log_std_init must be a finite number, got -inf"),
+        (dict(restart_window_s=float("inf")), "restart_window_s must be a finite number, got inf"),
+        (dict(seed=2**70), "seed must be a non-negative integer below 2\\*\\*64"),
     ],
 )
 def test_bad_values_fail_with_one_sentence(options, message):

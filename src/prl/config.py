@@ -23,6 +23,9 @@ EnvSource = Union[str, Callable[[], Any]]
 ENCODERS = ("auto", "mlp", "nature", "grid")
 """The encoders `PolicyConfig.encoder` names (besides module:function); `prl.nn.encoders` builds them."""
 
+SEED_LIMIT = 2**64
+"""Seeds are below this: torch's generators take 64-bit seeds."""
+
 MAX_WORKERS = 256
 """More worker processes than this is a typo, not a plan: each one holds a policy and envs."""
 
@@ -37,6 +40,15 @@ def callable_name(fn: Callable) -> str:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _require_finite(options: Any) -> None:
+    """Refuse a NaN or infinite value in any float option of the dataclass `options`: one would
+    spoil every update (a loss weight, a clip) or every wait without a word."""
+    for item in dataclasses.fields(options):
+        value = getattr(options, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{item.name} must be a finite number, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ class PPOConfig:
     """With rnd: fraction of each minibatch the predictor trains on."""
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}.")
+        _require_finite(self)  # first: NaN fails every comparison below with a misleading sentence
+        _require(self.lr > 0, f"lr must be a positive number, got {self.lr}.")
         _require(0.0 <= self.gamma <= 1.0, f"gamma must lie in [0, 1], got {self.gamma}.")
         _require(0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must lie in [0, 1], got {self.gae_lambda}.")
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}.")
@@ -148,6 +161,7 @@ class PolicyConfig:
             self.action_scale is None or self.action_scale > 0,
             f"action_scale must be positive or unset, got {self.action_scale}.",
         )
+        _require_finite(self)
 
 
 @dataclass(frozen=True)
@@ -253,13 +267,14 @@ class Config:
             0 < self.worker_timeout < math.inf,
             f"worker_timeout must be a positive number of seconds, got {self.worker_timeout}.",
         )
-        _require(self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}.")
+        _require(0 <= self.seed < SEED_LIMIT, f"seed must be a non-negative integer below 2**64, got {self.seed}.")
         _require(
             self.max_worker_restarts >= 0, f"max_worker_restarts must be non-negative, got {self.max_worker_restarts}."
         )
         _require(self.restart_window_s > 0, f"restart_window_s must be positive, got {self.restart_window_s}.")
         _require(self.nan_policy in ("error", "drop"), f"nan_policy must be error or drop, got {self.nan_policy!r}.")
         _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}.")
+        _require_finite(self)
         _require(self.eval_episodes >= 0, f"eval_episodes must be non-negative, got {self.eval_episodes}.")
         _require(self.eval_every >= 0, f"eval_every must be non-negative, got {self.eval_every}.")
         _require(self.save_every >= 0, f"save_every must be non-negative, got {self.save_every}.")
