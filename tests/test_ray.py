@@ -9,6 +9,7 @@ import threading
 import gymnasium as gym
 import psutil
 import pytest
+import ray  # the test extra installs it: a broken Ray must fail here, not skip every test
 import torch
 import toy_envs
 from conftest import collect_twice
@@ -18,8 +19,6 @@ from prl.collection.backends import open_collector
 from prl.collection.processes import prestart
 from prl.collection.ray_pool import answers
 from prl.config import from_flat
-
-ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 FIELDS = ("actions", "logprobs", "values", "rewards", "terminated", "truncated", "final_values", "episode_returns")
 
