@@ -147,6 +147,20 @@ def test_periodic_evaluation_is_logged_and_keeps_the_best_policy(tmp_path, no_le
     assert config.env == "CartPole-v1" and policy.act(torch.zeros(1, 4)).shape == (1, 1)
 
 
+def test_a_resumed_run_keeps_a_best_policy_that_came_after_its_checkpoint(tmp_path, no_leaks):
+    from prl import Learner
+    from prl.run.training import Run
+
+    config = small_config(tmp_path, 4, eval_every=2, save_every=2, tensorboard=False)
+    train(config)
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT)["best_eval_return"]
+    stale = load_checkpoint(tmp_path)  # as if the run had crashed before its last periodic checkpoint
+    stale["best_eval_return"] = float("-inf")
+    run = Run(config, Learner(config), stale)
+    run.close()
+    assert run.best_eval_return == best > float("-inf")
+
+
 def test_cli_resume_errors_are_one_sentence(tmp_path):
     result, survivors = run_script([TRAIN, "--resume", tmp_path / "missing"], cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "no checkpoint at" in result.stderr and not survivors

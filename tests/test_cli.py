@@ -77,3 +77,13 @@ def test_overwrite_replaces_the_previous_run_and_keeps_other_files(tmp_path, no_
     assert best["config"]["seed"] == 2, "the old run's best policy must not pose as the new one's"
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
     assert (out / "notes.txt").read_text() == "mine", "files prl did not write are left alone"
+
+
+def test_runs_started_together_get_folders_of_their_own():
+    import os
+
+    from prl.run.cli import parse_config
+
+    folders = {parse_config(["--env", "CartPole-v1", "--seed", "3"]).out for _ in range(50)}
+    assert len(folders) == 50
+    assert all(f.startswith("runs/CartPole-v1-seed3-") and f.endswith(f"-{os.getpid()}") for f in folders)

@@ -12,12 +12,12 @@ import ast
 import atexit
 import collections.abc
 import dataclasses
+import datetime
 import inspect
 import json
 import os
 import sys
 import textwrap
-import time
 import typing
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_out(env: str, seed: int) -> str:
+    """The run folder of a run that names none: runs/ENV-seedN-DATE-TIME.MICROSECONDS-PID.
+
+    The microseconds and the process id keep apart the runs of a sweep started together (with
+    one-second names, runs started in the same second shared a folder).
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S.%f")
+    return f"runs/{env.replace('/', '_')}-seed{seed}-{stamp}-{os.getpid()}"
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[str]]:
     """Parse command-line flags into (Config, run folder to resume or None).
 
@@ -133,9 +143,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
         return from_flat({**stored, "out": str(checkpoint_path(resume).parent), **options}), resume
     env = options.pop("env", Config.env)
     if options.get("out") is None:
-        options["out"] = (
-            f"runs/{env.replace('/', '_')}-seed{options.get('seed', Config.seed)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        options["out"] = default_out(env, options.get("seed", Config.seed))
     if no_preset:
         return from_flat({**options, "env": env}), None
     return tuned_config(env, **options), None

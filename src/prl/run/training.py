@@ -7,6 +7,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -55,7 +56,9 @@ class Run:
         if resume is not None:
             learner.load_state_dict(resume["learner"])
             self.window.load_state_dict(resume["window"])
-            self.best_eval_return = float(resume["best_eval_return"])
+            # A better evaluation may have come after the checkpoint resumed from: its policy is in
+            # checkpoint_best.pt, which a worse one must not replace.
+            self.best_eval_return = max(float(resume["best_eval_return"]), self._saved_best_return())
             torch.set_rng_state(resume["torch_rng"])
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +66,17 @@ class Run:
             self.log = MetricsLog(self.out / "metrics.jsonl", keep_updates=learner.updates if resume else None)
             if config.tensorboard:
                 self.tensorboard = TensorBoardLog(self.out)
+
+    def _saved_best_return(self) -> float:
+        """The evaluation return that the run folder's checkpoint_best.pt was kept for (-inf without one)."""
+        path = self.out / BEST_CHECKPOINT if self.out is not None else None
+        if path is None or not path.exists():
+            return -math.inf
+        try:
+            return float(load_checkpoint(path)["best_eval_return"])
+        except (ConfigError, KeyError, TypeError, ValueError) as error:
+            warnings.warn(f"prl: {path} cannot be read ({error}); a better evaluation will replace it.", stacklevel=2)
+            return -math.inf
 
     def payload(self) -> dict:
         """Everything a checkpoint holds (see `prl.run.checkpoint`)."""
