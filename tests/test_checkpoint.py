@@ -244,3 +244,26 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing(tmp_path, no_leaks):
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not session_processes(process.pid)
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_two_writers_never_share_one(tmp_path, monkeypatch):
+    from prl.run.folder import write_atomically
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"learner": {"updates": 1}, "config": {}})
+
+    def crash(payload, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", crash)
+        with pytest.raises(OSError):
+            save_checkpoint(path, {"learner": {"updates": 2}, "config": {}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    temporary = []
+    for text in ("a", "b"):
+        write_atomically(
+            tmp_path / "summary.json", lambda tmp, text=text: temporary.append(tmp) or tmp.write_text(text)
+        )
+    assert len(set(temporary)) == 2 and (tmp_path / "summary.json").read_text() == "b"

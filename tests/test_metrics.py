@@ -36,3 +36,20 @@ def test_tensorboard_charts_exactly_the_metrics_with_a_group():
     tags = [tag for tag, _ in tensorboard_scalars(record)]
     expected = [f"{m.group}/{m.name}" for m in METRICS if m.group is not None]
     assert tags == [tag for tag in expected if tag not in ("charts/episode_return_mean", "charts/lr")]
+
+
+def test_a_resumed_log_replaces_the_file_whole_instead_of_rewriting_it_in_place(tmp_path):
+    import json
+
+    from prl.run.logs import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"update": update, "env_steps": 10 * update}) + "\n" for update in range(1, 6)]
+    path.write_text("".join(lines))
+    with open(path, encoding="utf-8") as before:  # the file as a reader (or a crash) sees it
+        log = MetricsLog(path, keep_updates=3)
+        log.write({"update": 4, "env_steps": 41})
+        log.close()
+        assert before.read() == "".join(lines)  # the old file was never truncated
+    kept = path.read_text().splitlines()
+    assert [json.loads(line)["update"] for line in kept] == [1, 2, 3, 4] and json.loads(kept[-1])["env_steps"] == 41

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -42,14 +43,28 @@ def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
 def write_atomically(path: Union[str, Path], write: Callable[[Path], object]) -> None:
     """Have `write` fill a temporary file beside `path`, fsync it, and rename it over `path`.
 
-    A crash mid-write leaves the previous file intact (at worst a stray `.tmp` file).
+    The temporary file's name is unique (two writers of one path never share it), and it is
+    removed if anything fails before the rename, which leaves the previous file intact. The
+    folder is fsynced after the rename, so the new name survives a power cut too. Only a
+    SIGKILL between the two can leave a `.tmp` file behind.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def write_json(path: Union[str, Path], data: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from prl.metrics import METRICS
+from prl.run.folder import write_atomically
 
 
 class EpisodeWindow:
@@ -58,22 +59,26 @@ class MetricsLog:
 
     A new run starts the file afresh. A resumed run passes `keep_updates`, the update count of
     its checkpoint: lines up to it are kept, later ones (written after that checkpoint by the
-    run that stopped) are dropped, since the resumed run does those updates again.
+    run that stopped) are dropped, since the resumed run does those updates again. The kept
+    lines replace the file atomically (`prl.run.folder.write_atomically`) before new ones are
+    appended.
     """
 
     def __init__(self, path: Union[str, Path], keep_updates: Optional[int] = None):
         self.path = Path(path)
+        if keep_updates is None or not self.path.exists():
+            self._file = open(self.path, "w", encoding="utf-8")
+            return
         kept = []
-        if keep_updates is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line).get("update", 0) <= keep_updates:
-                        kept.append(line + "\n")
-                except json.JSONDecodeError:
-                    break  # a line cut short by a crash ends what can be kept
-        self._file = open(self.path, "w", encoding="utf-8")
-        self._file.writelines(kept)
-        self._file.flush()
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("update", 0) <= keep_updates:
+                    kept.append(line + "\n")
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash ends what can be kept
+        # Never rewritten in place: a crash or a full disk now leaves the old history whole.
+        write_atomically(self.path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         """Append one record (non-finite floats become null, so every line is valid JSON)."""
