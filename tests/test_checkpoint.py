@@ -267,3 +267,32 @@ def test_a_failed_write_leaves_no_temporary_file_and_two_writers_never_share_one
             tmp_path / "summary.json", lambda tmp, text=text: temporary.append(tmp) or tmp.write_text(text)
         )
     assert len(set(temporary)) == 2 and (tmp_path / "summary.json").read_text() == "b"
+
+
+def flip_middle(path, count=64):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + count] = bytes(byte ^ 0xFF for byte in data[middle : middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_refused_instead_of_loading_altered_weights(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"learner": {"weights": torch.arange(4096.0)}, "config": {}})
+    flip_middle(path)
+    with pytest.raises(ConfigError, match="is corrupt|cannot be read"):
+        load_checkpoint(path)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_it_with_a_warning(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    for updates in (1, 2):
+        save_checkpoint(path, {"learner": {"updates": updates, "weights": torch.arange(4096.0)}, "config": {}})
+    assert load_checkpoint(path)["learner"]["updates"] == 2
+    assert load_checkpoint(tmp_path / "checkpoint_previous.pt")["learner"]["updates"] == 1
+    flip_middle(path)
+    with pytest.warns(UserWarning, match="Using the checkpoint before it"):
+        assert load_checkpoint(tmp_path)["learner"]["updates"] == 1
+    path.unlink()  # as if a crash came between the two renames of a save
+    with pytest.warns(UserWarning, match="is missing"):
+        assert load_checkpoint(tmp_path)["learner"]["updates"] == 1

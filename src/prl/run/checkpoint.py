@@ -1,13 +1,22 @@
-"""Checkpoints: everything needed to continue a run, written atomically and loaded without running code.
+"""Checkpoints: everything needed to continue a run, written atomically, checksummed, and loaded without running code.
 
 A checkpoint is a dict of tensors and plain values: the learner's state (policy, optimizer,
 statistics, counters, sampler RNG), the episode window, torch's global RNG state, the best
 evaluation return so far, and the config. `torch.load(weights_only=True)` reads it, so a
 checkpoint file cannot execute code.
+
+On disk the payload is stored serialized, beside its SHA-256 (`FORMAT` 2), so that a file
+damaged after it was written (a flipped bit, a torn copy) is refused instead of loading with
+altered weights. Each save keeps the file it replaces as `<name>_previous.pt`, and loading a
+damaged checkpoint falls back to that one with a warning. Files written before the checksum
+(a plain payload) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -25,9 +34,28 @@ BEST_CHECKPOINT = "checkpoint_best.pt"
 PathLike = Union[str, Path]
 
 
+FORMAT = 2
+"""The on-disk format: {"prl_checkpoint": FORMAT, "sha256": hex digest, "payload": the serialized payload}."""
+
+
+def previous_path(path: PathLike) -> Path:
+    """Where the checkpoint that `path` replaced is kept: checkpoint.pt -> checkpoint_previous.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_previous{path.suffix}")
+
+
 def save_checkpoint(path: PathLike, payload: dict) -> None:
-    """Write `payload` to `path` atomically: a crash mid-write leaves the previous checkpoint intact."""
-    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    """Write `payload` to `path` atomically, with its checksum, keeping the file it replaces as `previous_path`.
+
+    A crash mid-write leaves the previous checkpoint intact, under its own name.
+    """
+
+    def write(tmp: Path) -> None:
+        torch.save(payload, tmp)
+        data = tmp.read_bytes()
+        torch.save({"prl_checkpoint": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "payload": data}, tmp)
+
+    write_atomically(path, write, keep_previous=previous_path(path))
 
 
 def checkpoint_path(path: PathLike) -> Path:
@@ -37,19 +65,48 @@ def checkpoint_path(path: PathLike) -> Path:
 
 
 def load_checkpoint(path: PathLike) -> dict:
-    """Read a checkpoint (a file or a run folder) without allowing it to run code; ConfigError if unusable."""
+    """Read a checkpoint (a file or a run folder) without allowing it to run code; ConfigError if unusable.
+
+    A checkpoint that is damaged, or missing after a crash between the two renames of a save,
+    is replaced by the one it replaced (`previous_path`), with a warning that says so.
+    """
     file = checkpoint_path(path)
-    if not file.exists():
+    previous = previous_path(file)
+    if not file.exists() and not previous.exists():
         raise ConfigError(f"no checkpoint at {file}; pass a run folder written with --out, or a checkpoint file.")
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        return _read(file)
+    except ConfigError as error:
+        if not previous.exists():
+            raise
+        try:
+            payload = _read(previous)
+        except ConfigError:
+            raise error from None
+        warnings.warn(f"prl: {error} Using the checkpoint before it, {previous}, instead.", stacklevel=2)
+        return payload
+
+
+def _read(file: Path) -> dict:
+    """One checkpoint file's payload, its checksum verified; ConfigError naming what is wrong with it."""
+    if not file.exists():
+        raise ConfigError(f"the checkpoint {file} is missing.")
+    try:
+        stored = torch.load(file, map_location="cpu", weights_only=True)
+        if isinstance(stored, dict) and stored.get("prl_checkpoint") == FORMAT:
+            data = stored["payload"]
+            if hashlib.sha256(data).hexdigest() != stored["sha256"]:
+                raise ConfigError(f"the checkpoint {file} is corrupt: its contents do not match their checksum.")
+            stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except ConfigError:
+        raise
     except Exception as error:
         raise ConfigError(
             f"the checkpoint {file} cannot be read ({type(error).__name__}); it is corrupt or not a prl checkpoint."
         ) from error
-    if not isinstance(payload, dict) or "learner" not in payload or "config" not in payload:
+    if not isinstance(stored, dict) or "learner" not in stored or "config" not in stored:
         raise ConfigError(f"{file} is not a prl checkpoint (it lacks the learner state or the config).")
-    return payload
+    return stored
 
 
 def load_policy(path: PathLike, env=None):

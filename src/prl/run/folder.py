@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -14,7 +15,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json")
 """What a run folder holds; any of them present means the folder already holds a run."""
 
 
-REPLACED_FILES = RUN_FILES + ("checkpoint_best.pt",)
+REPLACED_FILES = RUN_FILES + ("checkpoint_best.pt", "checkpoint_previous.pt", "checkpoint_best_previous.pt")
 """What a new run in the same folder replaces: an old best checkpoint would otherwise pose as the new run's."""
 
 TENSORBOARD_FILES = "events.out.tfevents.*"
@@ -40,13 +41,17 @@ def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
         )
 
 
-def write_atomically(path: Union[str, Path], write: Callable[[Path], object]) -> None:
+def write_atomically(
+    path: Union[str, Path], write: Callable[[Path], object], keep_previous: Optional[Path] = None
+) -> None:
     """Have `write` fill a temporary file beside `path`, fsync it, and rename it over `path`.
 
     The temporary file's name is unique (two writers of one path never share it), and it is
     removed if anything fails before the rename, which leaves the previous file intact. The
     folder is fsynced after the rename, so the new name survives a power cut too. Only a
-    SIGKILL between the two can leave a `.tmp` file behind.
+    SIGKILL between the two can leave a `.tmp` file behind. With `keep_previous`, the file
+    being replaced stays readable under that name (a hard link, or a copy where the file system
+    has none), so `path` itself is never missing.
     """
     path = Path(path)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,6 +61,12 @@ def write_atomically(path: Union[str, Path], write: Callable[[Path], object]) ->
         write(tmp)
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
+        if keep_previous is not None and path.exists():
+            keep_previous.unlink(missing_ok=True)
+            try:
+                os.link(path, keep_previous)
+            except OSError:
+                shutil.copyfile(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
