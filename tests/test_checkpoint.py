@@ -296,3 +296,15 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_it_with_a_warn
     path.unlink()  # as if a crash came between the two renames of a save
     with pytest.warns(UserWarning, match="is missing"):
         assert load_checkpoint(tmp_path)["learner"]["updates"] == 1
+
+
+def test_the_options_that_error_messages_name_can_change_on_resume(tmp_path, no_leaks):
+    from prl.run.training import resume_checkpoint
+
+    config = small_config(tmp_path, 1, eval_episodes=0, tensorboard=False)
+    train(config)
+    advised = dict(max_worker_restarts=9, restart_window_s=60.0, nan_policy="drop", worker_timeout=300.0)
+    advised |= dict(ray_address="127.0.0.1:6379", ray_worker_cpus=0.5, device="cpu")
+    assert resume_checkpoint(config.replace(**advised), str(tmp_path))["learner"]["updates"] == 1
+    with pytest.raises(ConfigError, match="was made with lr="):
+        resume_checkpoint(config.replace(lr=1e-2), str(tmp_path))

@@ -28,12 +28,19 @@ from prl.run.logs import EpisodeWindow, MetricsLog, TensorBoardLog, format_retur
 RESUMABLE_CHANGES = {
     "steps",
     "progress",
-    "worker_timeout",
     "save_every",
     "eval_every",
     "eval_episodes",
     "overwrite",
     "out",
+    # What the errors that stop a run tell the user to change before resuming it:
+    "worker_timeout",
+    "max_worker_restarts",
+    "restart_window_s",
+    "nan_policy",
+    "ray_address",
+    "ray_worker_cpus",
+    "device",
 }
 """Options a resumed run may change; anything else would make it a different run."""
 
@@ -149,7 +156,8 @@ def resume_checkpoint(config: Config, resume_from: str) -> dict:
         if current[name] != value and not (isinstance(current[name], dict) and dict(current[name]) == value):
             raise ConfigError(
                 f"the checkpoint in {resume_from} was made with {name}={value!r}, not {current[name]!r}; "
-                "resume with the same options (only steps and the logging options may change)."
+                "resume with the same options (only steps, the logging options, and the device, timeout, restart, "
+                "nan-policy and Ray placement options may change)."
             )
     return payload
 
