@@ -120,6 +120,20 @@ def test_an_env_that_keeps_failing_stops_the_run_after_the_restart_budget(no_lea
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
 
 
+@pytest.mark.parametrize("inference", ["worker", "central"])
+def test_an_observation_that_breaks_its_space_after_the_first_reset_stops_collection_in_one_sentence(
+    inference, no_leaks
+):
+    config = toy_config(env=toy_envs.ShrinkingObsEnv, inference=inference)
+    pool = ActorPool(config, Learner(config).policy)
+    pids = pool.pids
+    with pytest.raises(
+        ConfigError, match=r"returned an observation of shape \(1,\), but its observation space declares \(2,\)"
+    ):
+        pool.collect()
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
 def test_mismatched_spaces_in_worker_are_a_config_error(no_leaks):
     config = toy_config(env=toy_envs.CountingEnv)
     learner = Learner(config)

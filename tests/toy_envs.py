@@ -188,6 +188,13 @@ class WrongShapeEnv(CountingEnv):
         return np.zeros(3, dtype=np.float32)
 
 
+class ShrinkingObsEnv(CountingEnv):
+    """Returns its declared 2-value observation on reset, then a 1-value one (which numpy would broadcast)."""
+
+    def _obs(self):
+        return super()._obs() if self.count == 0 else np.zeros(1, dtype=np.float32)
+
+
 def tiny_encoder(leaf):
     """A custom image encoder for the tests (`--encoder toy_envs:tiny_encoder`): one 1x1 convolution, then a mean."""
     import torch

@@ -180,6 +180,8 @@ class RolloutActor:
         assert self.collector is not None  # a failed rebuild raised, which ends the run
         try:
             self.collector.collect(views)
+        except ConfigError as error:  # the env breaks its own declared spaces: nothing to retry
+            return {"error": ChildError.of(error)}
         except Exception as error:
             failed, self.collector = self.collector, None
             try:

@@ -170,6 +170,7 @@ class RolloutCollector:
         """
         obs, actions = views["obs"], views["actions"][t]
         layout, envs, flat_obs, game_scores = self.layout, self.envs, self.flat_obs, self.spec.game_scores
+        obs_shape = self.spec.obs_shape
         episode_return, episode_length = self.episode_return, self.episode_length
         episode_returns, episode_lengths = views["episode_returns"], views["episode_lengths"]
         next_obs_row, reward_row, terminated_row, truncated_row = (
@@ -200,10 +201,20 @@ class RolloutCollector:
                 episode_return[i] = 0.0
                 episode_length[i] = 0
                 next_obs, _ = envs[i].reset()
+            # Every observation is checked, not only the first: numpy would broadcast a (1,) array
+            # into a (4,) row without a word.
             if layout is None:
+                if getattr(next_obs, "shape", None) != obs_shape and np.shape(next_obs) != obs_shape:
+                    raise ConfigError(
+                        f"{self.spec.name} (env {i} of this worker) returned an observation of shape "
+                        f"{np.shape(next_obs)}, but its observation space declares {obs_shape}; make the env's "
+                        "observations match its observation_space."
+                    )
                 next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
             else:
-                for leaf_row, leaf_obs in zip(next_obs_row, layout.split(next_obs)):
+                leaves = layout.split(next_obs)
+                layout.check(leaves, self.spec.name)
+                for leaf_row, leaf_obs in zip(next_obs_row, leaves):
                     leaf_row[i] = leaf_obs
         rows = slice(env_indices.start, env_indices.stop)
         finite = (

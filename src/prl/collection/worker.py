@@ -12,6 +12,7 @@ from prl.config import PolicyConfig
 from prl.envs.factory import EnvFactory
 from prl.envs.observations import map_obs
 from prl.envs.spec import EnvSpec
+from prl.errors import ConfigError
 from prl.nn.actors import make_actor
 from prl.nn.policy import build_policy
 
@@ -69,8 +70,8 @@ def worker_main(
                     collector.collect(buffer.numpy_views(slot))
                 else:
                     collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs, rng)
-            except InferenceGone:
-                raise
+            except (InferenceGone, ConfigError):
+                raise  # the server is gone, or the env breaks its own declared spaces: nothing to retry
             except Exception as error:
                 # The env failed mid-rollout: the slot is not reported (its data is never learned
                 # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
