@@ -26,6 +26,12 @@ def run_train(args, tmp_path):
         (["--workers", "0"], "workers must be between 1 and 256, got 0."),
         (["--minibatch-size", "999999"], "is larger than the batch"),
         (["--lr", "-0.1"], "lr must be a positive number"),
+        (
+            ["--env-kwargs", '{"max_episode_steps": 0}'],
+            "CartPole-v1 cannot be made with env_kwargs {'max_episode_steps': 0} (ValueError: ",
+        ),
+        (["--seed", str(2**70)], "seed must be a non-negative integer below 2**64"),
+        (["--vf-coef", "inf"], "vf_coef must be a finite number, got inf."),
     ],
 )
 def test_user_errors_exit_2_with_one_sentence(args, message, tmp_path, no_leaks):

@@ -122,9 +122,21 @@ def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
 
 
 def probe_env(config: Config) -> EnvSpec:
-    """Build one env in this process to check it and read its spaces."""
+    """Build one env in this process to check it and read its spaces.
+
+    Whatever making it raises is a cause the user can fix here, in the env or its kwargs, so it
+    ends as a ConfigError naming both, before any process starts.
+    """
     factory = EnvFactory(config.env, config.env_kwargs)
-    env = make_env(factory)
+    try:
+        env = make_env(factory)
+    except ConfigError:
+        raise
+    except Exception as error:
+        given = f" with env_kwargs {factory.kwargs}" if factory.kwargs else ""
+        raise ConfigError(
+            f"{factory.name} cannot be made{given} ({type(error).__name__}: {error}); fix the env or its env_kwargs."
+        ) from error
     try:
         spec = spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
         check_first_observation(spec, env)
