@@ -308,3 +308,20 @@ def test_the_options_that_error_messages_name_can_change_on_resume(tmp_path, no_
     assert resume_checkpoint(config.replace(**advised), str(tmp_path))["learner"]["updates"] == 1
     with pytest.raises(ConfigError, match="was made with lr="):
         resume_checkpoint(config.replace(lr=1e-2), str(tmp_path))
+
+
+def test_a_run_folder_in_use_by_another_run_is_refused_and_free_again_after_it(tmp_path, no_leaks):
+    from prl.run.folder import locked_run_folder
+
+    out = tmp_path / "run"
+    config = small_config(out, 1, eval_episodes=0, tensorboard=False)
+    with locked_run_folder(out):  # as another process's run would hold it
+        with pytest.raises(ConfigError, match="is in use by another run; wait for it to end, or choose another --out"):
+            train(config)
+        with pytest.raises(ConfigError, match="is in use by another run"):
+            train(config, resume_from=str(out))
+    train(config)
+    assert load_checkpoint(out)["learner"]["updates"] == 1
+    with locked_run_folder(tmp_path / "never-used"):
+        pass
+    assert not (tmp_path / "never-used").exists()  # a folder made only for the lock is not left behind

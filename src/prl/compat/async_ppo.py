@@ -157,7 +157,8 @@ class PPO:
             )
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(folder / WEIGHTS_FILE, {"policy": self.policy.state_dict(), "options": dict(self.options)})
+        weights = {"policy": self.policy.state_dict(), "options": dict(self.options)}
+        save_checkpoint(folder / WEIGHTS_FILE, weights, keep_previous=False)  # the user's folder gets one file
 
     def load_weights(self, path: Union[str, Path]) -> None:
         """Read weights written by `save_weights`; they are used from the next `run()` on (and at once if trained)."""

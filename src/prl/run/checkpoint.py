@@ -5,20 +5,20 @@ statistics, counters, sampler RNG), the episode window, torch's global RNG state
 evaluation return so far, and the config. `torch.load(weights_only=True)` reads it, so a
 checkpoint file cannot execute code.
 
-On disk the payload is stored serialized, beside its SHA-256 (`FORMAT` 2), so that a file
-damaged after it was written (a flipped bit, a torn copy) is refused instead of loading with
-altered weights. Each save keeps the file it replaces as `<name>_previous.pt`, and loading a
+The payload also holds `CHECKSUM`, a SHA-256 of its own contents (every tensor's bytes, dtype
+and shape, every other value, in a fixed order), so that a file damaged after it was written (a
+flipped bit, a torn copy) is refused instead of loading with altered weights; plain `torch.load`
+still reads it. Each save keeps the file it replaces as `<name>_previous.pt`, and loading a
 damaged checkpoint falls back to that one with a warning. Files written before the checksum
-(a plain payload) still load.
+still load.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -34,8 +34,34 @@ BEST_CHECKPOINT = "checkpoint_best.pt"
 PathLike = Union[str, Path]
 
 
-FORMAT = 2
-"""The on-disk format: {"prl_checkpoint": FORMAT, "sha256": hex digest, "payload": the serialized payload}."""
+CHECKSUM = "sha256"
+"""The payload key that holds the SHA-256 of the rest of the payload (`content_digest`)."""
+
+
+def content_digest(payload: Any) -> str:
+    """SHA-256 of a payload's contents: each tensor's dtype, shape and bytes, and every other value's repr,
+    walked in a fixed order (dict keys sorted), so that the same contents always give the same digest."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"tensor {value.dtype} {tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"dict {len(value)}".encode())
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{type(value).__name__} {len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(repr(value).encode())
+
+    feed(payload)
+    return digest.hexdigest()
 
 
 def previous_path(path: PathLike) -> Path:
@@ -44,18 +70,12 @@ def previous_path(path: PathLike) -> Path:
     return path.with_name(f"{path.stem}_previous{path.suffix}")
 
 
-def save_checkpoint(path: PathLike, payload: dict) -> None:
-    """Write `payload` to `path` atomically, with its checksum, keeping the file it replaces as `previous_path`.
-
-    A crash mid-write leaves the previous checkpoint intact, under its own name.
-    """
-
-    def write(tmp: Path) -> None:
-        torch.save(payload, tmp)
-        data = tmp.read_bytes()
-        torch.save({"prl_checkpoint": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "payload": data}, tmp)
-
-    write_atomically(path, write, keep_previous=previous_path(path))
+def save_checkpoint(path: PathLike, payload: dict, keep_previous: bool = True) -> None:
+    """Write `payload` to `path` atomically, with its checksum, and (by default) keep the file it replaces as
+    `previous_path`. A crash mid-write leaves the previous checkpoint intact, under its own name."""
+    stored = {**payload, CHECKSUM: content_digest(payload)}
+    previous = previous_path(path) if keep_previous else None
+    write_atomically(path, lambda tmp: torch.save(stored, tmp), keep_previous=previous)
 
 
 def checkpoint_path(path: PathLike) -> Path:
@@ -93,19 +113,15 @@ def _read(file: Path) -> dict:
         raise ConfigError(f"the checkpoint {file} is missing.")
     try:
         stored = torch.load(file, map_location="cpu", weights_only=True)
-        if isinstance(stored, dict) and stored.get("prl_checkpoint") == FORMAT:
-            data = stored["payload"]
-            if hashlib.sha256(data).hexdigest() != stored["sha256"]:
-                raise ConfigError(f"the checkpoint {file} is corrupt: its contents do not match their checksum.")
-            stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except ConfigError:
-        raise
     except Exception as error:
         raise ConfigError(
             f"the checkpoint {file} cannot be read ({type(error).__name__}); it is corrupt or not a prl checkpoint."
         ) from error
     if not isinstance(stored, dict) or "learner" not in stored or "config" not in stored:
         raise ConfigError(f"{file} is not a prl checkpoint (it lacks the learner state or the config).")
+    expected = stored.pop(CHECKSUM, None)
+    if expected is not None and content_digest(stored) != expected:
+        raise ConfigError(f"the checkpoint {file} is corrupt: its contents do not match their checksum.")
     return stored
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from prl.errors import ConfigError
 
@@ -81,3 +83,33 @@ def write_atomically(
 def write_json(path: Union[str, Path], data: dict) -> None:
     """Write a JSON file atomically (see `write_atomically`)."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def locked_run_folder(out: Optional[Union[str, Path]]) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder `out` (made if missing) for the block; nothing without one.
+
+    The lock is `flock` on the folder itself, so no lock file is left in it, and the system drops
+    it when the process ends, however it ends: a killed run leaves no stale lock. A second run
+    (or `--resume`) of the same folder is refused in one sentence while the first one holds it.
+    A folder this made and left empty (the run failed before writing) is removed again.
+    """
+    if out is None:
+        yield
+        return
+    folder = Path(out)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"the run folder {folder} is in use by another run; wait for it to end, or choose another --out."
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+        if made and not any(folder.iterdir()):
+            folder.rmdir()

@@ -22,7 +22,7 @@ from prl.errors import ConfigError, WorkerError
 from prl.learning.learner import Learner
 from prl.run.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
 from prl.run.evaluation import evaluate
-from prl.run.folder import check_run_folder, clear_run_folder, write_json
+from prl.run.folder import check_run_folder, clear_run_folder, locked_run_folder, write_json
 from prl.run.logs import EpisodeWindow, MetricsLog, TensorBoardLog, format_return
 
 RESUMABLE_CHANGES = {
@@ -185,8 +185,17 @@ def run_training(
     (with `eval_every`) and `summary.json`. The summary holds the env, env steps, steps/s, the
     time split (`startup_s` before the first update, `train_s`, `eval_s` of the final
     evaluation, `wall_s` in all, and `started_at`, the Unix time this call began) and, unless
-    `eval_episodes` is 0, the final deterministic evaluation.
+    `eval_episodes` is 0, the final deterministic evaluation. One run at a time writes into a
+    run folder (`prl.run.folder.locked_run_folder`); a second one is refused in one sentence.
     """
+    with locked_run_folder(config.out):
+        return _run_training(config, spec, resume_from, initial_policy)
+
+
+def _run_training(
+    config: Config, spec: Optional[EnvSpec], resume_from: Optional[str], initial_policy: Optional[dict]
+) -> tuple[dict, Learner]:
+    """`run_training`'s body, inside the run folder's lock."""
     started, started_at = time.perf_counter(), time.time()
     resume = resume_checkpoint(config, resume_from) if resume_from else None
     if resume is None:
