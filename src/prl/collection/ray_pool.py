@@ -60,6 +60,7 @@ that is still running (a Ray instance whose driver was killed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import socket
@@ -179,16 +180,11 @@ class RolloutActor:
         views = self.buffer.numpy_views(0)
         assert self.collector is not None  # a failed rebuild raised, which ends the run
         try:
-            self.collector.collect(views)
-        except ConfigError as error:  # the env breaks its own declared spaces: nothing to retry
+            self.collector, env_error = self.collector.attempt(functools.partial(self.collector.collect, views))
+        except Exception as error:  # not the env's bad luck, or its envs could not be rebuilt: the run stops
             return {"error": ChildError.of(error)}
-        except Exception as error:
-            failed, self.collector = self.collector, None
-            try:
-                self.collector = failed.rebuilt()
-            except Exception as rebuild_error:
-                return {"error": ChildError.of(rebuild_error)}
-            return {"env_error": ChildError.of(error)}
+        if env_error is not None:
+            return {"env_error": env_error}
         return {"slot": views, "version": version}
 
     def close(self) -> None:

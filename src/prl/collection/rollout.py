@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable, Optional
 
 import numpy as np
 
 from prl import seeding
 from prl.collection.central import InferenceClient, InferenceGone, env_groups
+from prl.collection.child import ChildError
 from prl.envs.factory import EnvFactory, make_env
 from prl.envs.families import game_result
-from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces
+from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces, wrong_shape
 from prl.errors import ConfigError
 
 
@@ -205,11 +207,7 @@ class RolloutCollector:
             # into a (4,) row without a word.
             if layout is None:
                 if getattr(next_obs, "shape", None) != obs_shape and np.shape(next_obs) != obs_shape:
-                    raise ConfigError(
-                        f"{self.spec.name} (env {i} of this worker) returned an observation of shape "
-                        f"{np.shape(next_obs)}, but its observation space declares {obs_shape}; make the env's "
-                        "observations match its observation_space."
-                    )
+                    raise wrong_shape(f"{self.spec.name} (env {i} of this worker)", np.shape(next_obs), obs_shape)
                 next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
             else:
                 leaves = layout.split(next_obs)
@@ -240,6 +238,22 @@ class RolloutCollector:
             if leaf_row.dtype.kind == "f":
                 finite &= np.isfinite(leaf_row[rows].reshape(count, -1)).all(axis=1)
         return finite
+
+    def attempt(self, rollout: Callable[[], None]) -> tuple[RolloutCollector, Optional[ChildError]]:
+        """Run `rollout` (one of this collector's): (self, None) when it completes; when an env failed in
+        it, these envs are closed and rebuilt with fresh seeds, and (the new collector, the env's error)
+        is returned. The slot it was writing is then not to be reported: its data is never learned from.
+
+        Only an env's bad luck is retried. A ConfigError (the env breaks its own declared spaces),
+        InferenceGone (the inference server stopped) and a failure to rebuild are raised.
+        """
+        try:
+            rollout()
+        except (InferenceGone, ConfigError):
+            raise
+        except Exception as error:
+            return self.rebuilt(), ChildError.of(error)
+        return self, None
 
     def rebuilt(self) -> RolloutCollector:
         """Close these envs and return a collector with new ones, seeded afresh (after an env failed mid-rollout)."""

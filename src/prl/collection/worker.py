@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from prl.collection.buffers import SharedWeights, TrajectoryBuffer
-from prl.collection.central import InferenceClient, InferenceGone
-from prl.collection.child import Channel, ChildError, wait_until_readable
+from prl.collection.central import InferenceClient
+from prl.collection.child import Channel, wait_until_readable
 from prl.collection.rollout import RolloutCollector, action_rng
 from prl.config import PolicyConfig
 from prl.envs.factory import EnvFactory
 from prl.envs.observations import map_obs
 from prl.envs.spec import EnvSpec
-from prl.errors import ConfigError
 from prl.nn.actors import make_actor
 from prl.nn.policy import build_policy
 
@@ -65,19 +65,14 @@ def worker_main(
                 assert policy is not None and actor is not None  # built above when there is no client
                 held_version = weights.load_into(policy, held_version, version)
                 actor.load(policy)
-            try:
-                if client is None:
-                    collector.collect(buffer.numpy_views(slot))
-                else:
-                    collector.collect_central(buffer.numpy_views(slot), slot, client, final_obs, rng)
-            except (InferenceGone, ConfigError):
-                raise  # the server is gone, or the env breaks its own declared spaces: nothing to retry
-            except Exception as error:
-                # The env failed mid-rollout: the slot is not reported (its data is never learned
-                # from), the envs are rebuilt with fresh seeds, and the parent decides what next.
-                channel.send(("env_error", worker_index, ChildError.of(error)))
-                failed, collector = collector, None
-                collector = failed.rebuilt()
+            views = buffer.numpy_views(slot)
+            if client is None:
+                rollout = functools.partial(collector.collect, views)
+            else:
+                rollout = functools.partial(collector.collect_central, views, slot, client, final_obs, rng)
+            collector, env_error = collector.attempt(rollout)
+            if env_error is not None:  # the slot is not reported; the parent decides what next
+                channel.send(("env_error", worker_index, env_error))
                 continue
             buffer.stamp(slot, worker_index, held_version)
             channel.send(("slot", worker_index, slot))

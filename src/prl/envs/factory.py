@@ -18,7 +18,7 @@ import numpy as np
 
 from prl.config import Config, EnvSource, callable_name
 from prl.envs import families as env_families
-from prl.envs.spec import EnvSpec, spec_from_spaces
+from prl.envs.spec import EnvSpec, spec_from_spaces, wrong_shape
 from prl.errors import ConfigError
 
 
@@ -157,10 +157,7 @@ def check_first_observation(spec: EnvSpec, env: gym.Env) -> None:
     if spec.flat_obs:
         obs = np.asarray(obs)
         if obs.size != spec.obs_dim:
-            raise ConfigError(
-                f"{spec.name} returned an observation of shape {obs.shape}, but its observation space declares "
-                f"{spec.obs_shape}; make the env's observations match its observation_space."
-            )
+            raise wrong_shape(spec.name, obs.shape, spec.obs_shape)
         leaves = [obs]
     else:
         try:

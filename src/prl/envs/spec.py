@@ -94,6 +94,14 @@ class EnvSpec:
         return list(mapped.astype(np.float32).reshape((len(actions),) + self.action_shape))
 
 
+def wrong_shape(env_name: str, shape: Tuple[int, ...], declared: Tuple[int, ...]) -> ConfigError:
+    """The error for an observation whose shape is not its observation space's."""
+    return ConfigError(
+        f"{env_name} returned an observation of shape {shape}, but its observation space declares {declared}; "
+        "make the env's observations match its observation_space."
+    )
+
+
 def _describe(space: gym.Space) -> str:
     shape = getattr(space, "shape", None)
     return type(space).__name__ if shape is None else f"{type(space).__name__} {shape}"
