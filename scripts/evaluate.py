@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", metavar="FILE.mp4", help="also record episodes into this mp4 file")
     parser.add_argument("--video-episodes", type=int, default=1, metavar="K", help="episodes to record (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--env", help="the env id to evaluate on, instead of the one the checkpoint names")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="import what the checkpoint names (a module:Env id, a module:function encoder); without it, give --env",
+    )
     return parser
 
 
@@ -149,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not video.parent.is_dir():
                 raise ConfigError(f"the folder {video.parent} for --video does not exist.")
         file = resolve_checkpoint(args.path, args.best)
-        policy, config = load_policy(file)
+        policy, config = load_policy(file, env=args.env, trust=args.trust_checkpoint)
         factory = EnvFactory(config.env, config.env_kwargs)
         seed = config.seed if args.seed is None else args.seed
         deterministic = not args.stochastic

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 import torch
 
@@ -125,11 +125,56 @@ def _read(file: Path) -> dict:
     return stored
 
 
-def load_policy(path: PathLike, env=None):
+def code_naming_options(flat: dict) -> dict[str, Any]:
+    """The options of a flat stored config that would make prl import code or join a cluster if acted on.
+
+    An env id `module:Env` imports `module`; an encoder `module:function` imports and calls the
+    function; the Ray backend with an address connects to that cluster, which can then run code
+    in this process. A checkpoint from elsewhere could carry any of these, so they are acted on
+    only with the user's say (`require_trusted`).
+    """
+    named: dict[str, Any] = {}
+    for name in ("env", "encoder"):
+        value = flat.get(name)
+        if isinstance(value, str) and ":" in value:
+            named[name] = value
+    if flat.get("backend") == "ray":
+        named["backend"] = "ray"
+    if flat.get("ray_address"):
+        named["ray_address"] = flat["ray_address"]
+    return named
+
+
+TRUST_FLAG = "--trust-checkpoint"
+"""The command-line flag that lets a checkpoint's code-naming options be acted on."""
+
+
+def require_trusted(flat: dict, given: Iterable[str], trust: bool, source: PathLike) -> None:
+    """Refuse a stored config whose code-naming options (`code_naming_options`) the user has not given.
+
+    `given` names the options the user passed themselves (those replace the stored ones, so
+    they are the user's say); `trust` is the user's say for the rest.
+    """
+    if trust:
+        return
+    given = set(given)
+    unconfirmed = {name: value for name, value in code_naming_options(flat).items() if name not in given}
+    if unconfirmed:
+        named = ", ".join(f"{name}={value!r}" for name, value in unconfirmed.items())
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in unconfirmed.items())
+        raise ConfigError(
+            f"the checkpoint {source} names code to import or a cluster to join ({named}), which a file from "
+            f"elsewhere could use to run anything; give them yourself ({flags}) or pass {TRUST_FLAG} "
+            "(trust=True in Python) if you trust where the file came from."
+        )
+
+
+def load_policy(path: PathLike, env=None, trust: bool = False):
     """The policy stored in a checkpoint, on the CPU, with the Config it was trained with.
 
     `env` replaces the stored env (needed when the run used a callable, which a checkpoint
-    stores by name only). Returns (policy, config).
+    stores by name only). A stored env id or encoder that names a module to import is refused
+    unless `env` replaces it or `trust` is true (`require_trusted`). Returns (policy, config).
     """
     from prl.config import flatten_dict, from_flat
     from prl.envs.factory import probe_env
@@ -137,6 +182,13 @@ def load_policy(path: PathLike, env=None):
 
     payload = load_checkpoint(path)
     flat = flatten_dict(payload["config"])
+    # Evaluation builds no workers, so only what it would import matters here.
+    require_trusted(
+        {name: value for name, value in flat.items() if name in ("env", "encoder")},
+        ["env"] if env is not None else [],
+        trust,
+        checkpoint_path(path),
+    )
     if env is not None:
         flat["env"] = env
     config = from_flat(flat)

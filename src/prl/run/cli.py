@@ -112,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         metavar="DIR",
-        help="Continue the run in DIR (or from a checkpoint file) to its step budget; flags given here override its options.",
+        help="Continue the run in DIR (or from a checkpoint file) to its step budget; flags given here override its "
+        "options. With --out NEW_DIR the run continues in NEW_DIR and DIR stays as it was.",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="With --resume: act on the checkpoint's options that name code to import (a module:Env id, a "
+        "module:function encoder) or a Ray cluster to join; without it those must be given as flags again.",
     )
     return parser
 
@@ -136,11 +143,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
     options = vars(build_parser().parse_args(argv))
     resume = options.pop("resume", None)
     no_preset = options.pop("no_preset", False)
+    trust = options.pop("trust_checkpoint", False)
     if resume is not None:
-        from prl.run.checkpoint import checkpoint_path, load_checkpoint  # torch is needed to read it
+        from prl.run.checkpoint import checkpoint_path, load_checkpoint, require_trusted  # torch reads it
 
         stored = flatten_dict(load_checkpoint(resume)["config"])
+        require_trusted(stored, options, trust, checkpoint_path(resume))
         return from_flat({**stored, "out": str(checkpoint_path(resume).parent), **options}), resume
+    if trust:
+        raise ConfigError("--trust-checkpoint applies to the checkpoint of --resume; pass it with --resume DIR.")
     env = options.pop("env", Config.env)
     if options.get("out") is None:
         options["out"] = default_out(env, options.get("seed", Config.seed))

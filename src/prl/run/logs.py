@@ -61,16 +61,20 @@ class MetricsLog:
     its checkpoint: lines up to it are kept, later ones (written after that checkpoint by the
     run that stopped) are dropped, since the resumed run does those updates again. The kept
     lines replace the file atomically (`prl.run.folder.write_atomically`) before new ones are
-    appended.
+    appended. `history` is the file to keep them from when it is another run folder's (a run
+    continued in a new folder); that file is only read.
     """
 
-    def __init__(self, path: Union[str, Path], keep_updates: Optional[int] = None):
+    def __init__(
+        self, path: Union[str, Path], keep_updates: Optional[int] = None, history: Optional[Union[str, Path]] = None
+    ):
         self.path = Path(path)
-        if keep_updates is None or not self.path.exists():
+        source = Path(history) if history is not None else self.path
+        if keep_updates is None or not source.exists():
             self._file = open(self.path, "w", encoding="utf-8")
             return
         kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in source.read_text(encoding="utf-8").splitlines():
             try:
                 if json.loads(line).get("update", 0) <= keep_updates:
                     kept.append(line + "\n")

@@ -20,7 +20,14 @@ from prl.envs.factory import EnvFactory, probe_env
 from prl.envs.spec import EnvSpec
 from prl.errors import ConfigError, WorkerError
 from prl.learning.learner import Learner
-from prl.run.checkpoint import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint, save_checkpoint
+from prl.run.checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT,
+    checkpoint_path,
+    load_checkpoint,
+    previous_path,
+    save_checkpoint,
+)
 from prl.run.evaluation import evaluate
 from prl.run.folder import check_run_folder, clear_run_folder, locked_run_folder, write_json
 from prl.run.logs import EpisodeWindow, MetricsLog, TensorBoardLog, format_return
@@ -52,7 +59,9 @@ class StopRequested(KeyboardInterrupt):
 class Run:
     """The state of one training run outside the learner: its folder, log, episode window and best evaluation."""
 
-    def __init__(self, config: Config, learner: Learner, resume: Optional[dict]):
+    def __init__(self, config: Config, learner: Learner, resume: Optional[dict], history: Optional[Path] = None):
+        """`resume` is the payload of the checkpoint to continue from; `history` the metrics.jsonl of the run
+        folder it came from when that is not `config.out` (a branch, see `is_branch`)."""
         self.config = config
         self.learner = learner
         self.window = EpisodeWindow()
@@ -65,12 +74,16 @@ class Run:
             self.window.load_state_dict(resume["window"])
             # A better evaluation may have come after the checkpoint resumed from: its policy is in
             # checkpoint_best.pt, which a worse one must not replace.
-            self.best_eval_return = max(float(resume["best_eval_return"]), self._saved_best_return())
+            # A branch keeps its own best: the source's checkpoint_best.pt stays in the source folder.
+            if history is None:
+                self.best_eval_return = max(float(resume["best_eval_return"]), self._saved_best_return())
             torch.set_rng_state(resume["torch_rng"])
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", config.to_dict())
-            self.log = MetricsLog(self.out / "metrics.jsonl", keep_updates=learner.updates if resume else None)
+            self.log = MetricsLog(
+                self.out / "metrics.jsonl", keep_updates=learner.updates if resume else None, history=history
+            )
             if config.tensorboard:
                 self.tensorboard = TensorBoardLog(self.out)
 
@@ -141,8 +154,29 @@ class Run:
                 log.close()
 
 
+def is_branch(config: Config, resume_from: str) -> bool:
+    """Whether resuming from `resume_from` writes into another folder than the one that holds the checkpoint.
+
+    A branch starts a new run folder (refused if it holds a run, unless `overwrite`) from the
+    checkpoint's state and its metrics up to it, and leaves the source folder as it was. Resuming
+    into the checkpoint's own folder continues that run, so only its latest checkpoint may be
+    resumed there: any other (checkpoint_best.pt, a copy) would rewind it and is refused.
+    """
+    file = checkpoint_path(resume_from)
+    if config.out is None or Path(config.out).resolve() != file.parent.resolve():
+        return config.out is not None
+    if file.name not in (CHECKPOINT, previous_path(CHECKPOINT).name):
+        raise ConfigError(
+            f"resuming from {file} into its own run folder would rewind the run that wrote it, losing its later "
+            "checkpoints and metrics; continue from it in a new folder with --out NEW_DIR."
+        )
+    return False
+
+
 def resume_checkpoint(config: Config, resume_from: str) -> dict:
-    """Load the checkpoint to resume from and check that `config` continues the same run."""
+    """Load the checkpoint to resume from and check that `config` continues the same run into a folder it may write."""
+    if is_branch(config, resume_from):
+        check_run_folder(config.out, config.overwrite)
     payload = load_checkpoint(resume_from)
     saved = flatten_dict(payload["config"])
     current = to_flat(config)
@@ -198,7 +232,10 @@ def _run_training(
     """`run_training`'s body, inside the run folder's lock."""
     started, started_at = time.perf_counter(), time.time()
     resume = resume_checkpoint(config, resume_from) if resume_from else None
-    if resume is None:
+    history = None
+    if resume_from is not None and is_branch(config, resume_from):
+        history = checkpoint_path(resume_from).parent / "metrics.jsonl"
+    if resume is None or history is not None:
         check_run_folder(config.out, config.overwrite)
         if config.out and config.overwrite:
             clear_run_folder(config.out)
@@ -206,7 +243,7 @@ def _run_training(
     learner = Learner(config, spec)
     if initial_policy is not None:
         learner.policy.load_state_dict(initial_policy)
-    run = Run(config, learner, resume)
+    run = Run(config, learner, resume, history)
     first_steps = learner.env_steps
     bar = tqdm(
         total=config.steps,
