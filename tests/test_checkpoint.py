@@ -1,5 +1,6 @@
 """Checkpoints and resume: same counters and statistics as not stopping, safe writes, Ctrl-C, clear errors."""
 
+import errno
 import json
 import os
 import signal
@@ -44,14 +45,14 @@ def learner_state(folder):
     return load_checkpoint(folder)["learner"]
 
 
-def stop_after(folder, updates):
-    """From a thread: send this process SIGTERM once the run in `folder` has logged `updates` updates."""
+def stop_after(folder, updates, signum=signal.SIGTERM):
+    """From a thread: send this process `signum` once the run in `folder` has logged `updates` updates."""
 
     def watch():
         metrics = Path(folder) / "metrics.jsonl"
         while not metrics.exists() or len(metrics.read_text().splitlines()) < updates:
             time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -111,16 +112,30 @@ def test_resume_refuses_options_that_make_another_run(tmp_path):
         train(small_config(tmp_path, 2, lr=1e-3), resume_from=str(tmp_path))
 
 
+def fill_disk_after(monkeypatch, writes: int) -> None:
+    """Let `writes` more files be written whole, then make every write fail halfway as on a full disk."""
+    real_write_bytes, real_write_text = Path.write_bytes, Path.write_text
+    left = [writes]
+
+    def write(real):
+        def fails_when_full(self, data, *args, **kwargs):
+            left[0] -= 1
+            if left[0] >= 0:
+                return real(self, data, *args, **kwargs)
+            real(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return fails_when_full
+
+    monkeypatch.setattr(Path, "write_bytes", write(real_write_bytes))
+    monkeypatch.setattr(Path, "write_text", write(real_write_text))
+
+
 def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"learner": {"updates": 1}, "config": {}})
-
-    def crash(payload, file):
-        Path(file).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    fill_disk_after(monkeypatch, 0)
+    with pytest.raises(ConfigError, match=r"the disk holding .* is full \(No space left on device\) while writing"):
         save_checkpoint(path, {"learner": {"updates": 2}, "config": {}})
     assert load_checkpoint(path)["learner"]["updates"] == 1
 
@@ -252,13 +267,9 @@ def test_a_failed_write_leaves_no_temporary_file_and_two_writers_never_share_one
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"learner": {"updates": 1}, "config": {}})
 
-    def crash(payload, file):
-        Path(file).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
-
     with monkeypatch.context() as patch:
-        patch.setattr(torch, "save", crash)
-        with pytest.raises(OSError):
+        fill_disk_after(patch, 0)
+        with pytest.raises(ConfigError, match="is full"):
             save_checkpoint(path, {"learner": {"updates": 2}, "config": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     temporary = []

@@ -22,6 +22,7 @@ _EXPORTS = {
     "PPO": "prl.compat.async_ppo",
     "PPOConfig": "prl.config",
     "PolicyConfig": "prl.config",
+    "RunFailed": "prl.errors",
     "VecMemory": "prl.compat.custom_loop",
     "WorkerError": "prl.errors",
     "evaluate": "prl.run.evaluation",
@@ -40,6 +41,7 @@ __all__ = [
     "PPO",
     "PPOConfig",
     "PolicyConfig",
+    "RunFailed",
     "VecMemory",
     "WorkerError",
     "evaluate",
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from prl.compat.custom_loop import EnvVectorizer, VecMemory
     from prl.config import Config, PolicyConfig, PPOConfig
     from prl.envs.presets import tuned_config
-    from prl.errors import ConfigError, WorkerError
+    from prl.errors import ConfigError, RunFailed, WorkerError
     from prl.learning.learner import Learner
     from prl.run.evaluation import evaluate
     from prl.run.training import train

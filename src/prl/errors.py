@@ -1,4 +1,4 @@
-"""The errors prl raises: one for causes a user can fix, one for failures inside workers."""
+"""The errors prl raises: for causes a user can fix, for failures inside workers, and for a run stopped by anything else."""
 
 
 class ConfigError(ValueError):
@@ -10,3 +10,8 @@ class ConfigError(ValueError):
 
 class WorkerError(RuntimeError):
     """A worker process failed; the message names the worker and carries its traceback."""
+
+
+class RunFailed(RuntimeError):
+    """Training stopped on an error that is neither a worker's nor the user's to fix by an option (an env failing in
+    evaluation, CUDA out of memory); the message names it and how to resume the saved run, and it is the `__cause__`."""

@@ -97,13 +97,26 @@ class Learner:
     def update(self, batch: Batch) -> dict:
         """Run one PPO update on `batch` and return its statistics (losses, KL, clip fraction, ...)."""
         start = time.perf_counter()
-        ppo = self.config.ppo
         batch = batch.to(self.device)
         statistics = self._running_statistics()
+        last_good = self.optimizer.snapshot()
+        sampler_state = self.generator.get_state()
+        try:
+            return self._update(batch, start, statistics, last_good)
+        except BaseException:
+            # An error mid-update (CUDA out of memory, an interrupt) leaves the learner as it was
+            # before the update, so that the run can be saved whole and resumed from there.
+            self.optimizer.restore(last_good)
+            self._restore_running_statistics(statistics)
+            self.generator.set_state(sampler_state)
+            raise
+
+    def _update(self, batch: Batch, start: float, statistics: list, last_good: tuple) -> dict:
+        """`update`'s body, given the state before it (which a non-finite loss, or a failure, puts back)."""
+        ppo = self.config.ppo
         samples, raw_obs, intrinsic_stats = self._prepare(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
-        last_good = self.optimizer.snapshot()
         names = LOSS_TERMS + (RND_TERMS if self.rnd is not None else ())
         totals = torch.zeros(len(names), device=self.device)
         gradient_steps = epochs_run = 0

@@ -16,6 +16,7 @@ still load.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -74,8 +75,11 @@ def save_checkpoint(path: PathLike, payload: dict, keep_previous: bool = True) -
     """Write `payload` to `path` atomically, with its checksum, and (by default) keep the file it replaces as
     `previous_path`. A crash mid-write leaves the previous checkpoint intact, under its own name."""
     stored = {**payload, CHECKSUM: content_digest(payload)}
+    # Serialized in memory first: torch.save reports a full disk as a bare RuntimeError, a file write as ENOSPC.
+    data = io.BytesIO()
+    torch.save(stored, data)
     previous = previous_path(path) if keep_previous else None
-    write_atomically(path, lambda tmp: torch.save(stored, tmp), keep_previous=previous)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data.getbuffer()), keep_previous=previous)
 
 
 def checkpoint_path(path: PathLike) -> Path:

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import textwrap
+import traceback
 import typing
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
@@ -25,7 +26,7 @@ from prl.collection.processes import prestart, stop_forkserver
 from prl.config import SECTIONS, Config, flat_fields, flatten_dict, from_flat
 from prl.envs.factory import probe_env
 from prl.envs.presets import PRESETS, tuned_config
-from prl.errors import ConfigError, WorkerError
+from prl.errors import ConfigError, RunFailed, WorkerError
 from prl.run.folder import check_run_folder
 from prl.run.logs import format_return
 
@@ -202,6 +203,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except WorkerError as error:
         print(f"train.py: a worker failed: {error}", file=sys.stderr)
+        return 1
+    except RunFailed as error:
+        # Not a cause prl knows: the traceback of what failed, then the sentence that says what was kept.
+        traceback.print_exception(error.__cause__ or error, file=sys.stderr)
+        print(f"train.py: the run failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stopped:
         if str(stopped) and config is not None and config.out:  # a StopRequested: the checkpoint is saved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -43,6 +44,24 @@ def check_run_folder(out: Optional[Union[str, Path]], overwrite: bool) -> None:
         )
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+"""The errors a write gets when the disk (or the user's quota) has no room left."""
+
+
+@contextlib.contextmanager
+def full_disk_is_config_error(path: Union[str, Path]) -> Iterator[None]:
+    """Turn a write's "no space left" OSError inside the block into one ConfigError sentence naming `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FULL_DISK:
+            raise
+        raise ConfigError(
+            f"the disk holding {Path(path).parent} is full ({error.strerror}) while writing {Path(path).name}; "
+            "free some space on it."
+        ) from None
+
+
 def write_atomically(
     path: Union[str, Path], write: Callable[[Path], object], keep_previous: Optional[Path] = None
 ) -> None:
@@ -51,11 +70,18 @@ def write_atomically(
     The temporary file's name is unique (two writers of one path never share it), and it is
     removed if anything fails before the rename, which leaves the previous file intact. The
     folder is fsynced after the rename, so the new name survives a power cut too. Only a
-    SIGKILL between the two can leave a `.tmp` file behind. With `keep_previous`, the file
+    SIGKILL between the two can leave a `.tmp` file behind. A full disk is a ConfigError
+    (`full_disk_is_config_error`). With `keep_previous`, the file
     being replaced stays readable under that name (a hard link, or a copy where the file system
     has none), so `path` itself is never missing.
     """
     path = Path(path)
+    with full_disk_is_config_error(path):
+        _write_atomically(path, write, keep_previous)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object], keep_previous: Optional[Path]) -> None:
+    """`write_atomically`'s body."""
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)

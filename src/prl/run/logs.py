@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from prl.metrics import METRICS
-from prl.run.folder import write_atomically
+from prl.run.folder import full_disk_is_config_error, write_atomically
 
 
 class EpisodeWindow:
@@ -86,8 +86,9 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         """Append one record (non-finite floats become null, so every line is valid JSON)."""
-        self._file.write(json.dumps({key: _clean(value) for key, value in record.items()}) + "\n")
-        self._file.flush()
+        with full_disk_is_config_error(self.path):
+            self._file.write(json.dumps({key: _clean(value) for key, value in record.items()}) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         """Close the file."""

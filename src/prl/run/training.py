@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import threading
@@ -18,7 +17,7 @@ from prl.collection.backends import open_collector
 from prl.config import Config, flatten_dict, to_flat
 from prl.envs.factory import EnvFactory, probe_env
 from prl.envs.spec import EnvSpec
-from prl.errors import ConfigError, WorkerError
+from prl.errors import ConfigError, RunFailed, WorkerError
 from prl.learning.learner import Learner
 from prl.run.checkpoint import (
     BEST_CHECKPOINT,
@@ -113,22 +112,32 @@ class Run:
         if self.out is not None:
             save_checkpoint(self.out / name, self.payload())
 
-    @contextlib.contextmanager
-    def saved_on_worker_error(self):
-        """On a WorkerError inside the block, save the run and raise the error again with the command that resumes it.
+    def saved_after(self, error: Exception, first_updates: int) -> Exception:
+        """Save the run after `error` stopped it, and return the error to raise: its message names the resume command.
 
-        Use it around calls into the collection backend only, between updates, so the saved state is whole.
+        The learner is whole whenever an error can reach here (an update that fails undoes
+        itself), so the run is saved if it has learned anything since it started; a save that
+        fails too (a full disk) leaves the last good checkpoint. A WorkerError or ConfigError
+        keeps its type; any other error becomes a `RunFailed` whose cause it is.
         """
-        try:
-            yield
-        except WorkerError as error:
-            if self.out is None:
-                raise
-            self.save()
-            raise WorkerError(
-                f"{error} The run is saved at {self.learner.env_steps:,} env steps; once the cause is fixed, "
-                f"continue with: python scripts/train.py --resume {self.out}"
-            ) from error
+        if self.out is None:
+            return error
+        note = ""
+        if self.learner.updates > first_updates:
+            try:
+                self.save()
+                note = f"The run is saved at {self.learner.env_steps:,} env steps"
+            except Exception as save_error:
+                again = "" if str(save_error) == str(error) else f" (saving it again failed: {save_error})"
+                note = f"The run's last good checkpoint is kept{again}"
+        elif (self.out / CHECKPOINT).exists():
+            note = "The run's last checkpoint is kept"
+        if not note:
+            return error
+        resume = f"{note}; once the cause is fixed, continue with: python scripts/train.py --resume {self.out}"
+        if isinstance(error, (WorkerError, ConfigError)):
+            return type(error)(f"{error} {resume}")
+        return RunFailed(f"{type(error).__name__}: {error}. {resume}")
 
     def evaluate(self) -> dict:
         """Deterministic evaluation of the current policy; keeps the best one as checkpoint_best.pt."""
@@ -244,7 +253,7 @@ def _run_training(
     if initial_policy is not None:
         learner.policy.load_state_dict(initial_policy)
     run = Run(config, learner, resume, history)
-    first_steps = learner.env_steps
+    first_steps, first_updates = learner.env_steps, learner.updates
     bar = tqdm(
         total=config.steps,
         initial=min(first_steps, config.steps),
@@ -258,13 +267,11 @@ def _run_training(
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()
-                with run.saved_on_worker_error():
-                    batch = pool.collect(learner.device)
+                batch = pool.collect(learner.device)
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
                 run.window.add(*batch.finished_episodes())
-                with run.saved_on_worker_error():
-                    pool.publish(learner.policy)
+                pool.publish(learner.policy)
                 record = {
                     "update": learner.updates,
                     "env_steps": learner.env_steps,
@@ -291,10 +298,14 @@ def _run_training(
                     run.save()  # between updates, so the saved state is whole
                     raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
         train_s = time.perf_counter() - train_started
+        run.save()
+    except StopRequested:
+        raise
+    except Exception as error:  # after the workers have stopped
+        raise run.saved_after(error, first_updates) from error
     finally:
         bar.close()
         run.close()
-    run.save()
     summary = {
         "env": config.env_name,
         "env_steps": learner.env_steps,
@@ -306,7 +317,10 @@ def _run_training(
     summary["startup_s"] = train_started - started
     if config.eval_episodes > 0:
         eval_started = time.perf_counter()
-        result = run.evaluate()
+        try:
+            result = run.evaluate()
+        except Exception as error:
+            raise run.saved_after(error, learner.updates) from error  # the checkpoint is written
         summary["eval_s"] = time.perf_counter() - eval_started
         summary.update(
             eval_return_mean=result["return_mean"],
@@ -322,7 +336,9 @@ def _run_training(
 
 
 class StopRequests:
-    """Turns the first Ctrl-C or SIGTERM into a request to stop between updates; a second Ctrl-C stops at once.
+    """Turns the first Ctrl-C, SIGTERM or SIGHUP into a request to stop between updates; a second Ctrl-C stops at once.
+
+    SIGHUP comes when the terminal a run was started from closes.
 
     Use as a context manager around a training loop and check `requested` after each update.
     Outside the main thread (where signals cannot be handled) it does nothing.
@@ -339,7 +355,7 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
