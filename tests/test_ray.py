@@ -17,7 +17,7 @@ from conftest import collect_twice
 from prl import ConfigError, Learner, WorkerError, train, tuned_config
 from prl.collection.backends import open_collector
 from prl.collection.processes import prestart
-from prl.collection.ray_pool import answers
+from prl.collection.ray_pool import answers, local_ray_options
 from prl.config import from_flat
 
 FIELDS = ("actions", "logprobs", "values", "rewards", "terminated", "truncated", "final_values", "episode_returns")
@@ -254,3 +254,13 @@ def test_options_that_cannot_work_are_refused_in_one_sentence(monkeypatch):
     config = ray_config(backend="ray")
     with pytest.raises(ConfigError, match=r'install prl\'s ray extra: pip install -e "\.\[ray\]"'):
         open_collector(config, Learner(config).policy)
+
+
+def test_the_local_ray_instance_claims_only_the_cpus_its_actors_ask_for():
+    def options(**given):
+        return local_ray_options(from_flat({"backend": "ray", "workers": 3, **given}))
+
+    assert options()["num_cpus"] == 3, "not every core of the machine: two runs side by side must not oversubscribe it"
+    assert options(ray_worker_cpus=0.5)["num_cpus"] == 2
+    assert options(workers=1, ray_worker_cpus=0.25)["num_cpus"] == 1
+    assert options()["include_dashboard"] is False, "no web port opened for the run's own instance"

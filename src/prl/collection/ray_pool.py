@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 import socket
@@ -193,6 +194,23 @@ class RolloutActor:
             self.collector.close()
 
 
+def local_ray_options(config: Config) -> dict:
+    """`ray.init`'s options for the Ray instance a run starts for itself (no `ray_address`).
+
+    It claims only the CPUs its actors ask for (`workers` x `ray_worker_cpus`), so two runs on
+    one machine do not each claim every core, and starts no dashboard (an open web port). Ray's
+    own servers listen on the machine's address, not on localhost only, and Ray offers no option
+    to change that; from Ray 2.59 on, a local instance requires Ray's token authentication (see
+    docs/cluster.md for older versions).
+    """
+    return {
+        "address": "local",
+        "num_cpus": max(1, math.ceil(config.workers * config.ray_worker_cpus)),
+        "include_dashboard": False,
+        "log_to_driver": False,
+    }
+
+
 class RayDriver:
     """The Ray side of a `RayPool`, in the driver process: Ray, the actors, and the shared slots they fill.
 
@@ -234,7 +252,7 @@ class RayDriver:
         self._cluster_gone = False
         self._started_ray = address is None
         if address is None:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(**local_ray_options(config))
         else:
             try:
                 ray.init(address=address, log_to_driver=False)
