@@ -87,6 +87,79 @@ def test_killing_the_learner_stops_every_worker_within_5_s(tmp_path):
     assert not survivors, "workers must notice their learner is gone and exit"
 
 
+HANGING_RUN = """
+import functools, sys
+import cloudpickle, toy_envs
+from prl.config import from_flat
+from prl.run.training import StopRequested, train
+
+cloudpickle.register_pickle_by_value(toy_envs)
+config = from_flat(dict(
+    env=functools.partial(toy_envs.HangingEnv, sys.argv[1]), workers=2, envs_per_worker=2, rollout_steps=8,
+    steps=10**7, minibatch_size=16, progress=False, eval_episodes=0, worker_timeout=600, out=sys.argv[2],
+))
+try:
+    train(config)
+except StopRequested as stopped:
+    print(f"stopped by {stopped}", flush=True)
+    sys.exit(130)
+"""
+
+
+def start_hanging_run(tmp_path) -> tuple[subprocess.Popen, Path]:
+    """A training process whose one env hangs in `step` for an hour (workers wait 600 s for it); returns once it hangs."""
+    script = tmp_path / "hanging_run.py"
+    script.write_text(HANGING_RUN)
+    flag = tmp_path / "hung"
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(flag), str(tmp_path / "run")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])},
+        stdout=open(tmp_path / "stdout", "w"),  # files, not pipes: a surviving worker would hold a pipe open
+        stderr=open(tmp_path / "stderr", "w"),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not flag.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert flag.exists(), (tmp_path / "stderr").read_text()
+    time.sleep(0.5)  # well inside the hung step
+    return process, flag
+
+
+def test_a_worker_stuck_in_an_env_dies_with_its_killed_learner(tmp_path):
+    process, _ = start_hanging_run(tmp_path)
+    assert len(session_processes(process.pid)) >= 3, "learner, forkserver and workers run"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 5
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = session_processes(process.pid)
+    if survivors:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert not survivors, "a worker stuck in env.step must not outlive its learner"
+
+
+def test_ctrl_c_stops_a_run_at_once_while_it_waits_for_a_stuck_worker(tmp_path):
+    process, _ = start_hanging_run(tmp_path)
+    asked = time.monotonic()
+    os.kill(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 5  # the forkserver ends just after the run does
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        survivors = session_processes(process.pid)
+        if survivors:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert time.monotonic() - asked < 20, "not after the 600 s worker timeout"
+    stdout, stderr = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+    assert process.returncode == 130 and "stopped by SIGINT at 0 env steps" in stdout, stderr
+    assert not survivors
+
+
 def test_a_worker_killed_between_collects_is_replaced(no_leaks):
     import psutil
 
@@ -112,7 +185,7 @@ def test_a_nan_observation_stops_the_run_naming_the_env_and_step(tmp_path, no_le
 
 
 @pytest.mark.parametrize("inference, server", [("worker", "thread"), ("central", "thread"), ("central", "process")])
-def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inference, server, tmp_path, no_leaks):
+def test_a_stuck_worker_is_killed_and_replaced_after_worker_timeout(inference, server, tmp_path, no_leaks):
     config = toy_config(
         functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")),
         worker_timeout=2.0,
@@ -120,13 +193,35 @@ def test_a_stuck_worker_ends_the_run_after_worker_timeout_and_leaves_nothing(inf
         inference_server=server,
     )
     learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pids = pool.pids
+        started = time.monotonic()
+        with pytest.warns(UserWarning, match=r"worker \d sent no rollout within 2 s, so it was killed"):
+            batch = pool.collect()
+        assert 2.0 <= time.monotonic() - started < 30
+        assert (tmp_path / "hung").exists(), "the env did hang"
+        assert pool.restarts == 1 and batch.worker_ids.tolist() == [0, 1]
+        assert len(set(pool.pids) - set(pids)) == 1, "one replacement"
+        assert not [pid for pid in pids if pid not in pool.pids and alive(pid)], "the stuck worker is gone"
+        pool.collect()  # and collection goes on
+
+
+@pytest.mark.parametrize("inference, server", [("worker", "thread"), ("central", "process")])
+def test_a_worker_stuck_beyond_the_restart_budget_ends_the_run_and_leaves_nothing(
+    inference, server, tmp_path, no_leaks
+):
+    config = toy_config(
+        functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung")),
+        worker_timeout=2.0,
+        max_worker_restarts=0,
+        inference=inference,
+        inference_server=server,
+    )
+    learner = Learner(config)
     pool = ActorPool(config, learner.policy)
     pids = pool.pids + ([pool.server_pid] if server == "process" else [])
-    started = time.monotonic()
-    with pytest.raises(WorkerError, match=r"worker\(s\) \[\d\] sent no rollout within 2 s; raise worker_timeout"):
+    with pytest.raises(WorkerError, match=r"worker \d failed 1 times .*sent no rollout within 2 s, so it was killed"):
         pool.collect()
-    assert 2.0 <= time.monotonic() - started < 30
-    assert (tmp_path / "hung").exists(), "the env did hang"
     pool.close()
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:

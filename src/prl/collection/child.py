@@ -1,7 +1,7 @@
 """The one skeleton every child process of prl runs: workers, the inference server process and the Ray driver.
 
 Modelled on PyTorch's DataLoader worker loop. `child_main` is each child's entry point: it
-ignores Ctrl-C (the parent's to handle), sets the thread count, seeds the process's global
+ignores Ctrl-C (the parent's to handle), dies with its parent (`die_with_parent`), sets the thread count, seeds the process's global
 generators from its named stream (`prl.seeding`), watches the parent, and runs the child's
 body. An exception in the body travels to the parent as data, a `ChildError` in an
 ("error", index, ChildError) message, and the parent raises it with `ChildError.exception`,
@@ -12,11 +12,15 @@ The parent's half is `child_process` and `start_child`, which every pool uses to
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import random
 import signal
+import sys
 import threading
 import traceback
+from multiprocessing import forkserver
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -120,6 +124,37 @@ def seed_process(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux's prctl option that has the kernel signal a process when its parent exits."""
+
+
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent exits, even while it is stuck in an env's step.
+
+    The parent watch (`wait_until_readable`) only runs between steps, so without this a child
+    stuck in native code would outlive a killed learner and keep its shared memory. The parent
+    is the process that forked this one: the learner with spawn, the forkserver otherwise. The
+    forkserver exits once nothing holds the write end of its "alive" pipe, which the learner
+    holds and every child it forks inherits; this child closes its copy, so that the learner's
+    death ends the forkserver and then this child. Elsewhere than Linux the watch alone remains.
+    """
+    # CPython's forkserver hands each child the learner's end of that pipe (`_forkserver_alive_fd`);
+    # a child uses it only to start processes from the same forkserver, which prl's children never do.
+    server = getattr(forkserver, "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        server._forkserver_alive_fd = None
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # a libc without prctl: the parent watch alone remains
+
+
 def wait_until_readable(conn, parent: psutil.Process) -> None:
     """Block until `conn` has something to read, waking every POLL_S to check that the parent is still alive."""
     while not conn.poll(POLL_S):
@@ -175,6 +210,7 @@ def child_main(
         seed: the seed of the process's global generators (`prl.seeding`), or None to leave them.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    die_with_parent()  # before the check below, so a parent that exits in between is noticed by one of them
     use_threads(threads)
     if seed is not None:
         seed_process(seed)

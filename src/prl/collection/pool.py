@@ -53,10 +53,14 @@ Errors. Any other exception in a worker travels as ("error", w, ChildError) and 
 the parent by `ChildError.exception` as WorkerError ("in worker N" plus the traceback), or as
 ConfigError when the user can fix it. During start-up every failure is fatal, since it comes
 from the env or the options, not from bad luck. A worker that reports nothing within
-`worker_timeout` is declared stuck. A fatal error closes the pool before raising.
+`worker_timeout` is stuck: during start-up that is fatal; during collection it is killed and
+recovered like a worker that died, within the same restart budget. A fatal error closes the
+pool before raising.
 
 Watchdog. A waiting worker wakes every 0.5 s to check that its parent is still running; if
-not, it exits, so killing the parent leaves no worker behind.
+not, it exits, so killing the parent leaves no worker behind. A worker stuck inside an env is
+not waiting: on Linux the kernel kills it when its parent exits (PR_SET_PDEATHSIG, set by
+`prl.collection.child.die_with_parent`).
 
 Central inference (`inference="central"`, `prl.collection.central`). Each worker also gets an
 inference pipe, served by a process of its own (or, with `inference_server="thread"`, a thread of
@@ -327,11 +331,16 @@ class ActorPool:
             self._check_server()
             if not ready and time.monotonic() < deadline:
                 continue
-            if not ready:
+            if not ready and not collecting:
                 raise WorkerError(
                     f"worker(s) {sorted(pending)} sent no {what} within {self.config.worker_timeout:.0f} s; "
                     "raise worker_timeout if the env is slow."
                 )
+            if not ready:
+                for worker in pending:
+                    self._kill_stuck(worker)
+                deadline = time.monotonic() + self.config.worker_timeout
+                continue
             for item in ready:
                 if isinstance(item, int):
                     worker = sentinels[item]
@@ -363,6 +372,18 @@ class ActorPool:
                 elif kind in kinds:
                     received[worker] = payload
         return received
+
+    def _kill_stuck(self, worker: int) -> None:
+        """Kill a worker that sent nothing within worker_timeout (stuck in an env) and recover it as a dead one."""
+        self._processes[worker].kill()
+        self._processes[worker].join(timeout=JOIN_S)
+        self._drain(worker)
+        self._recover(
+            worker,
+            f"sent no rollout within {self.config.worker_timeout:.0f} s, so it was killed "
+            "(raise --worker-timeout if the env is this slow)",
+            replace=True,
+        )
 
     def _check_server(self) -> None:
         """Raise the inference server's error, if it stopped with one."""

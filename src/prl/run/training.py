@@ -8,7 +8,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -267,7 +267,10 @@ def _run_training(
             train_started = time.perf_counter()
             while learner.env_steps < config.steps:
                 collect_start = time.perf_counter()
-                batch = pool.collect(learner.device)
+                batch = stop.unless_requested(pool.collect, learner.device)
+                if batch is None:  # a stop came while waiting for workers: the last update is whole
+                    run.save()
+                    raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
                 run.window.add(*batch.finished_episodes())
@@ -335,6 +338,14 @@ def _run_training(
     return summary, learner
 
 
+T = TypeVar("T")
+
+
+class _WaitAbandoned(BaseException):
+    """Raised by `StopRequests`'s signal handler into a wait that a stop request abandons (a BaseException, as
+    KeyboardInterrupt is, so that no `except Exception` on the way turns it into another error)."""
+
+
 class StopRequests:
     """Turns the first Ctrl-C, SIGTERM or SIGHUP into a request to stop between updates; a second Ctrl-C stops at once.
 
@@ -347,11 +358,29 @@ class StopRequests:
     def __init__(self):
         self.requested: Optional[str] = None
         self._previous: dict = {}
+        self._abandon_wait = False
 
     def _handle(self, signum, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        if self._abandon_wait:
+            raise _WaitAbandoned
+
+    def unless_requested(self, wait: Callable[..., T], *args: Any) -> Optional[T]:
+        """`wait(*args)`, or None if a stop is requested while it runs: the wait is abandoned at once.
+
+        For waits that change no state worth keeping, such as collecting rollouts (the pool
+        closes itself when its collect is interrupted), so that a run whose workers are slow or
+        stuck stops on the first Ctrl-C instead of after the wait.
+        """
+        self._abandon_wait = True
+        try:
+            return wait(*args)
+        except _WaitAbandoned:
+            return None
+        finally:
+            self._abandon_wait = False
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
