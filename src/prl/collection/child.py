@@ -142,7 +142,7 @@ def die_with_parent() -> None:
     # a child uses it only to start processes from the same forkserver, which prl's children never do.
     server = getattr(forkserver, "_forkserver", None)
     alive_fd = getattr(server, "_forkserver_alive_fd", None)
-    if alive_fd is not None:
+    if server is not None and alive_fd is not None:
         with contextlib.suppress(OSError):
             os.close(alive_fd)
         server._forkserver_alive_fd = None
