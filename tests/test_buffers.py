@@ -5,7 +5,7 @@ import multiprocessing
 import torch
 from torch import nn
 
-from prl.collection.buffers import SharedWeights, TrajectoryBuffer
+from prl.collection.buffers import SharedWeights, TrajectoryBuffer, trajectory_bytes
 
 
 def write_pattern(buffer: TrajectoryBuffer, slot: int) -> None:
@@ -73,3 +73,47 @@ def test_weights_publish_and_load_by_version():
     assert torch.equal(target.first.weight, version_zero), "version 0 must still be readable after version 1"
     assert weights.load_into(target, 0, 1) == 1
     assert torch.equal(target.first.weight, source.first.weight)
+
+
+def test_the_shared_memory_figure_is_what_the_buffer_allocates():
+    import gymnasium as gym
+
+    from prl.envs.observations import ObsLayout
+
+    images = ObsLayout.from_space(
+        gym.spaces.Dict({"frame": gym.spaces.Box(0, 255, (4, 21, 21), "uint8"), "speed": gym.spaces.Box(-1, 1, (3,))})
+    )
+    for obs_dim in (4, images):
+        for central in (False, True):
+            buffer = TrajectoryBuffer(3, 5, 2, obs_dim, 2, central=central)
+            allocated = sum(
+                tensor.nbytes
+                for value in vars(buffer).values()
+                for tensor in (value.values() if isinstance(value, dict) else [value])
+                if isinstance(tensor, torch.Tensor)
+            )
+            assert trajectory_bytes(3, 5, 2, obs_dim, 2, central) == allocated, (obs_dim, central)
+
+
+def test_a_run_that_needs_more_shared_memory_than_there_is_is_refused_in_one_sentence(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from prl.collection import buffers
+    from prl.run.cli import main
+
+    real_usage = shutil.disk_usage
+    docker_default = 64 * 2**20
+
+    def small_shm(path):
+        usage = real_usage(path)
+        return usage._replace(free=docker_default) if str(path) == buffers.SHARED_MEMORY else usage
+
+    monkeypatch.setattr(buffers.shutil, "disk_usage", small_shm)
+    out = tmp_path / "run"
+    args = ["--env", "ALE/Breakout-v5", "--workers", "8", "--envs-per-worker", "8", "--rollout-steps", "128"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "the rollout slots need 222 MiB of shared memory but /dev/shm has only 64 MiB free" in error
+    assert "--shm-size=1g, or --ipc=host" in error
+    assert not out.exists(), "no half-made run folder"

@@ -7,6 +7,8 @@ when the processes end, however they end. Only slot indices travel, through pipe
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import NamedTuple, Sequence, Union
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from prl.envs.observations import Observations, ObsLayout, map_obs
+from prl.errors import ConfigError
 
 UNWRITTEN = float("nan")
 """Every float field starts as NaN (and every int field as -1), so data nobody wrote is easy to spot."""
@@ -63,6 +66,47 @@ class Batch(NamedTuple):
         return self.episode_returns[ended].tolist(), [int(n) for n in self.episode_lengths[ended].tolist()]
 
 
+SHARED_MEMORY = "/dev/shm"
+"""Where Linux keeps shared memory; torch's shared tensors take their room there (as unlinked files)."""
+
+
+def trajectory_bytes(
+    num_slots: int,
+    rollout_steps: int,
+    envs_per_worker: int,
+    obs_dim: Union[int, ObsLayout],
+    action_dim: int,
+    central: bool = False,
+) -> int:
+    """Bytes of shared memory a `TrajectoryBuffer` with these arguments takes (the sum of its tensors' sizes)."""
+    S, T, E, A = num_slots, rollout_steps, envs_per_worker, action_dim
+    obs = obs_dim.bytes_per_step if isinstance(obs_dim, ObsLayout) else 4 * obs_dim
+    total = obs * S * (T + 1) * E + 4 * S * (T + 1) * E  # observations, values
+    total += 4 * S * T * E * (A + 5) + 2 * S * T * E  # actions, log-probs, the four float step fields; two flags
+    total += 8 * (2 * S + S * E)  # versions, worker ids, env ids
+    if central:
+        total += obs * S * E + 4 * S * T * E * A  # final observations, action noise
+    return total
+
+
+def check_shared_memory(needed: int, folder: str = SHARED_MEMORY) -> None:
+    """Refuse in one sentence, before allocating, `needed` bytes of shared memory that `folder` has no room for.
+
+    Docker gives a container 64 MB of /dev/shm by default, and an allocation beyond it fails
+    deep inside torch (or kills a process later with SIGBUS). Where there is no such folder
+    (not Linux), nothing is checked.
+    """
+    if not os.path.isdir(folder):
+        return
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ConfigError(
+            f"the rollout slots need {needed / 2**20:,.0f} MiB of shared memory but {folder} has only "
+            f"{free / 2**20:,.0f} MiB free; give it more room (in Docker: --shm-size=1g, or --ipc=host) or lower "
+            "--workers, --envs-per-worker or --rollout-steps."
+        )
+
+
 class TrajectoryBuffer:
     """Preallocated shared tensors shaped [slots, rollout_steps (+1 for obs and values), envs_per_worker, ...]."""
 
@@ -86,6 +130,7 @@ class TrajectoryBuffer:
         """
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
+        check_shared_memory(trajectory_bytes(S, T, E, obs_dim, action_dim, central))
 
         def floats(*shape: int) -> torch.Tensor:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()

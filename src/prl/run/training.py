@@ -254,6 +254,7 @@ def _run_training(
         learner.policy.load_state_dict(initial_policy)
     run = Run(config, learner, resume, history)
     first_steps, first_updates = learner.env_steps, learner.updates
+    discard = False
     bar = tqdm(
         total=config.steps,
         initial=min(first_steps, config.steps),
@@ -305,10 +306,14 @@ def _run_training(
     except StopRequested:
         raise
     except Exception as error:  # after the workers have stopped
+        # A run that fails before it learns anything leaves no half-made run folder behind.
+        discard = learner.updates == first_updates and (resume is None or history is not None)
         raise run.saved_after(error, first_updates) from error
     finally:
         bar.close()
         run.close()
+        if discard and config.out:
+            clear_run_folder(config.out)
     summary = {
         "env": config.env_name,
         "env_steps": learner.env_steps,
