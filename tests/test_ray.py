@@ -221,6 +221,20 @@ def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, n
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
 
 
+def test_an_actor_stuck_in_an_env_is_killed_and_replaced_after_worker_timeout(tmp_path, local_ray, no_leaks):
+    env = functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung"))
+    config = ray_config(env, backend="ray", worker_timeout=3.0)
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        pids = pool.pids
+        with pytest.warns(UserWarning, match=r"Ray actor [01] sent no rollout within 3 s, so it was killed"):
+            batch = pool.collect()
+        assert (tmp_path / "hung").exists(), "the env did hang"
+        assert pool.restarts == 1 and len(set(pool.pids) - set(pids)) == 1
+        assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+        assert not wait_until_gone(set(pids) - set(pool.pids)), "the stuck actor's process is gone"
+
+
 def test_an_env_error_in_an_actor_is_recovered_and_reaches_the_learner_as_a_warning(tmp_path, local_ray, no_leaks):
     config = ray_config(functools.partial(toy_envs.FailOnceEnv, str(tmp_path / "failed"), fail_at=3), backend="ray")
     learner = Learner(config)

@@ -44,7 +44,9 @@ rollout's weight version is fixed by the learner, so a run with a fixed seed rep
 Failures. An env error inside a rollout comes back as data: the actor has rebuilt its envs with
 fresh seeds, and the driver requests the rollout again. An actor that dies (killed, its node
 lost) raises `RayActorError` when its result is read: the driver starts a replacement with
-fresh seeds and requests the same rollout (same version) again. Both count against
+fresh seeds and requests the same rollout (same version) again. An actor whose rollout has
+not come back within `worker_timeout` (stuck in an env) is killed and replaced the same way.
+All three count against
 `max_worker_restarts` within `restart_window_s`, as in the local pool. Any other exception in an
 actor comes back as a `ChildError` too and is raised as `WorkerError` ("... in Ray actor N"), or
 as `ConfigError`; what Ray itself reports is turned into the same. The driver checks that the head node's
@@ -59,6 +61,7 @@ that is still running (a Ray instance whose driver was killed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -352,10 +355,18 @@ class RayDriver:
                 self.heartbeat()
                 if time.monotonic() < deadline:
                     continue
-                raise WorkerError(
-                    f"Ray actor(s) {sorted(self._inflight)} sent no rollout within "
-                    f"{self.config.worker_timeout:.0f} s; raise worker_timeout if the env is slow."
-                )
+                for worker in sorted(self._inflight):  # stuck in an env: killed and replaced, as a dead one is
+                    _, version, weights = self._inflight.pop(worker)
+                    with contextlib.suppress(Exception):
+                        ray.kill(self._actors[worker], no_restart=True)
+                    self._recover(
+                        worker,
+                        f"sent no rollout within {self.config.worker_timeout:.0f} s, so it was killed "
+                        "(raise --worker-timeout if the env is this slow)",
+                    )
+                    self._request(worker, version, weights)
+                deadline = time.monotonic() + self.config.worker_timeout
+                continue
             for ref in ready:
                 worker = by_ref[ref]
                 _, version, weights = self._inflight.pop(worker)
