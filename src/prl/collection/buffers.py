@@ -102,8 +102,8 @@ def check_shared_memory(needed: int, folder: str = SHARED_MEMORY) -> None:
     if needed > free:
         raise ConfigError(
             f"the rollout slots need {needed / 2**20:,.0f} MiB of shared memory but {folder} has only "
-            f"{free / 2**20:,.0f} MiB free; give it more room (in Docker: --shm-size=1g, or --ipc=host) or lower "
-            "--workers, --envs-per-worker or --rollout-steps."
+            f"{free / 2**20:,.0f} MiB free; give it more room (in Docker: --shm-size=1g, or --ipc=host), or start "
+            "a run with fewer --workers, --envs-per-worker or --rollout-steps."
         )
 
 
