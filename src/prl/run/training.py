@@ -275,7 +275,6 @@ def _run_training(
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
                 run.window.add(*batch.finished_episodes())
-                pool.publish(learner.policy)
                 record = {
                     "update": learner.updates,
                     "env_steps": learner.env_steps,
@@ -291,7 +290,8 @@ def _run_training(
                 if config.eval_every and learner.updates % config.eval_every == 0:
                     record["eval_return_mean"] = run.evaluate()["return_mean"]
                 record["wall_s"] = time.perf_counter() - started
-                run.write(record)
+                run.write(record)  # before anything else can fail, so a saved run's metrics hold its last update
+                pool.publish(learner.policy)
                 if config.save_every and learner.updates % config.save_every == 0:
                     run.save()
                 bar.update(min(learner.env_steps, config.steps) - bar.n)
