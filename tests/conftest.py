@@ -42,6 +42,31 @@ def first_updates(monkeypatch):
     return captured
 
 
+@pytest.fixture
+def first_log_ratios(monkeypatch):
+    """A list that receives, as each learner update scores its first minibatch, that minibatch's log-ratios
+    (the learner's log-probabilities minus the ones stored with the actions), on the CPU."""
+    import prl.learning.learner as learner_module
+
+    captured = []
+    update_began = [False]
+    original_update, original_loss = learner_module.Learner.update, learner_module.ppo_loss
+
+    def update(self, batch):
+        update_began[0] = True
+        return original_update(self, batch)
+
+    def ppo_loss(new_logprob, old_logprob, *args, **kwargs):
+        if update_began[0]:
+            update_began[0] = False
+            captured.append((new_logprob - old_logprob).detach().cpu())
+        return original_loss(new_logprob, old_logprob, *args, **kwargs)
+
+    monkeypatch.setattr(learner_module.Learner, "update", update)
+    monkeypatch.setattr(learner_module, "ppo_loss", ppo_loss)
+    return captured
+
+
 def assert_same_tensors(actual: dict, expected: dict, what: str) -> None:
     """Two dicts of tensors hold the same names and exactly equal values (compared on the CPU)."""
     assert set(actual) == set(expected), what
@@ -97,11 +122,51 @@ def shm_entries() -> set:
     }
 
 
+FORKSERVER_MAIN = "from multiprocessing.forkserver import main"
+SPAWN_MAIN = "from multiprocessing.spawn import spawn_main"
+
+
+def _command(process: psutil.Process) -> str:
+    return " ".join(process.cmdline())
+
+
+def is_worker(process: psutil.Process) -> bool:
+    """True for a live process that multiprocessing started to do work: a worker, an inference server, a Ray driver.
+
+    A forkserver's children keep its command line, so the forkserver itself (which starts with
+    the first pool and outlives every pool by design) is the one whose parent does not run it.
+    multiprocessing's resource tracker and everything else (Ray's own processes) are not workers.
+    """
+    try:
+        command = _command(process)
+        if SPAWN_MAIN in command:
+            return process.status() != psutil.STATUS_ZOMBIE
+        parent = process.parent()
+        return FORKSERVER_MAIN in command and parent is not None and FORKSERVER_MAIN in _command(parent)
+    except psutil.Error:
+        return False  # gone, or a zombie: not running
+
+
+def live_workers() -> set:
+    """The pids of this process's descendants that are workers (`is_worker`)."""
+    return {child.pid for child in psutil.Process().children(recursive=True) if is_worker(child)}
+
+
+WORKER_EXIT_S = 5.0
+"""How long a worker may take to exit after the test that started it ends."""
+
+
 @pytest.fixture
 def no_leaks():
-    """Fail the test if it leaves new /dev/shm segments behind."""
-    before = shm_entries()
+    """Fail the test if it leaves worker processes running or new /dev/shm segments behind."""
+    before, workers_before = shm_entries(), live_workers()
     yield
+    deadline = time.monotonic() + WORKER_EXIT_S
+    left = live_workers() - workers_before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = live_workers() - workers_before
+    assert not left, f"worker processes left running: {sorted(left)}"
     leaked = shm_entries() - before
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
 
@@ -116,6 +181,18 @@ def session_processes(session_id: int) -> list:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def session_workers(session_id: int) -> list:
+    """The workers (`is_worker`) among the live processes of session `session_id`, the forkserver left out."""
+    workers = []
+    for pid in session_processes(session_id):
+        try:
+            if is_worker(psutil.Process(pid)):
+                workers.append(pid)
+        except psutil.Error:
+            continue
+    return workers
 
 
 def run_script(args: list, cwd, timeout: float = 600, grace_s: float = 3.0):

@@ -68,8 +68,12 @@ def test_training_flags_parse_into_the_intended_config(shape, ppo, overlap):
     assert (config.workers, config.envs_per_worker, config.overlap) == (*shape, overlap)
     if ppo:
         assert config.ppo.epochs == 20 and config.rollout_steps == 32 and config.ppo.gamma == 0.98
+        # 1 x 4 envs x 32 steps is a 128-sample batch: only there must SB3's minibatch of 256 shrink
+        assert config.ppo.minibatch_size == (128 if shape == (1, 4) else 256)
     else:
-        assert config.ppo.epochs == 3 and config.batch_size >= 2048 or shape == (1, 4)
+        # CartPole's preset fits the rollout to the envs, so that every shape learns from 2048-step batches
+        assert config.ppo.epochs == 3 and config.batch_size == 2048
+        assert config.rollout_steps == {(1, 4): 512, (2, 32): 32, (8, 4): 64}[shape]
 
 
 def test_ratios_compare_against_the_right_runs():

@@ -1,5 +1,6 @@
 """The original program's custom loop: its example learns CartPole; GAE stays inside each env's episodes."""
 
+import copy
 import functools
 import json
 import re
@@ -49,9 +50,9 @@ def test_the_original_custom_loop_learns_cartpole_with_only_its_imports_changed(
     assert outcome["eval"] >= 475, outcome
 
 
-def run_loop(ppo, env, num_envs, iterations, with_truncation=False):
+def run_loop(ppo, env, num_envs, iterations, with_truncation=False, seed=3):
     """The original loop, `iterations` times; returns the statistics of each learn()."""
-    vector = EnvVectorizer(env=env, num_envs=num_envs, seed=3)
+    vector = EnvVectorizer(env=env, num_envs=num_envs, seed=seed)
     buffer = VecMemory(num_envs=num_envs)
     stats = []
     for _ in range(iterations):
@@ -219,16 +220,23 @@ def test_the_transfer_target_must_be_ppo_memory():
         utils.buffer_to_target_buffer_transfer(VecMemory(1), [])
 
 
-def test_each_learn_starts_exactly_on_policy():
+def assert_on_policy(log_ratios, learns):
+    """Each of `learns` updates scored its memory with a ratio of 1 (compared directly: through
+    approx_kl, log-ratios of 1e-3 would still pass a 1e-6 tolerance)."""
+    assert len(log_ratios) == learns
+    assert max(float(ratios.abs().max()) for ratios in log_ratios) <= 1e-5
+
+
+def test_each_learn_starts_exactly_on_policy(first_log_ratios):
     # One epoch over one full minibatch: the ratio of every sample is 1 if the stored actions
     # are scored as they were sampled.
     ppo = PPO(is_continuous=False, observ_dim=4, action_dim=2, k_epochs=1, mini_batch_size=100_000, batch_size=64)
     stats = run_loop(ppo, gym.make("CartPole-v1"), num_envs=4, iterations=2)
-    assert [s["approx_kl"] for s in stats] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert_on_policy(first_log_ratios, learns=2)
     assert all(s["clipfrac"] == 0.0 for s in stats)
 
 
-def test_continuous_actions_with_action_scaling_and_truncation_bootstrapping():
+def test_continuous_actions_with_action_scaling_and_truncation_bootstrapping(first_log_ratios):
     ppo = PPO(
         is_continuous=True,
         observ_dim=3,
@@ -246,22 +254,52 @@ def test_continuous_actions_with_action_scaling_and_truncation_bootstrapping():
     original_column = EpisodeMemory.column
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EpisodeMemory, "column", lambda self: captured.append(original_column(self)) or captured[-1])
-        stats = run_loop(ppo, env, num_envs=3, iterations=2, with_truncation=True)
-    assert [s["approx_kl"] for s in stats] == pytest.approx([0.0, 0.0], abs=1e-6), "scaled actions score exactly"
+        run_loop(ppo, env, num_envs=3, iterations=2, with_truncation=True)
+    assert_on_policy(first_log_ratios, learns=2)  # scaled actions are scored in the policy's own units
     column = captured[0]
     assert column.truncated.sum() == 3 and not column.terminated.any(), "Pendulum only ever hits its time limit"
     assert (column.final_obs[column.truncated] != 0).any()
     unscaled = PPO(is_continuous=True, observ_dim=3, action_dim=1, k_epochs=1, mini_batch_size=100_000)
-    assert run_loop(unscaled, env, num_envs=2, iterations=1)[0]["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    run_loop(unscaled, env, num_envs=2, iterations=1)
+    assert_on_policy(first_log_ratios, learns=3)
+
+
+def rnd_loop(beta, seed=1, iterations=3):
+    """(ppo, the states its loop visited, a copy of its RND from before the first learn) after a
+    short MountainCar loop with RND weighted by `beta`."""
+    ppo = PPO(is_continuous=False, observ_dim=2, action_dim=3, use_RND=True, beta=beta, mini_batch_size=64, seed=seed)
+    untrained = copy.deepcopy(ppo.loop_learner().rnd)
+    columns = []
+    original_column = EpisodeMemory.column
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpisodeMemory, "column", lambda self: columns.append(original_column(self)) or columns[-1])
+        stats = run_loop(ppo, gym.make("MountainCar-v0", max_episode_steps=40), 4, iterations, seed=seed + 2)
+    for update in stats:
+        assert update["intrinsic_reward"] > 0 and update["rnd_loss"] > 0 and np.isfinite(update["policy_loss"])
+    visited = torch.from_numpy(np.concatenate([column.obs for column in columns])).float()
+    return ppo, visited, untrained
 
 
 def test_the_custom_loop_trains_with_rnd():
-    ppo = PPO(is_continuous=False, observ_dim=2, action_dim=3, use_RND=True, beta=0.5, mini_batch_size=64)
-    env = gym.make("MountainCar-v0", max_episode_steps=40)
-    stats = run_loop(ppo, env, num_envs=4, iterations=2)
+    ppo, visited, untrained = rnd_loop(beta=0.5)
     assert ppo.config.ppo.rnd and ppo.config.ppo.int_coef == 0.5
-    for update in stats:
-        assert update["intrinsic_reward"] > 0 and update["rnd_loss"] > 0 and np.isfinite(update["policy_loss"])
+    trained = ppo.loop_learner().rnd
+    # Judged with the same observation statistics, so that only the predictor's learning counts;
+    # three learns bring the visited states' novelty to 0.35-0.42 of an untrained predictor's
+    # (seeds 1 to 5), and an untrained one stays at 1.
+    untrained.obs_normalizer.load_state_dict(trained.obs_normalizer.state_dict())
+    with torch.no_grad():
+        novelty = trained.prediction_error(visited).mean() / untrained.prediction_error(visited).mean()
+    assert novelty < 0.6, "the intrinsic reward of the states the loop saw falls as RND learns them"
+
+
+def test_beta_weighs_the_intrinsic_reward_into_the_custom_loops_policy_update():
+    # beta 0 keeps everything else (the RND, the random draws): only the intrinsic advantages differ.
+    steered, _, _ = rnd_loop(beta=0.5, iterations=1)
+    unsteered, _, _ = rnd_loop(beta=0.0, iterations=1)
+    weights = unsteered.policy.state_dict()
+    changed = [name for name, value in steered.policy.state_dict().items() if not torch.equal(value, weights[name])]
+    assert changed, "beta 0.5 must change the policy's update"
 
 
 def test_a_trained_front_and_the_custom_loop_share_weights(tmp_path):

@@ -1,5 +1,6 @@
 """Env families known by id prefix: their packages, preprocessing, and whole-game scores for Atari."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,30 +33,41 @@ def test_atari_ids_get_the_standard_preprocessing():
     (frames,) = spec.obs_layout.leaves
     assert (frames.kind, frames.shape, frames.channels_first) == ("image", (4, 84, 84), True)
     assert spec.game_scores and spec.action_dims == (4,)
-    env = make_env(EnvFactory("ALE/Breakout-v5"))
+    # Q*bert scores 25 points a cube, so a clipped reward cannot pass for the game's own.
+    env = make_env(EnvFactory("ALE/Qbert-v5"))
     try:
-        env.reset(seed=0)
-        rewards = [env.step(2)[1] for _ in range(50)]
-        assert set(rewards) <= {0.0, 1.0}  # rewards clipped to their sign for learning
+        _, info = env.reset(seed=0)
+        score, steps = info.get(GAME_SCORE, 0.0), []
+        for _ in range(60):
+            _, reward, terminated, truncated, info = env.step(5)  # hop down-left: a new cube each hop
+            steps.append((reward, info[GAME_SCORE] - score))
+            score = info[GAME_SCORE]
+            if terminated or truncated:
+                break
+        assert sum(points > 0 for _, points in steps) >= 2, "hops down the pyramid score"
+        assert all(reward == np.sign(points) for reward, points in steps), "rewards clipped to their sign for learning"
     finally:
         env.close()
 
 
 def test_an_atari_episode_spans_several_lives_and_reports_the_whole_games_score(no_leaks):
-    # Breakout has 5 lives: each lost life ends an episode to learn from, and only the game's
-    # end reports a return, the unclipped score of all 5 lives.
-    config = tuned_config("ALE/Breakout-v5", workers=1, envs_per_worker=1, rollout_steps=400, progress=False, seed=3)
+    # Q*bert has 4 lives: each lost life ends an episode to learn from, and only the game's
+    # end reports a return, the unclipped score of all 4 lives. Every point it scores is worth
+    # 25 or more (a cube is 25), where the clipped reward is 1: a return that were the clipped
+    # rewards' sum would fall short by 25 times.
+    config = tuned_config("ALE/Qbert-v5", workers=1, envs_per_worker=1, rollout_steps=400, progress=False, seed=3)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         batch = pool.collect()
     ends = torch.nonzero(batch.terminated[:, 0] | batch.truncated[:, 0]).flatten().tolist()
     games = torch.nonzero(~torch.isnan(batch.episode_returns[:, 0])).flatten().tolist()
-    assert games, "a random game of Breakout ends within 400 steps"
+    assert games, "a random game of Q*bert ends within 400 steps"
     lives_in_first_game = [end for end in ends if end <= games[0]]
-    assert len(lives_in_first_game) == 5 and lives_in_first_game[-1] == games[0]
+    assert len(lives_in_first_game) == 4 and lives_in_first_game[-1] == games[0]
     clipped_points = float(batch.rewards[: games[0] + 1, 0].sum())
-    assert float(batch.episode_returns[games[0], 0]) >= clipped_points  # a brick is worth 1 to 7 points
-    assert int(batch.episode_lengths[games[0], 0]) > games[0] // 5
+    assert clipped_points > 0, "a random game of Q*bert scores"
+    assert float(batch.episode_returns[games[0], 0]) >= 25 * clipped_points
+    assert int(batch.episode_lengths[games[0], 0]) > games[0] // 4
 
 
 def test_evaluation_plays_whole_games_and_ends_the_ones_that_stall(monkeypatch):

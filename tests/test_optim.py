@@ -7,13 +7,22 @@ from prl.learning.optim import Adam
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused kernel", "whole-buffer operations"])
-def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate(fused):
+def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate(fused, monkeypatch):
+    fused_adam = torch._fused_adam_  # the torch this project pins has it: its absence must fail here
+    kernel_steps = []
+
+    def counting_fused_adam(params, *args, **kwargs):
+        kernel_steps.append(params[0] is ours.flat)  # torch.optim's own steps do not count
+        return fused_adam(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", counting_fused_adam)
     torch.manual_seed(0)
     ours_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     reference_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     reference_model.load_state_dict(ours_model.state_dict())
     ours = Adam(ours_model.parameters(), lr=3e-3, eps=1e-5)
-    ours._fused = fused and ours._fused
+    if not fused:
+        ours._fused = False
     reference = torch.optim.Adam(reference_model.parameters(), lr=3e-3, eps=1e-5)
     for step in range(25):
         lr = 3e-3 * (1 - step / 25)
@@ -31,6 +40,9 @@ def test_matches_torch_adam_step_for_step_with_a_changing_learning_rate(fused):
         reference.step()
     for a, b in zip(ours_model.parameters(), reference_model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+    # Both paths must have been the ones compared: a fused kernel that failed and fell back would
+    # otherwise test the whole-buffer operations twice.
+    assert kernel_steps.count(True) == (25 if fused else 0) and ours._fused is fused
 
 
 def test_state_round_trip_continues_identically():

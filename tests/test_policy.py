@@ -69,3 +69,19 @@ def test_a_placed_cnn_scores_on_its_device_as_in_float32_on_the_cpu(device, monk
     assert torch.allclose(logprob.cpu(), expected, atol=1e-5)
     assert torch.allclose(value.cpu(), expected_value, atol=1e-5), "the critic's unit-scale output too"
     assert torch.backends.cudnn.allow_tf32 is (device == "cpu"), "TF32 convolutions are off once a CNN is on CUDA"
+
+
+def test_placing_a_cnn_on_cuda_turns_tf32_convolutions_off(monkeypatch):
+    # Runs without a GPU: the move itself is stubbed, so what is checked is place_policy's decision.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # CUDA's default
+    env = toy_envs.CueImageEnv(size=40)
+    policy = build_policy(
+        spec_from_spaces("image", env.observation_space, env.action_space), PolicyConfig(), False, 10.0
+    )
+    moves = []
+    monkeypatch.setattr(policy, "to", lambda device: moves.append(device) or policy)
+    assert place_policy(policy, torch.device("cpu")) is policy
+    assert torch.backends.cudnn.allow_tf32 is True, "the CPU has no TF32: nothing to switch off"
+    assert place_policy(policy, torch.device("cuda")) is policy
+    assert torch.backends.cudnn.allow_tf32 is False, "TF32 convolutions are off once a CNN is on CUDA"
+    assert moves == [torch.device("cpu"), torch.device("cuda")]
