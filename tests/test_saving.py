@@ -2,6 +2,8 @@
 an error in evaluation, CUDA out of memory, a full disk, a closed terminal (SIGHUP)."""
 
 import copy
+import errno
+import os
 import signal
 from pathlib import Path
 
@@ -16,6 +18,31 @@ from prl.run.checkpoint import load_checkpoint
 from prl.run.training import StopRequested
 
 BATCH = 2 * 4 * 16
+
+
+class FillingFile:
+    """A text file that takes `lines` writes, then fails every write, and its close, as on a full disk."""
+
+    def __init__(self, file, lines: int):
+        self.file, self.lines, self.failed = file, lines, False
+
+    def write(self, text: str) -> int:
+        self.lines -= 1
+        if self.lines < 0:
+            self.failed = True
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.failed:  # what a buffered file does when the line it could not write is flushed again
+            self.failed = False  # and once closed, it is closed
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 SMALL = [
     "--workers",
     "2",
@@ -129,3 +156,19 @@ def test_a_closed_terminal_saves_the_run_between_updates(tmp_path, no_leaks):
     watcher.join()
     assert load_checkpoint(out)["learner"]["updates"] >= 2
     assert signal.getsignal(signal.SIGHUP) == before, "the handler is put back"
+
+
+def test_a_disk_that_fills_while_logging_ends_in_one_sentence_with_the_run_saved(
+    tmp_path, monkeypatch, capsys, no_leaks
+):
+    from prl.run import logs
+
+    real_open = open
+    monkeypatch.setattr(logs, "open", lambda *args, **kwargs: FillingFile(real_open(*args, **kwargs), 2), raising=False)
+    out = tmp_path / "run"
+    code = cli.main(["--out", str(out), "--steps", str(4 * BATCH), "--no-progress", *SMALL])
+    stderr = capsys.readouterr().err.strip()
+    assert code == 2 and len(stderr.splitlines()) == 1, stderr
+    assert "is full (No space left on device) while writing metrics.jsonl; free some space on it." in stderr
+    assert "The run is saved at 384 env steps" in stderr and resume_command(out) in stderr
+    assert load_checkpoint(out)["learner"]["updates"] == 3

@@ -156,11 +156,19 @@ class Run:
             if log is not None:
                 log.write(record)
 
-    def close(self) -> None:
-        """Close the metrics log and the TensorBoard writer."""
+    def close(self, quiet: bool = False) -> None:
+        """Close the metrics log and the TensorBoard writer; safe to call twice.
+
+        `quiet` drops an error in closing them (on a full disk, the flush of a line that failed to
+        write fails again), for a run that is already stopping with the error that says why.
+        """
         for log in (self.log, self.tensorboard):
             if log is not None:
-                log.close()
+                try:
+                    log.close()
+                except Exception:
+                    if not quiet:
+                        raise
 
 
 def is_branch(config: Config, resume_from: str) -> bool:
@@ -308,6 +316,7 @@ def _run_training(
     except Exception as error:  # after the workers have stopped
         # A run that fails before it learns anything leaves no half-made run folder behind.
         discard = learner.updates == first_updates and (resume is None or history is not None)
+        run.close(quiet=True)
         raise run.saved_after(error, first_updates) from error
     finally:
         bar.close()
