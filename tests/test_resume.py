@@ -126,6 +126,16 @@ def test_a_checkpoint_naming_code_or_a_cluster_is_not_acted_on_without_the_users
         parse_args(["--resume", str(crafted), "--env", "CartPole-v1"])  # the encoder is still the file's
 
 
+def test_evaluate_script_refuses_a_checkpoint_naming_code_unless_told(crafted, capsys):
+    from test_evaluate_script import evaluate_script
+
+    assert evaluate_script.main([str(crafted), "--episodes", "1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--trust-checkpoint" in error and "marker_module" not in sys.modules
+    with pytest.raises(SystemExit, match="a checkpoint made this module run"):
+        evaluate_script.main([str(crafted), "--episodes", "1", "--trust-checkpoint"])  # told: it imports
+
+
 def test_trust_checkpoint_without_resume_is_refused():
     with pytest.raises(ConfigError, match="pass it with --resume"):
         parse_args(["--trust-checkpoint"])
