@@ -1,0 +1,104 @@
+"""The recurrent core: replaying a rollout equals a plain loop of cells with resets, and equals acting step by step."""
+
+import pytest
+import torch
+
+from prl.nn.recurrent import RecurrentCore
+
+T, N, F, H = 12, 5, 3, 4
+
+
+def rollout(seed: int = 0):
+    """Features, a non-zero starting state and episode starts at the first step and inside the rollout."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(T, N, F, generator=generator)
+    starts = torch.rand(T, N, generator=generator) < 0.2
+    starts[0, 0] = True  # an env that starts an episode with the rollout
+    starts[5, 2] = starts[6, 2] = True  # a one-step episode
+    return features, starts
+
+
+def reference(core: RecurrentCore, features, state, starts):
+    """A plain loop over steps and envs with torch's cells, written independently of the core."""
+    rnn = core.rnn
+    cell = (torch.nn.LSTMCell if core.kind == "lstm" else torch.nn.GRUCell)(F, H)
+    cell.load_state_dict({name.replace("_l0", ""): value for name, value in rnn.state_dict().items()})
+    h = state[:, :H].clone()
+    c = state[:, H:].clone() if core.kind == "lstm" else None
+    outputs = []
+    for t in range(T):
+        h = h.clone()  # the previous step's output is kept as it was
+        c = c.clone() if c is not None else None
+        for env in range(N):
+            if starts[t, env]:
+                h[env] = 0.0
+                if c is not None:
+                    c[env] = 0.0
+        if core.kind == "lstm":
+            h, c = cell(features[t], (h, c))
+        else:
+            h = cell(features[t], h)
+        outputs.append(h)
+    final = torch.cat([h, c], dim=-1) if core.kind == "lstm" else h
+    return torch.stack(outputs), final
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_replaying_a_rollout_equals_a_plain_loop_of_cells_with_resets(kind):
+    torch.manual_seed(1)
+    core = RecurrentCore(kind, F, H)
+    features, starts = rollout()
+    state = torch.randn(N, core.state_size)
+    outputs, final = core.replay(features, state, starts)
+    expected_outputs, expected_final = reference(core, features, state, starts)
+    assert outputs.shape == (T, N, H) and final.shape == (N, core.state_size)
+    assert torch.allclose(outputs, expected_outputs, atol=1e-6)
+    assert torch.allclose(final, expected_final, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_acting_step_by_step_computes_what_the_replay_computes(kind):
+    torch.manual_seed(2)
+    core = RecurrentCore(kind, F, H)
+    features, starts = rollout(seed=3)
+    state0 = core.initial_state(N)
+    state, stepped = state0, []
+    with torch.no_grad():
+        for t in range(T):
+            output, state = core.step(features[t], state, starts[t])
+            stepped.append(output)
+        replayed, final = core.replay(features, state0, starts)
+    assert float((torch.stack(stepped) - replayed).abs().max()) <= 1e-6
+    assert float((state - final).abs().max()) <= 1e-6
+
+
+def test_an_episode_start_forgets_everything_before_it():
+    torch.manual_seed(4)
+    core = RecurrentCore("lstm", F, H)
+    features, _ = rollout()
+    starts = torch.zeros(T, N, dtype=torch.bool)
+    starts[7] = True
+    with torch.no_grad():
+        outputs, _ = core.replay(features, torch.randn(N, core.state_size), starts)
+        fresh, _ = core.replay(features[7:], core.initial_state(N), starts[7:])
+    assert torch.equal(outputs[7:], fresh), "from the start on, the state before it leaves no trace"
+    assert not torch.allclose(outputs[:7], core.replay(features[:7], core.initial_state(N), starts[:7])[0])
+
+
+def test_gradients_reach_the_weights_and_the_inputs_through_the_whole_sequence():
+    core = RecurrentCore("gru", F, H)
+    features, starts = rollout()
+    starts[:, 4] = False  # an env whose episode spans the whole rollout
+    features.requires_grad_(True)
+    outputs, _ = core.replay(features, core.initial_state(N), starts)
+    outputs[-1].sum().backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in core.parameters())
+    assert features.grad[0, 4].abs().sum() > 0, "its last output depends on its first input"
+    assert features.grad[4, 2].abs().sum() == 0, (
+        "env 2 started an episode at steps 5 and 6: nothing before reaches past"
+    )
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="lstm or gru, got 'rnn'"):
+        RecurrentCore("rnn", F, H)
