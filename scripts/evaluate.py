@@ -119,15 +119,24 @@ def record_video(
                     writer = imageio.get_writer(file, fps=fps, macro_block_size=2)
                 writer.append_data(frame)
                 frames += 1
+                state, start = (policy.core.initial_state(1), True) if policy.core is not None else (None, True)
                 for _ in range(MAX_EPISODE_STEPS):
                     batch = map_obs(torch.from_numpy, policy.spec.obs_layout.stack([obs]))
-                    action = policy.spec.to_env_actions(policy.act(batch, deterministic=deterministic).numpy())[0]
+                    if state is None:
+                        chosen = policy.act(batch, deterministic=deterministic)
+                    else:  # a recurrent policy carries its state from step to step
+                        chosen, _, _, state = policy.step(
+                            batch, state, torch.tensor([start]), deterministic=deterministic
+                        )
+                        start = False
+                    action = policy.spec.to_env_actions(chosen.numpy())[0]
                     obs, _, terminated, truncated, info = env.step(action)
                     writer.append_data(_render(env))
                     frames += 1
                     if terminated or truncated:
                         if policy.spec.game_scores and game_result(info) is None:
                             obs, _ = env.reset()  # a life lost: the video goes on to the game's end
+                            start = True
                             continue
                         break
     finally:

@@ -102,3 +102,70 @@ def test_gradients_reach_the_weights_and_the_inputs_through_the_whole_sequence()
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="lstm or gru, got 'rnn'"):
         RecurrentCore("rnn", F, H)
+
+
+def recurrent_config(kind: str, **options):
+    from prl.config import from_flat
+
+    values = dict(
+        env="CartPole-v1",
+        workers=2,
+        envs_per_worker=3,
+        rollout_steps=64,
+        minibatch_size=384,
+        epochs=1,
+        recurrent=kind,
+        recurrent_size=16,
+        progress=False,
+        eval_episodes=0,
+        seed=7,
+    )
+    return from_flat({**values, **options})
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_learners_first_pass_reproduces_the_log_probs_that_acting_produced(kind, first_log_ratios, no_leaks):
+    from prl import ActorPool, Learner
+
+    config = recurrent_config(kind)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        pool.publish(learner.policy)
+        batch = pool.collect()  # the second rollout starts from carried-over states, not zeros
+    assert batch.initial_states is not None and batch.initial_states.abs().sum() > 0
+    assert batch.episode_starts is not None and batch.episode_starts[1:].any(), "episodes end inside the rollout"
+    learner.update(batch)
+    (log_ratios,) = first_log_ratios
+    assert log_ratios.numel() == 64 * 6, "one minibatch: every env's whole sequence"
+    assert float(log_ratios.abs().max()) <= 1e-5
+
+
+def test_a_recurrent_run_trains_evaluates_saves_and_resumes(tmp_path, no_leaks):
+    from prl import train
+    from prl.run.checkpoint import load_policy
+
+    out = tmp_path / "run"
+    config = recurrent_config("lstm", steps=4 * 384, minibatch_size=128, epochs=2, eval_episodes=3, out=str(out))
+    summary = train(config)
+    assert summary["env_steps"] == 4 * 384 and summary["eval_return_mean"] > 0
+    policy, saved = load_policy(out)
+    assert policy.core is not None and saved.policy.recurrent == "lstm"
+    resumed = train(
+        recurrent_config("lstm", steps=6 * 384, minibatch_size=128, epochs=2, eval_episodes=3, out=str(out)),
+        resume_from=str(out),
+    )
+    assert resumed["env_steps"] == 6 * 384
+
+
+def test_paths_a_memory_does_not_take_yet_are_refused_in_one_sentence():
+    from prl import ConfigError
+
+    with pytest.raises(ConfigError, match="a recurrent policy acts in the workers of the local backend so far"):
+        recurrent_config("gru", inference="central")
+    with pytest.raises(ConfigError, match="a recurrent policy acts in the workers of the local backend so far"):
+        recurrent_config("gru", backend="ray")
+    with pytest.raises(ConfigError, match="turn one of --rnd and --recurrent off"):
+        recurrent_config("gru", rnd=True)
+    with pytest.raises(ConfigError, match="recurrent must be lstm, gru or unset, got 'rnn'"):
+        recurrent_config("rnn")

@@ -142,9 +142,18 @@ class PolicyConfig:
     """Multiply continuous actions by this and clip to the action bounds, instead of mapping [-1, 1] onto the bounds."""
     encoder: str = "auto"
     """Image encoder: auto (the Nature CNN from 36x36 pixels up, else a small grid CNN), nature, grid, mlp (flattened pixels), or module:function, a function of an image leaf that returns (network, output width)."""
+    recurrent: Optional[str] = None
+    """A memory for tasks the agent cannot see whole: lstm or gru, between the observation features and the actor and critic heads, which share it (prl.nn.recurrent); unset: no memory."""
+    recurrent_size: int = 128
+    """With recurrent: the width of the LSTM's or GRU's state and output."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
+        _require(
+            self.recurrent in (None, "lstm", "gru"),
+            f"recurrent must be lstm, gru or unset, got {self.recurrent!r}.",
+        )
+        _require(self.recurrent_size >= 1, f"recurrent_size must be at least 1, got {self.recurrent_size}.")
         _require(
             all(size >= 1 for size in self.hidden_sizes),
             f"hidden_sizes must be positive widths, got {self.hidden_sizes}.",
@@ -254,6 +263,15 @@ class Config:
         _require(
             self.backend == "local" or self.inference != "central",
             "central inference runs with the local backend only; pass --inference worker (or auto) with --backend ray.",
+        )
+        _require(
+            self.policy.recurrent is None or (self.inference != "central" and self.backend == "local"),
+            "a recurrent policy acts in the workers of the local backend so far; pass --inference worker and "
+            "--backend local with --recurrent.",
+        )
+        _require(
+            self.policy.recurrent is None or not self.ppo.rnd,
+            "RND reads single observations and a recurrent policy sequences; turn one of --rnd and --recurrent off.",
         )
         _require(
             self.inference in ("auto", "worker", "central"),

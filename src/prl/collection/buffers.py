@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -55,10 +55,15 @@ class Batch(NamedTuple):
     """[slots] worker that wrote each rollout."""
     env_ids: torch.Tensor
     """[N] global index of the env behind each column (worker * envs_per_worker + index)."""
+    initial_states: Optional[torch.Tensor] = None
+    """[N, state_size] each env's recurrent state before the rollout's first step (None without a memory)."""
+    episode_starts: Optional[torch.Tensor] = None
+    """[T, N] bool: observation t begins an episode, where a recurrent state starts afresh (None without a memory)."""
 
     def to(self, device: torch.device | str) -> Batch:
         """This batch with every tensor on `device`."""
-        return Batch(*(map_obs(lambda tensor: tensor.to(device), field) for field in self))
+        moved: list = [None if field is None else map_obs(lambda tensor: tensor.to(device), field) for field in self]
+        return Batch(*moved)
 
     def finished_episodes(self) -> tuple[list[float], list[int]]:
         """Returns and lengths of the episodes that ended inside this batch, in (time, env) order."""
@@ -77,6 +82,7 @@ def trajectory_bytes(
     obs_dim: Union[int, ObsLayout],
     action_dim: int,
     central: bool = False,
+    state_size: int = 0,
 ) -> int:
     """Bytes of shared memory a `TrajectoryBuffer` with these arguments takes (the sum of its tensors' sizes)."""
     S, T, E, A = num_slots, rollout_steps, envs_per_worker, action_dim
@@ -86,6 +92,8 @@ def trajectory_bytes(
     total += 8 * (2 * S + S * E)  # versions, worker ids, env ids
     if central:
         total += obs * S * E + 4 * S * T * E * A  # final observations, action noise
+    if state_size:
+        total += 4 * S * E * state_size + S * T * E  # initial recurrent states, episode starts
     return total
 
 
@@ -120,8 +128,13 @@ class TrajectoryBuffer:
         obs_dim: Union[int, ObsLayout],
         action_dim: int,
         central: bool = False,
+        state_size: int = 0,
     ):
         """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype).
+
+        `state_size` above 0 (a recurrent policy's, `prl.nn.recurrent`) adds `initial_states`
+        ([slots, envs_per_worker, state_size], each env's state before the rollout) and
+        `episode_starts` ([slots, T, envs_per_worker] bool, the observations that begin an episode).
 
         `central` adds what central inference (`prl.collection.central`) needs: `final_obs`, one observation per
         slot and env ([slots, envs_per_worker, ...]), where a worker leaves a truncated episode's last
@@ -130,7 +143,7 @@ class TrajectoryBuffer:
         """
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
-        check_shared_memory(trajectory_bytes(S, T, E, obs_dim, action_dim, central))
+        check_shared_memory(trajectory_bytes(S, T, E, obs_dim, action_dim, central, state_size))
 
         def floats(*shape: int) -> torch.Tensor:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
@@ -152,6 +165,8 @@ class TrajectoryBuffer:
         self.policy_versions = torch.full((S,), -1, dtype=torch.int64).share_memory_()
         self.worker_ids = torch.full((S,), -1, dtype=torch.int64).share_memory_()
         self.env_ids = torch.full((S, E), -1, dtype=torch.int64).share_memory_()
+        self.initial_states = floats(S, E, state_size) if state_size else None
+        self.episode_starts = torch.zeros(S, T, E, dtype=torch.bool).share_memory_() if state_size else None
 
     def numpy_views(self, slot: int) -> dict[str, np.ndarray]:
         """Writable numpy views of one slot, for the worker's step loop (no copies)."""
@@ -160,6 +175,9 @@ class TrajectoryBuffer:
         views["obs"] = map_obs(lambda tensor: tensor[slot].numpy(), self.obs)
         if self.noise is not None:
             views["noise"] = self.noise[slot].numpy()
+        if self.initial_states is not None and self.episode_starts is not None:
+            views["initial_states"] = self.initial_states[slot].numpy()
+            views["episode_starts"] = self.episode_starts[slot].numpy()
         return views
 
     def stamp(self, slot: int, worker: int, version: int) -> None:
@@ -194,6 +212,10 @@ class TrajectoryBuffer:
             policy_versions=self.policy_versions.index_select(0, index).clone(),
             worker_ids=self.worker_ids.index_select(0, index).clone(),
             env_ids=self.env_ids.index_select(0, index).reshape(-1).clone(),
+            initial_states=None
+            if self.initial_states is None
+            else self.initial_states.index_select(0, index).reshape(-1, self.initial_states.shape[-1]).to(device),
+            episode_starts=None if self.episode_starts is None else merge(self.episode_starts),
         )
 
 

@@ -114,6 +114,8 @@ def resolve_inference(config: Config, policy: ActorCritic) -> str:
     """
     if config.inference != "auto":
         return config.inference
+    if policy.core is not None:
+        return "worker"  # a recurrent policy's state lives with the actor in each worker
     on_cuda = policy.device.type == "cuda"
     return "central" if on_cuda and policy.encoder is not None else "worker"
 
@@ -156,6 +158,7 @@ class ActorPool:
             self.spec.obs_layout,
             self.spec.action_dim,
             central=self.inference == "central",
+            state_size=policy.state_size,
         )
         self.weights = SharedWeights(policy)
         self._collecting = False

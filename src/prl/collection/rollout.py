@@ -63,6 +63,8 @@ class RolloutCollector:
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(obs)
         self.obs = self._stack(first_obs)
+        self.episode_start = np.ones(num_envs, dtype=bool)
+        """Which envs' current observation begins an episode (a recurrent policy resets its state there)."""
         self.episode_return = [0.0] * num_envs
         self.episode_length = [0] * num_envs
 
@@ -100,15 +102,22 @@ class RolloutCollector:
         self._begin(views)
         steps = views["rewards"].shape[0]
         every_env = range(len(self.envs))
+        starts = views.get("episode_starts")
+        if starts is not None:
+            views["initial_states"][...] = self.actor.initial_states(len(self.envs))
         for t in range(steps):
-            actions, views["logprobs"][t], views["values"][t] = self.actor.act(self._row(views, t))
+            if starts is not None:
+                starts[t] = self.episode_start
+            actions, views["logprobs"][t], views["values"][t] = self.actor.act(self._row(views, t), self.episode_start)
             views["actions"][t] = actions
             truncated_envs = self._step(views, t, every_env)
+            self.episode_start = views["terminated"][t] | views["truncated"][t]
             if truncated_envs:
                 indices = [i for i, _ in truncated_envs]
-                views["final_values"][t, indices] = self.actor.value(self._stack([o for _, o in truncated_envs]))
+                final_obs = self._stack([o for _, o in truncated_envs])
+                views["final_values"][t, indices] = self.actor.value(final_obs, envs=indices)
         self._finish(views)
-        views["values"][steps] = self.actor.value(self.obs)
+        views["values"][steps] = self.actor.value(self.obs, self.episode_start)
 
     def collect_central(
         self, views: dict, slot: int, client: InferenceClient, final_obs, rng: np.random.Generator

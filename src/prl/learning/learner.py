@@ -36,6 +36,10 @@ class Prepared(NamedTuple):
     """[B, D] raw observations (a dict of [B, *leaf shape] for other layouts), for the normalizer."""
     intrinsic_stats: dict
     """RND's reward statistics (empty without RND)."""
+    initial_states: Optional[torch.Tensor] = None
+    """[N, state_size] each env's recurrent state at the rollout's start (None without a memory)."""
+    steps: int = 0
+    """T, the rollout's length: a recurrent policy's minibatches are whole [T, env] sequences."""
 
 
 class Learner:
@@ -114,7 +118,7 @@ class Learner:
     def _update(self, batch: Batch, start: float, statistics: list, last_good: tuple) -> dict:
         """`update`'s body, given the state before it (which a non-finite loss, or a failure, puts back)."""
         ppo = self.config.ppo
-        samples, raw_obs, intrinsic_stats = self._prepare(batch)
+        samples, raw_obs, intrinsic_stats, initial_states, steps = self._prepare(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
         names = LOSS_TERMS + (RND_TERMS if self.rnd is not None else ())
@@ -122,13 +126,15 @@ class Learner:
         gradient_steps = epochs_run = 0
         non_finite = False
         size = len(samples)
-        # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch.
+        # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch; a
+        # recurrent policy's are made of whole env sequences, so at most one per env.
         num_minibatches = max(1, round(size / ppo.minibatch_size))
+        if initial_states is not None:
+            num_minibatches = min(num_minibatches, initial_states.shape[0])
         for _ in range(ppo.epochs):
-            order = torch.randperm(size, generator=self.generator).to(self.device)
             epoch_totals = torch.zeros_like(totals)
-            for mb in order.tensor_split(num_minibatches):
-                loss, terms = self._minibatch_loss(samples.take(mb))
+            for mb, mb_states in self._minibatches(size, num_minibatches, initial_states, steps):
+                loss, terms = self._minibatch_loss(samples.take(mb), mb_states)
                 self.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = self.optimizer.clip_grad_norm(ppo.max_grad_norm)
@@ -219,14 +225,37 @@ class Learner:
                     returns=returns.reshape(-1),
                     int_returns=int_returns,
                     next_obs=next_obs,
+                    episode_starts=None if batch.episode_starts is None else batch.episode_starts.reshape(-1).float(),
                 )
             )
-        return Prepared(b_samples, raw_obs, intrinsic_stats)
+        return Prepared(b_samples, raw_obs, intrinsic_stats, batch.initial_states, steps)
 
-    def _minibatch_loss(self, mb: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_TERMS, RND_TERMS)."""
+    def _minibatches(self, size: int, count: int, initial_states: Optional[torch.Tensor], steps: int):
+        """One epoch's `count` minibatches: (sample positions, their envs' initial states or None).
+
+        Without a memory, a random split of every sample. With one, a random split of the envs,
+        each minibatch every step of its envs in time-major order (position t x N + env).
+        """
+        if initial_states is None:
+            order = torch.randperm(size, generator=self.generator).to(self.device)
+            return ((index, None) for index in order.tensor_split(count))
+        num_envs = initial_states.shape[0]
+        order = torch.randperm(num_envs, generator=self.generator).to(self.device)
+        times = torch.arange(steps, device=self.device)[:, None] * num_envs
+        return (((times + envs[None, :]).reshape(-1), initial_states[envs]) for envs in order.tensor_split(count))
+
+    def _minibatch_loss(
+        self, mb: Minibatch, initial_states: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of one minibatch and its logged terms (a detached tensor in the order of LOSS_TERMS, RND_TERMS).
+
+        A recurrent policy's minibatch is whole sequences, replayed from `initial_states`."""
         ppo = self.config.ppo
-        new_logprob, entropy, new_values = self.policy.score(mb.obs, mb.actions)
+        episode_starts = None
+        if initial_states is not None:
+            assert mb.episode_starts is not None  # stored for a recurrent policy
+            episode_starts = mb.episode_starts.reshape(-1, initial_states.shape[0]) > 0.5
+        new_logprob, entropy, new_values = self.policy.score(mb.obs, mb.actions, initial_states, episode_starts)
         advantages = normalize_advantages(mb.advantages) if ppo.norm_adv else mb.advantages
         parts = ppo_loss(
             new_logprob,

@@ -35,6 +35,8 @@ class Minibatch(NamedTuple):
     """[M] RND's intrinsic returns, the intrinsic critic's targets (None without RND)."""
     next_obs: Optional[torch.Tensor] = None
     """[M, D] the raw observations after each step, RND's predictor's input (None without RND)."""
+    episode_starts: Optional[torch.Tensor] = None
+    """[M] 1.0 where the observation begins an episode, for a recurrent policy's replay (None without one)."""
 
 
 class Samples:

@@ -74,11 +74,14 @@ class NumpyActor:
         out += bias
         return out
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        """Critic values [B] for raw observations [B, obs_dim]."""
+    state = None
+    """A memoryless policy carries no state (see `TorchActor.state`)."""
+
+    def value(self, obs: np.ndarray, episode_start=None, envs=None) -> np.ndarray:
+        """Critic values [B] for raw observations [B, obs_dim] (`episode_start` and `envs` matter to a memory only)."""
         return self._mlp(self.critic, self._prepare(obs))[:, 0]
 
-    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def act(self, obs: np.ndarray, episode_start=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions for raw observations [B, obs_dim]: (actions [B, action_dim], log-probs [B], values [B])."""
         x = self._prepare(obs)
         values = self._mlp(self.critic, x)[:, 0]
@@ -119,6 +122,8 @@ class TorchActor:
         self.spec = policy.spec
         self.policy = policy
         self.generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        self.state: torch.Tensor | None = None
+        """A recurrent policy's state [envs, state_size] after the last step acted (zeros before the first); None without a memory."""
 
     def load(self, policy: ActorCritic) -> None:
         """Nothing to copy: the actor reads `policy` itself, whose weights the worker updates in place."""
@@ -128,18 +133,53 @@ class TorchActor:
     def _tensors(obs: ArrayObservations) -> Observations:
         return map_obs(torch.from_numpy, obs)
 
-    def value(self, obs: ArrayObservations) -> np.ndarray:
-        """Critic values [B] for raw observations (arrays with a leading batch axis)."""
-        with torch.inference_mode():
-            return self.policy.get_value(self._tensors(obs)).numpy()
+    def _state(self, num_envs: int) -> torch.Tensor:
+        if self.state is None:
+            assert self.policy.core is not None  # asked only of a recurrent policy
+            self.state = self.policy.core.initial_state(num_envs)
+        return self.state
 
-    def act(self, obs: ArrayObservations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample actions for raw observations: (actions [B, action_dim], log-probs [B], values [B])."""
+    def initial_states(self, num_envs: int) -> np.ndarray:
+        """A recurrent policy's state before the next step, [num_envs, state_size] (what a slot stores)."""
+        return self._state(num_envs).numpy()
+
+    def value(self, obs: ArrayObservations, episode_start=None, envs=None) -> np.ndarray:
+        """Critic values [B] for raw observations (arrays with a leading batch axis).
+
+        A recurrent policy values them from the current state of the envs `envs` (every env when
+        None), reset where `episode_start` says, and keeps its state as it was.
+        """
         with torch.inference_mode():
-            actions, logprob, _, values = self.policy.get_action_and_value(self._tensors(obs), generator=self.generator)
+            tensors = self._tensors(obs)
+            if self.policy.core is None:
+                return self.policy.get_value(tensors).numpy()
+            state = self._state(len(episode_start) if episode_start is not None else len(envs))
+            rows = state if envs is None else state[list(envs)]
+            starts = (
+                torch.zeros(rows.shape[0], dtype=torch.bool)
+                if episode_start is None
+                else torch.from_numpy(episode_start)
+            )
+            return self.policy.value_after(tensors, rows, starts).numpy()
+
+    def act(self, obs: ArrayObservations, episode_start=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions for raw observations: (actions [B, action_dim], log-probs [B], values [B]).
+
+        A recurrent policy steps its state (reset first where `episode_start` [B] says)."""
+        with torch.inference_mode():
+            tensors = self._tensors(obs)
+            if self.policy.core is None:
+                actions, logprob, _, values = self.policy.get_action_and_value(tensors, generator=self.generator)
+            else:
+                state = self._state(len(episode_start))
+                actions, logprob, values, self.state = self.policy.step(
+                    tensors, state, torch.from_numpy(episode_start), generator=self.generator
+                )
         return actions.numpy(), logprob.numpy(), values.numpy()
 
 
 def make_actor(policy: ActorCritic, rng: np.random.Generator):
-    """The numpy actor for flat observations (the fast path), the torch policy for encoders."""
-    return NumpyActor(policy, rng) if policy.encoder is None else TorchActor(policy, rng)
+    """The numpy actor for flat observations (the fast path), the torch policy for encoders and memories."""
+    if policy.encoder is None and policy.core is None:
+        return NumpyActor(policy, rng)
+    return TorchActor(policy, rng)

@@ -20,6 +20,7 @@ from prl.envs.presets import normalizes_observations
 from prl.envs.spec import CONTINUOUS, DISCRETE, EnvSpec
 from prl.nn.encoders import ObsEncoder, vector_size
 from prl.nn.normalize import ObsNormalizer
+from prl.nn.recurrent import RecurrentCore
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 """log(sqrt(2 pi)), the constant term of a Gaussian log-density."""
@@ -65,6 +66,11 @@ class ActorCritic(nn.Module):
             self.obs_normalizer = ObsNormalizer(vector_size(spec.obs_layout), obs_clip, normalize_obs)
             self.encoder = ObsEncoder(spec.obs_layout, config.encoder)
             obs_dim = self.encoder.out_size
+        self.core: Optional[RecurrentCore] = None
+        """The memory between the features and the heads (`prl.nn.recurrent`), shared by actor and critic; None without."""
+        if config.recurrent is not None:
+            self.core = RecurrentCore(config.recurrent, obs_dim, config.recurrent_size)
+            obs_dim = config.recurrent_size
         self.critic = mlp(obs_dim, config.hidden_sizes, 1, config.activation, out_std=1.0)
         if spec.action_kind == CONTINUOUS:
             self.actor = mlp(obs_dim, config.hidden_sizes, spec.action_dim, config.activation, out_std=0.01)
@@ -103,8 +109,13 @@ class ActorCritic(nn.Module):
             assert isinstance(obs, dict)  # an encoder's layout: a dict of leaves
             self.obs_normalizer.update(self.encoder.vectors(obs))
 
+    def _stateless(self) -> None:
+        if self.core is not None:
+            raise ValueError("a recurrent policy acts with step(obs, state, episode_start), which carries its state.")
+
     def get_value(self, obs: Observations) -> torch.Tensor:
         """Critic's value estimate, shape [B]."""
+        self._stateless()
         return self.critic(self.features(self.prepare(obs))).squeeze(-1)
 
     def _heads(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -187,6 +198,7 @@ class ActorCritic(nn.Module):
         gives the randomness instead (see `_sample_with`), so that each row's action depends only
         on its own observation and noise.
         """
+        self._stateless()
         x = self.features(self.prepare(obs))
         heads = self._heads(x)
         if action is None:
@@ -194,15 +206,62 @@ class ActorCritic(nn.Module):
         logprob, entropy = self._score(heads, action)
         return action, logprob, entropy, self.critic(x).squeeze(-1)
 
-    def score(self, inputs: Observations, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (`prepare`'s output)."""
+    def score(
+        self,
+        inputs: Observations,
+        action: torch.Tensor,
+        initial_state: Optional[torch.Tensor] = None,
+        episode_starts: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob [B], entropy [B] and value [B] of `action` given network inputs (`prepare`'s output).
+
+        A recurrent policy scores whole sequences: the B samples are T steps of n envs, in time-major
+        order (B = T x n), replayed from `initial_state` [n, state_size] with `episode_starts` [T, n].
+        """
         x = self.features(inputs)
+        if self.core is not None:
+            assert initial_state is not None and episode_starts is not None  # a recurrent policy scores sequences
+            steps, envs = episode_starts.shape
+            x, _ = self.core.replay(x.reshape(steps, envs, -1), initial_state, episode_starts)
+            x = x.reshape(steps * envs, -1)
         logprob, entropy = self._score(self._heads(x), action)
         return logprob, entropy, self.critic(x).squeeze(-1)
+
+    @property
+    def state_size(self) -> int:
+        """Width of one env's recurrent state (0 without a memory)."""
+        return self.core.state_size if self.core is not None else 0
+
+    def step(
+        self,
+        obs: Observations,
+        state: torch.Tensor,
+        episode_start: torch.Tensor,
+        deterministic: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A recurrent policy's one step for B envs: (action [B, A], log-prob [B], value [B], new state [B, S]).
+
+        `episode_start` [B] (bool) marks observations that begin an episode: their state starts from zeros.
+        """
+        assert self.core is not None  # only a recurrent policy carries a state
+        x, state = self.core.step(self.features(self.prepare(obs)), state, episode_start)
+        heads = self._heads(x)
+        action = self._choose(heads, deterministic, generator)
+        logprob, _ = self._score(heads, action)
+        return action, logprob, self.critic(x).squeeze(-1), state
+
+    def value_after(self, obs: Observations, state: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        """A recurrent policy's value [B] of `obs` seen from `state`, without acting or keeping the new state
+        (the bootstrap value after a rollout, or a truncated episode's final observation)."""
+        assert self.core is not None  # only a recurrent policy carries a state
+        x, _ = self.core.step(self.features(self.prepare(obs)), state, episode_start)
+        return self.critic(x).squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: Observations, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation: the mean or most likely action when deterministic."""
+        self._stateless()
         return self._choose(self._heads(self.features(self.prepare(obs))), deterministic)
 
 

@@ -54,11 +54,22 @@ def evaluate(
         since_reward = np.zeros(episodes, dtype=np.int64)
         stalled = 0
         torch.manual_seed(evaluation_seed(seed))
+        # A recurrent policy's state per env, reset where an episode (or a game's life) begins.
+        state = cpu_policy.core.initial_state(episodes) if cpu_policy.core is not None else None
+        starts = np.ones(episodes, dtype=bool)
         with torch.inference_mode():
             while active.any():
                 live = np.flatnonzero(active)
                 batch = map_obs(torch.from_numpy, layout.stack([obs[i] for i in live]))
-                actions = cpu_policy.act(batch, deterministic=deterministic).numpy()
+                if state is None:
+                    actions = cpu_policy.act(batch, deterministic=deterministic).numpy()
+                else:
+                    rows = torch.from_numpy(live)
+                    action_tensor, _, _, state[rows] = cpu_policy.step(
+                        batch, state[rows], torch.from_numpy(starts[live]), deterministic=deterministic
+                    )
+                    actions = action_tensor.numpy()
+                    starts[live] = False
                 for i, env_action in zip(live, policy.spec.to_env_actions(actions)):
                     next_obs, reward, terminated, truncated, info = envs[i].step(env_action)
                     returns[i] += reward
@@ -76,6 +87,7 @@ def evaluate(
                         active[i] = False
                     elif terminated or truncated:  # a life lost: the game goes on
                         obs[i] = envs[i].reset()[0]
+                        starts[i] = True
     finally:
         for env in envs:
             env.close()
