@@ -63,7 +63,7 @@ def rnd_learner(**options):
 
 def on_learner(learner, batch):
     """The batch on the learner's device, as `Learner.update` would move it."""
-    return Batch(*(tensor.to(learner.device) for tensor in batch))
+    return batch.to(learner.device)
 
 
 def test_update_trains_predictor_and_intrinsic_head_but_never_the_target(device):

@@ -19,7 +19,9 @@ def batch_of(size, obs):
 
 def test_each_field_of_a_minibatch_is_its_rows_of_the_whole_batch():
     full = batch_of(10, torch.randn(10, 4))
-    full = full._replace(int_returns=torch.randn(10), next_obs=torch.randn(10, 4))
+    full = full._replace(
+        int_returns=torch.randn(10), next_obs=torch.randn(10, 4), episode_starts=(torch.rand(10) < 0.3).float()
+    )
     samples = Samples(full)
     index = torch.tensor([7, 0, 3])
     minibatch = samples.take(index)
@@ -35,5 +37,5 @@ def test_leaves_keep_their_dtype_and_fields_left_out_stay_none():
     minibatch = Samples(full).take(torch.tensor([5, 1]))
     assert minibatch.obs["image"].dtype == torch.uint8
     assert torch.equal(minibatch.obs["image"], images[[5, 1]])
-    assert minibatch.int_returns is None and minibatch.next_obs is None
+    assert minibatch.int_returns is None and minibatch.next_obs is None and minibatch.episode_starts is None
     assert torch.equal(minibatch.advantages, full.advantages[[5, 1]])

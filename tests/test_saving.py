@@ -110,14 +110,14 @@ def test_out_of_memory_in_an_update_saves_the_run_as_it_was_before_that_update(t
     calls = {"third update": 0}
     before_third = {}
 
-    def loss_until_memory_runs_out(self, minibatch):
+    def loss_until_memory_runs_out(self, minibatch, *args):
         if self.updates == 2:
             if not calls["third update"]:
                 before_third.update(copy.deepcopy(self.state_dict()))
             calls["third update"] += 1
             if calls["third update"] > 3:  # three minibatch steps into the third update
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_loss(self, minibatch)
+        return real_loss(self, minibatch, *args)
 
     monkeypatch.setattr(Learner, "_minibatch_loss", loss_until_memory_runs_out)
     out = tmp_path / "run"
