@@ -169,3 +169,25 @@ def test_paths_a_memory_does_not_take_yet_are_refused_in_one_sentence():
         recurrent_config("gru", rnd=True)
     with pytest.raises(ConfigError, match="recurrent must be lstm, gru or unset, got 'rnn'"):
         recurrent_config("rnn")
+
+
+def test_a_killed_worker_of_a_recurrent_pool_is_replaced_and_its_envs_start_fresh(first_log_ratios, no_leaks):
+    import time
+
+    import psutil
+
+    from prl import ActorPool, Learner
+
+    config = recurrent_config("gru")
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        psutil.Process(pool.pids[0]).kill()
+        time.sleep(0.2)
+        with pytest.warns(UserWarning, match="worker 0 died"):
+            batch = pool.collect()
+    assert pool.restarts == 1
+    assert batch.episode_starts[0, :3].all() and not batch.initial_states[:3].any(), "the replacement starts afresh"
+    assert batch.initial_states[3:].abs().sum() > 0, "the other worker carries its states on"
+    learner.update(batch)
+    assert float(first_log_ratios[0].abs().max()) <= 1e-5
