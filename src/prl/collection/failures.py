@@ -11,6 +11,13 @@ from prl.config import Config
 from prl.errors import WorkerError
 
 
+def stuck(timeout_s: float) -> str:
+    """How a restart message names a worker killed for sending nothing within `timeout_s` (stuck in an env)."""
+    return (
+        f"sent no rollout within {timeout_s:.0f} s, so it was killed (raise --worker-timeout if the env is this slow)"
+    )
+
+
 class Failures:
     """The failure rules both backends share: each worker's restart budget, and what an env error means.
 

@@ -90,7 +90,7 @@ from prl import seeding
 from prl.collection.buffers import Batch, SharedWeights, TrajectoryBuffer
 from prl.collection.central import InferenceProcess, InferenceServer
 from prl.collection.child import ChildError, child_process, start_child
-from prl.collection.failures import Failures
+from prl.collection.failures import Failures, stuck
 from prl.collection.processes import stop_processes, worker_context
 from prl.collection.worker import worker_main
 from prl.config import Config
@@ -381,12 +381,7 @@ class ActorPool:
         self._processes[worker].kill()
         self._processes[worker].join(timeout=JOIN_S)
         self._drain(worker)
-        self._recover(
-            worker,
-            f"sent no rollout within {self.config.worker_timeout:.0f} s, so it was killed "
-            "(raise --worker-timeout if the env is this slow)",
-            replace=True,
-        )
+        self._recover(worker, stuck(self.config.worker_timeout), replace=True)
 
     def _check_server(self) -> None:
         """Raise the inference server's error, if it stopped with one."""

@@ -88,7 +88,7 @@ from prl.collection.child import (
     start_child,
     use_one_thread,
 )
-from prl.collection.failures import Failures
+from prl.collection.failures import Failures, stuck
 from prl.collection.processes import stop_processes, worker_context
 from prl.collection.rollout import RolloutCollector, action_rng
 from prl.config import Config
@@ -359,11 +359,7 @@ class RayDriver:
                     _, version, weights = self._inflight.pop(worker)
                     with contextlib.suppress(Exception):
                         ray.kill(self._actors[worker], no_restart=True)
-                    self._recover(
-                        worker,
-                        f"sent no rollout within {self.config.worker_timeout:.0f} s, so it was killed "
-                        "(raise --worker-timeout if the env is this slow)",
-                    )
+                    self._recover(worker, stuck(self.config.worker_timeout))
                     self._request(worker, version, weights)
                 deadline = time.monotonic() + self.config.worker_timeout
                 continue

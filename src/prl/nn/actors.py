@@ -74,9 +74,6 @@ class NumpyActor:
         out += bias
         return out
 
-    state = None
-    """A memoryless policy carries no state (see `TorchActor.state`)."""
-
     def value(self, obs: np.ndarray, episode_start=None, envs=None) -> np.ndarray:
         """Critic values [B] for raw observations [B, obs_dim] (`episode_start` and `envs` matter to a memory only)."""
         return self._mlp(self.critic, self._prepare(obs))[:, 0]
