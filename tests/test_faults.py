@@ -75,6 +75,12 @@ def test_killing_the_learner_stops_every_worker_within_5_s(tmp_path):
         time.sleep(0.1)
     assert process.poll() is None
     assert len(session_workers(process.pid)) >= 2, "the workers should be running (the forkserver is not one)"
+    assert not kill_and_collect_survivors(process), "workers must notice their learner is gone and exit"
+
+
+def kill_and_collect_survivors(process: subprocess.Popen) -> list:
+    """SIGKILL a learner started in a session of its own; return what of its session still runs 5 s later
+    (then killed too, so that a failing test leaves nothing behind)."""
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + 5
@@ -83,7 +89,7 @@ def test_killing_the_learner_stops_every_worker_within_5_s(tmp_path):
     survivors = session_processes(process.pid)
     if survivors:
         os.killpg(process.pid, signal.SIGKILL)
-    assert not survivors, "workers must notice their learner is gone and exit"
+    return survivors
 
 
 HANGING_RUN = """
@@ -129,15 +135,7 @@ def start_hanging_run(tmp_path) -> tuple[subprocess.Popen, Path]:
 def test_a_worker_stuck_in_an_env_dies_with_its_killed_learner(tmp_path):
     process, _ = start_hanging_run(tmp_path)
     assert len(session_workers(process.pid)) == 2, "both workers run (the forkserver is not one)"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    deadline = time.monotonic() + 5
-    while session_processes(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    survivors = session_processes(process.pid)
-    if survivors:
-        os.killpg(process.pid, signal.SIGKILL)
-    assert not survivors, "a worker stuck in env.step must not outlive its learner"
+    assert not kill_and_collect_survivors(process), "a worker stuck in env.step must not outlive its learner"
 
 
 def test_ctrl_c_stops_a_run_at_once_while_it_waits_for_a_stuck_worker(tmp_path):

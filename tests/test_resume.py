@@ -7,29 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_checkpoint import BATCH
+from test_checkpoint import small_config as checkpoint_config
 
-from prl import ConfigError, train, tuned_config
+from prl import ConfigError, train
 from prl.run.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
 from prl.run.cli import main, parse_args
 
-BATCH = 2 * 4 * 16
 TIMING = ("steps_per_s",)
 
 
 def small_config(out, updates, **options):
-    values = dict(
-        workers=2,
-        envs_per_worker=4,
-        rollout_steps=16,
-        minibatch_size=64,
-        steps=updates * BATCH,
-        seed=3,
-        progress=False,
-        eval_episodes=2,
-        out=str(out),
-        save_every=2,
-    )
-    return tuned_config("CartPole-v1", **{**values, **options})
+    """test_checkpoint's small CartPole run, with a checkpoint every 2 updates."""
+    return checkpoint_config(out, updates, **{"seed": 3, "save_every": 2, **options})
 
 
 def folder_digest(folder: Path) -> dict:
