@@ -91,3 +91,35 @@ def test_game_score_info_marks_only_the_games_end():
         assert not info[GAME_OVER] and info[GAME_SCORE] == 0.0 and not (terminated or truncated)
     finally:
         env.close()
+
+
+def test_cartpole_without_velocities_shows_the_position_and_angle_of_cartpole():
+    hidden = make_env(EnvFactory("prl/CartPoleNoVel-v1"))
+    full = make_env(EnvFactory("CartPole-v1"))
+    assert hidden.observation_space.shape == (2,)
+    seen, _ = hidden.reset(seed=3)
+    state, _ = full.reset(seed=3)
+    steps = 0
+    while True:
+        np.testing.assert_array_equal(seen, state[[0, 2]])
+        seen, reward, terminated, truncated, _ = hidden.step(steps % 2)
+        state, full_reward, full_terminated, full_truncated, _ = full.step(steps % 2)
+        steps += 1
+        assert (reward, terminated, truncated) == (full_reward, full_terminated, full_truncated)
+        if terminated or truncated:
+            break
+    assert steps < 500
+
+
+@pytest.mark.parametrize(
+    "env_id, kind, action_dims",
+    [
+        ("popgym-PositionOnlyCartPoleEasy-v0", "vector", (2,)),
+        ("popgym-RepeatPreviousEasy-v0", "discrete", (4,)),
+        ("popgym-CountRecallEasy-v0", "discrete", (27,)),
+    ],
+)
+def test_popgym_ids_are_made_by_popgym(env_id, kind, action_dims):
+    spec = probe_env(Config(env=env_id))
+    (leaf,) = spec.obs_layout.leaves
+    assert leaf.kind == kind and spec.action_dims == action_dims

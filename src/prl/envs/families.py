@@ -10,6 +10,9 @@ one sentence), then applies the family's standard wrappers:
   need it, the loss of a life as an episode end and sign-clipped rewards, for learning only,
   and a stack of the last 4 frames. `GameScore` records the game's real score over all its
   lives, unclipped, and every return prl reports comes from it (`Family.game_scores`).
+- `prl/...`: the partially observable tasks prl registers itself (`prl.envs.partial`).
+- `popgym-...` (the `popgym` extra): the POPGym suite (Morad et al., ICLR 2023) of memory tasks,
+  as POPGym makes them.
 - `MiniGrid-...` and `BabyAI-...` (the `minigrid` extra): trained from the agent's 7x7 view
   alone (`ImgObsWrapper`; the mission text is dropped). The view holds object, colour and
   state indices of at most 10, and its space says so, so the network scales it by 1/10
@@ -155,7 +158,13 @@ def _minigrid(env: gym.Env) -> gym.Env:
     return env
 
 
+def _as_made(env: gym.Env) -> gym.Env:
+    return env
+
+
 FAMILIES = (
+    Family(("prl/",), "prl.envs.partial", "", _as_made),
+    Family(("popgym-",), "popgym", "popgym", _as_made),
     Family(("ALE/",), "ale_py", "atari", _atari, {"frameskip": 1}, on_import=_quiet_ale, game_scores=True),
     Family(("MiniGrid-", "BabyAI-"), "minigrid", "minigrid", _minigrid),
 )

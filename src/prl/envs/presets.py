@@ -159,6 +159,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         )
         for env in ("ALE/Pong-v5", "ALE/Breakout-v5")
     },
+    # CartPole seen through its positions only (prl.envs.partial): an LSTM of 64 between the
+    # observation and heads of one 64-unit layer, rl-zoo3's horizon for RecurrentPPO on the same
+    # task (gamma 0.999, lambda 0.98), 2 x 32 envs x 32 steps, 8 epochs of 256-sample minibatches
+    # (8 env sequences each). Seeds 1 to 5 at 200k: 500, 481.5, 500, 500, 500 (24 to 32 s of
+    # training each). Gamma 0.99 and lambda 0.95 reach 500 in 3 of 5 seeds; 16 envs per worker
+    # and 4 epochs swing between 213 and 500. The same run with --recurrent none stays near 40.
+    "prl/CartPoleNoVel-v1": dict(
+        recurrent="lstm",
+        recurrent_size=64,
+        hidden_sizes=(64,),
+        envs_per_worker=32,
+        batch_steps=2048,
+        steps=200_000,
+        lr=1e-3,
+        gamma=0.999,
+        gae_lambda=0.98,
+        epochs=8,
+        minibatch_size=256,
+        ent_coef=0.0,
+        normalize_reward=True,
+    ),
     # MiniGrid (the minigrid extra) trains from the 7x7 view through the small grid CNN
     # (`prl.nn.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
     # learn from, and more updates reach the goal sooner. Empty: 0.955 at 30k (seed 1).
