@@ -207,6 +207,21 @@ def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_
         assert torch.equal(local.policy_versions, remote.policy_versions)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_recurrent_policy_collects_on_ray_what_it_collects_locally(kind, local_ray, first_log_ratios, no_leaks):
+    options = dict(recurrent=kind, recurrent_size=8, rollout_steps=32, minibatch_size=192, epochs=1)
+    batches = {backend: collect_twice(ray_config(backend=backend, **options)) for backend in ("local", "ray")}
+    (_, _, local), (learner, _, remote) = batches["local"], batches["ray"]
+    assert remote.initial_states.abs().sum() > 0 and remote.episode_starts[1:].any()
+    assert torch.equal(local.episode_starts, remote.episode_starts)
+    assert torch.allclose(local.initial_states, remote.initial_states)
+    for name in FIELDS:
+        assert torch.allclose(getattr(local, name), getattr(remote, name), equal_nan=True), name
+    first_log_ratios.clear()
+    learner.update(remote)
+    assert float(first_log_ratios[0].abs().max()) <= 1e-5
+
+
 def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, no_leaks):
     config = ray_config(backend="ray", overlap=True, rollout_steps=256)
     learner = Learner(config)

@@ -123,11 +123,14 @@ def recurrent_config(kind: str, **options):
     return from_flat({**values, **options})
 
 
+@pytest.mark.parametrize("inference", ["worker", "central"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_the_learners_first_pass_reproduces_the_log_probs_that_acting_produced(kind, first_log_ratios, no_leaks):
+def test_the_learners_first_pass_reproduces_the_log_probs_that_acting_produced(
+    kind, inference, first_log_ratios, no_leaks
+):
     from prl import ActorPool, Learner
 
-    config = recurrent_config(kind)
+    config = recurrent_config(kind, inference=inference)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         pool.collect()
@@ -138,6 +141,22 @@ def test_the_learners_first_pass_reproduces_the_log_probs_that_acting_produced(k
     learner.update(batch)
     (log_ratios,) = first_log_ratios
     assert log_ratios.numel() == 64 * 6, "one minibatch: every env's whole sequence"
+    assert float(log_ratios.abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_chunks_of_bptt_steps_start_from_the_states_acting_had(kind, first_log_ratios, no_leaks):
+    from prl import ActorPool, Learner
+
+    config = recurrent_config(kind, bptt_steps=16)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        pool.publish(learner.policy)
+        batch = pool.collect()
+    learner.update(batch)
+    (log_ratios,) = first_log_ratios
+    assert log_ratios.numel() == 64 * 6, "one minibatch: 4 chunks of 16 steps of each of 6 envs"
     assert float(log_ratios.abs().max()) <= 1e-5
 
 
@@ -158,27 +177,30 @@ def test_a_recurrent_run_trains_evaluates_saves_and_resumes(tmp_path, no_leaks):
     assert resumed["env_steps"] == 6 * 384
 
 
-def test_paths_a_memory_does_not_take_yet_are_refused_in_one_sentence():
+def test_memory_options_it_cannot_take_are_refused_in_one_sentence():
     from prl import ConfigError
 
-    with pytest.raises(ConfigError, match="a recurrent policy acts in the workers of the local backend so far"):
-        recurrent_config("gru", inference="central")
-    with pytest.raises(ConfigError, match="a recurrent policy acts in the workers of the local backend so far"):
-        recurrent_config("gru", backend="ray")
     with pytest.raises(ConfigError, match="turn one of --rnd and --recurrent off"):
         recurrent_config("gru", rnd=True)
     with pytest.raises(ConfigError, match="recurrent must be lstm, gru or unset, got 'rnn'"):
         recurrent_config("rnn")
+    with pytest.raises(ConfigError, match=r"rollout_steps \(64\) must be a multiple of bptt_steps \(24\)"):
+        recurrent_config("lstm", bptt_steps=24)
+    with pytest.raises(ConfigError, match="bptt_steps cuts a recurrent policy's sequences"):
+        recurrent_config(None, bptt_steps=16)
 
 
-def test_a_killed_worker_of_a_recurrent_pool_is_replaced_and_its_envs_start_fresh(first_log_ratios, no_leaks):
+@pytest.mark.parametrize("inference", ["worker", "central"])
+def test_a_killed_worker_of_a_recurrent_pool_is_replaced_and_its_envs_start_fresh(
+    inference, first_log_ratios, no_leaks
+):
     import time
 
     import psutil
 
     from prl import ActorPool, Learner
 
-    config = recurrent_config("gru")
+    config = recurrent_config("gru", inference=inference)
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         pool.collect()
@@ -198,6 +220,6 @@ def test_cartpole_without_velocities_is_solved_with_a_memory_and_not_without(tmp
 
     env = "prl/CartPoleNoVel-v1"
     memory = train(tuned_config(env, progress=False, out=str(tmp_path / "lstm")))
-    assert memory["eval_return_mean"] >= 475, memory  # seeds 1 to 5: 481.5 to 500
+    assert memory["eval_return_mean"] >= 475, memory  # seeds 1 to 5: 499.6 to 500
     memoryless = train(tuned_config(env, recurrent=None, progress=False, out=str(tmp_path / "mlp")))
     assert memoryless["eval_return_mean"] < 200, memoryless  # seeds 1 to 3: 41 to 47

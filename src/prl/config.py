@@ -101,6 +101,8 @@ class PPOConfig:
     """With rnd: discount of the (non-episodic) intrinsic returns."""
     rnd_update_fraction: float = 0.25
     """With rnd: fraction of each minibatch the predictor trains on."""
+    bptt_steps: Optional[int] = None
+    """With recurrent: backpropagate through chunks of this many steps, each replayed from the state acting had there; unset: through the whole rollout (rollout_steps must be a multiple)."""
 
     def __post_init__(self) -> None:
         _require_finite(self)  # first: NaN fails every comparison below with a misleading sentence
@@ -122,6 +124,10 @@ class PPOConfig:
         _require(self.reward_clip > 0, f"reward_clip must be positive, got {self.reward_clip}.")
         _require(self.ext_coef >= 0 and self.int_coef >= 0, "ext_coef and int_coef must be non-negative.")
         _require(0.0 <= self.int_gamma <= 1.0, f"int_gamma must lie in [0, 1], got {self.int_gamma}.")
+        _require(
+            self.bptt_steps is None or self.bptt_steps >= 1,
+            f"bptt_steps must be at least 1 or unset, got {self.bptt_steps}.",
+        )
         _require(
             0.0 < self.rnd_update_fraction <= 1.0,
             f"rnd_update_fraction must lie in (0, 1], got {self.rnd_update_fraction}.",
@@ -265,11 +271,6 @@ class Config:
             "central inference runs with the local backend only; pass --inference worker (or auto) with --backend ray.",
         )
         _require(
-            self.policy.recurrent is None or (self.inference != "central" and self.backend == "local"),
-            "a recurrent policy acts in the workers of the local backend so far; pass --inference worker and "
-            "--backend local with --recurrent.",
-        )
-        _require(
             self.policy.recurrent is None or not self.ppo.rnd,
             "RND reads single observations and a recurrent policy sequences; turn one of --rnd and --recurrent off.",
         )
@@ -299,6 +300,15 @@ class Config:
         _require(
             self.eval_every == 0 or self.eval_episodes > 0,
             "eval_every needs eval_episodes above 0; set --eval-episodes or turn eval_every off.",
+        )
+        _require(
+            self.ppo.bptt_steps is None or self.policy.recurrent is not None,
+            "bptt_steps cuts a recurrent policy's sequences; pass --recurrent lstm or gru, or drop --bptt-steps.",
+        )
+        _require(
+            self.ppo.bptt_steps is None or self.rollout_steps % self.ppo.bptt_steps == 0,
+            f"rollout_steps ({self.rollout_steps}) must be a multiple of bptt_steps ({self.ppo.bptt_steps}), "
+            "so that every sequence has the same length; change one of them.",
         )
         _require(
             self.ppo.minibatch_size <= self.batch_size,

@@ -31,6 +31,15 @@ and a seeded run repeats its draws. What batching can still change is the arithm
 forward pass over a different number of rows, in the last bits of a float: it flips a sampled
 action only when the noise falls that close to a boundary between two actions.
 
+Memory. For a recurrent policy (`prl.nn.recurrent`) the server keeps every env's state, per
+worker, on its device. Before each "act" of rows 0 to T - 1 the worker writes its group's
+episode-start flags into the slot's `episode_starts` row; the server resets a flagged env's
+state, acts, and keeps the new state. At row 0 it first writes each env's state into the
+slot's `initial_states`, where the learner's replay starts from. Row T's values and a final
+observation's value are read from the state without keeping what they compute (row T's flags
+are the episode ends of row T - 1). A replacement worker's envs start from zeros: `attach`
+forgets the old worker's states.
+
 Batching. The server waits on every pipe at once, takes every message that has arrived, and
 serves them as one batch: one gather from the shared slots, one forward pass on the device,
 one scatter back. It never waits for a particular worker, so a hung or dead worker stalls only
@@ -116,6 +125,10 @@ class InferenceServer:
         self.weights = weights
         self.buffer = buffer
         self.groups = env_groups(buffer.envs_per_worker)
+        state_size = self.policy.state_size if buffer.episode_starts is not None else 0
+        self._states = torch.zeros(0, buffer.envs_per_worker, state_size, device=self.device)
+        """[workers seen, envs_per_worker, state_size]: each env's recurrent state, grown as workers attach."""
+        self._fresh: set[int] = set()
         self.error: Optional[ChildError] = None
         """The error that stopped the server, if one did."""
         self._held = -1
@@ -136,6 +149,7 @@ class InferenceServer:
         with self._lock:
             old = self._conns.get(worker)
             self._conns[worker] = conn
+            self._fresh.add(worker)
             if old is not None and old is not conn:
                 self._retired.append(old)  # closed by the server's thread, which may be waiting on it now
 
@@ -206,6 +220,8 @@ class InferenceServer:
         wanted = int(self._wanted[0])
         if self._held != wanted:
             self._held = self.weights.load_into(self.policy, self._held, wanted)
+        if self._states.shape[-1]:
+            self._track_states(max(worker for worker, _ in requests))
         finals = [(worker, message) for worker, message in requests if message[0] == "final"]
         acts = [(worker, message) for worker, message in requests if message[0] == "act"]
         if finals:
@@ -219,6 +235,17 @@ class InferenceServer:
             except (OSError, EOFError, BrokenPipeError):
                 self._drop(worker, conn)
 
+    def _track_states(self, last_worker: int) -> None:
+        """Give every worker up to `last_worker` a state row, and start attached workers' envs from zeros."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, set()
+        if self._states.shape[0] <= last_worker:
+            grow = last_worker + 1 - self._states.shape[0]
+            self._states = torch.cat([self._states, self._states.new_zeros(grow, *self._states.shape[1:])])
+        for worker in fresh:
+            if worker < self._states.shape[0]:
+                self._states[worker] = 0.0
+
     def _final_values(self, finals: list) -> None:
         workers, envs, slots, steps = [], [], [], []
         for worker, (_, slot, t, indices) in finals:
@@ -228,29 +255,54 @@ class InferenceServer:
             steps += [t] * len(indices)
         w, e = torch.tensor(workers), torch.tensor(envs)
         assert self.buffer.final_obs is not None  # a central buffer has final_obs and noise
-        obs = map_obs(lambda tensor: tensor[w, e], self.buffer.final_obs)
-        values = self.policy.get_value(self._to_device(obs))
+        obs = self._to_device(map_obs(lambda tensor: tensor[w, e], self.buffer.final_obs))
+        if self._states.shape[-1]:
+            state = self._states[w.to(self.device), e.to(self.device)]
+            values = self.policy.value_after(obs, state, torch.zeros(len(e), dtype=torch.bool, device=self.device))
+        else:
+            values = self.policy.get_value(obs)
         self.buffer.final_values[torch.tensor(slots), torch.tensor(steps), e] = values.cpu()
 
     def _act(self, acts: list) -> None:
-        slots, steps, envs = [], [], []
-        for _, (_, slot, t, group) in acts:
+        workers, slots, steps, envs = [], [], [], []
+        for worker, (_, slot, t, group) in acts:
             indices = self.groups[group]
+            workers += [worker] * len(indices)
             slots += [slot] * len(indices)
             steps += [t] * len(indices)
             envs += list(indices)
         s, t, e = torch.tensor(slots), torch.tensor(steps), torch.tensor(envs)
-        obs = map_obs(lambda tensor: tensor[s, t, e], self.buffer.obs)
+        obs = self._to_device(map_obs(lambda tensor: tensor[s, t, e], self.buffer.obs))
         assert self.buffer.noise is not None  # a central buffer has final_obs and noise
-        noise = self.buffer.noise[s, t.clamp(max=self.buffer.rollout_steps - 1), e]  # row T: values only
-        actions, logprobs, _, values = self.policy.get_action_and_value(
-            self._to_device(obs), noise=noise.to(self.device)
-        )
-        self.buffer.values[s, t, e] = values.cpu()
+        last = self.buffer.rollout_steps - 1
+        noise = self.buffer.noise[s, t.clamp(max=last), e].to(self.device)  # row T: values only
         acting = t < self.buffer.rollout_steps  # row T bootstraps: values only
+        if self._states.shape[-1]:
+            actions, logprobs, values = self._act_with_states(torch.tensor(workers), s, t, e, acting, obs, noise)
+        else:
+            actions, logprobs, _, values = self.policy.get_action_and_value(obs, noise=noise)
+        self.buffer.values[s, t, e] = values.cpu()
         s, t, e = s[acting], t[acting], e[acting]
         self.buffer.actions[s, t, e] = actions.cpu()[acting]
         self.buffer.logprobs[s, t, e] = logprobs.cpu()[acting]
+
+    def _act_with_states(self, w, s, t, e, acting, obs: Observations, noise: torch.Tensor):
+        """A recurrent policy's step for these rows (see Memory above): actions, log-probs and values."""
+        buffer = self.buffer
+        assert buffer.episode_starts is not None and buffer.initial_states is not None  # a recurrent buffer
+        last = buffer.rollout_steps - 1
+        t_row = t.clamp(max=last)
+        ended = buffer.terminated[s, t_row, e] | buffer.truncated[s, t_row, e]  # row T: row T - 1's ends
+        starts = torch.where(acting, buffer.episode_starts[s, t_row, e], ended)
+        wd, ed = w.to(self.device), e.to(self.device)
+        state = self._states[wd, ed]
+        first = t == 0
+        if first.any():
+            buffer.initial_states[s[first], e[first]] = state[first.to(self.device)].cpu()
+        actions, logprobs, values, new_state = self.policy.step(obs, state, starts.to(self.device), noise=noise)
+        keep = acting.to(self.device)
+        self._states[wd[keep], ed[keep]] = new_state[keep]
+        return actions, logprobs, values
 
     def _to_device(self, obs: Observations) -> Observations:
         if self.device.type == "cpu":

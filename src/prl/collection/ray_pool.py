@@ -165,7 +165,9 @@ class RolloutActor:
             self.collector = RolloutCollector(
                 factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation
             )
-            self.buffer = TrajectoryBuffer(1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim)
+            self.buffer = TrajectoryBuffer(
+                1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim, state_size=self.policy.state_size
+            )
         except Exception as error:
             self.failure = ChildError.of(error)
 
@@ -520,7 +522,12 @@ class RayPool:
         if not address and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         self.buffer = TrajectoryBuffer(
-            config.workers, config.rollout_steps, config.envs_per_worker, self.spec.obs_layout, self.spec.action_dim
+            config.workers,
+            config.rollout_steps,
+            config.envs_per_worker,
+            self.spec.obs_layout,
+            self.spec.action_dim,
+            state_size=policy.state_size,
         )
         self.weights = SharedWeights(policy)
         self.weights.publish(policy)

@@ -133,11 +133,15 @@ class RolloutCollector:
         steps = views["rewards"].shape[0]
         groups = env_groups(len(self.envs))
         noise = views["noise"]
+        starts = views.get("episode_starts")  # a recurrent policy's: the server resets states there
         gaussian = self.spec.action_kind == CONTINUOUS
 
         def request(t: int, group: int) -> None:
             if t < steps:
-                rows = noise[t, groups[group].start : groups[group].stop]
+                envs = slice(groups[group].start, groups[group].stop)
+                if starts is not None:
+                    starts[t, envs] = self.episode_start[envs]
+                rows = noise[t, envs]
                 rows[...] = (
                     rng.standard_normal(rows.shape, dtype=np.float32)
                     if gaussian
@@ -152,6 +156,8 @@ class RolloutCollector:
                 for group, envs in enumerate(groups):
                     client.reply()
                     truncated_envs = self._step(views, t, envs)
+                    ended = slice(envs.start, envs.stop)
+                    self.episode_start[ended] = views["terminated"][t, ended] | views["truncated"][t, ended]
                     if truncated_envs:
                         for i, observation in truncated_envs:
                             self._write_final(final_obs, i, observation)

@@ -37,9 +37,12 @@ class Prepared(NamedTuple):
     intrinsic_stats: dict
     """RND's reward statistics (empty without RND)."""
     initial_states: Optional[torch.Tensor] = None
-    """[N, state_size] each env's recurrent state at the rollout's start (None without a memory)."""
+    """[C x N, state_size] a recurrent policy's state where each of its sequences starts: chunk c of env n
+    at row c x N + n (C = 1 without bptt_steps: each env's state at the rollout's start). None without a memory."""
     steps: int = 0
-    """T, the rollout's length: a recurrent policy's minibatches are whole [T, env] sequences."""
+    """The length of a recurrent policy's sequences: T, the rollout's, or bptt_steps."""
+    envs: int = 0
+    """N, the batch's envs."""
 
 
 class Learner:
@@ -118,7 +121,7 @@ class Learner:
     def _update(self, batch: Batch, start: float, statistics: list, last_good: tuple) -> dict:
         """`update`'s body, given the state before it (which a non-finite loss, or a failure, puts back)."""
         ppo = self.config.ppo
-        samples, raw_obs, intrinsic_stats, initial_states, steps = self._prepare(batch)
+        samples, raw_obs, intrinsic_stats, initial_states, steps, envs = self._prepare(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
         names = LOSS_TERMS + (RND_TERMS if self.rnd is not None else ())
@@ -133,7 +136,7 @@ class Learner:
             num_minibatches = min(num_minibatches, initial_states.shape[0])
         for _ in range(ppo.epochs):
             epoch_totals = torch.zeros_like(totals)
-            for mb, mb_states in self._minibatches(size, num_minibatches, initial_states, steps):
+            for mb, mb_states in self._minibatches(size, num_minibatches, initial_states, steps, envs):
                 loss, terms = self._minibatch_loss(samples.take(mb), mb_states)
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -215,9 +218,10 @@ class Learner:
                 next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
             # The normalizer's statistics stay fixed until the update ends, so the networks'
             # input is computed once for the whole batch.
+            prepared_obs = self.policy.prepare(raw_obs)
             b_samples = Samples(
                 Minibatch(
-                    obs=self.policy.prepare(raw_obs),
+                    obs=prepared_obs,
                     actions=batch.actions.reshape(steps * num_envs, -1),
                     logprobs=batch.logprobs.reshape(-1),
                     values=batch.values[:-1].reshape(-1),
@@ -228,21 +232,46 @@ class Learner:
                     episode_starts=None if batch.episode_starts is None else batch.episode_starts.reshape(-1).float(),
                 )
             )
-        return Prepared(b_samples, raw_obs, intrinsic_stats, batch.initial_states, steps)
+            sequence_states, sequence_steps = self._sequence_starts(prepared_obs, batch)
+        return Prepared(b_samples, raw_obs, intrinsic_stats, sequence_states, sequence_steps, num_envs)
 
-    def _minibatches(self, size: int, count: int, initial_states: Optional[torch.Tensor], steps: int):
-        """One epoch's `count` minibatches: (sample positions, their envs' initial states or None).
+    def _sequence_starts(self, prepared_obs: Observations, batch: Batch) -> tuple[Optional[torch.Tensor], int]:
+        """A recurrent policy's sequences: the state each starts from [C x N, state_size], and their length.
 
-        Without a memory, a random split of every sample. With one, a random split of the envs,
-        each minibatch every step of its envs in time-major order (position t x N + env).
+        Without bptt_steps, each env's whole rollout from its stored initial state. With it, chunks
+        of bptt_steps, each starting from the state the core reaches there when it replays the
+        rollout with the weights before the update: in sync mode, the state acting had.
+        """
+        steps = batch.rewards.shape[0]
+        chunk = self.config.ppo.bptt_steps
+        if batch.initial_states is None or chunk is None or chunk >= steps:
+            return batch.initial_states, steps
+        assert self.policy.core is not None and batch.episode_starts is not None  # a recurrent batch
+        features = self.policy.features(prepared_obs).reshape(steps, batch.rewards.shape[1], -1)
+        starts = [batch.initial_states]
+        for begin in range(0, steps - chunk, chunk):
+            end = begin + chunk
+            _, state = self.policy.core.replay(features[begin:end], starts[-1], batch.episode_starts[begin:end])
+            starts.append(state)
+        return torch.cat(starts), chunk
+
+    def _minibatches(self, size: int, count: int, initial_states: Optional[torch.Tensor], steps: int, num_envs: int):
+        """One epoch's `count` minibatches: (sample positions, their sequences' initial states or None).
+
+        Without a memory, a random split of every sample. With one, a random split of the
+        sequences (chunk c of env n, `Prepared.initial_states`), each minibatch every step of its
+        sequences in time-major order (sample position t x N + n).
         """
         if initial_states is None:
             order = torch.randperm(size, generator=self.generator).to(self.device)
             return ((index, None) for index in order.tensor_split(count))
-        num_envs = initial_states.shape[0]
-        order = torch.randperm(num_envs, generator=self.generator).to(self.device)
+        order = torch.randperm(initial_states.shape[0], generator=self.generator).to(self.device)
+        firsts = (order // num_envs) * steps * num_envs + order % num_envs  # each sequence's first sample
         times = torch.arange(steps, device=self.device)[:, None] * num_envs
-        return (((times + envs[None, :]).reshape(-1), initial_states[envs]) for envs in order.tensor_split(count))
+        return (
+            ((times + first[None, :]).reshape(-1), initial_states[sequences])
+            for sequences, first in zip(order.tensor_split(count), firsts.tensor_split(count))
+        )
 
     def _minibatch_loss(
         self, mb: Minibatch, initial_states: Optional[torch.Tensor] = None

@@ -239,15 +239,17 @@ class ActorCritic(nn.Module):
         episode_start: torch.Tensor,
         deterministic: bool = False,
         generator: Optional[torch.Generator] = None,
+        noise: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """A recurrent policy's one step for B envs: (action [B, A], log-prob [B], value [B], new state [B, S]).
 
         `episode_start` [B] (bool) marks observations that begin an episode: their state starts from zeros.
+        `generator` and `noise` choose the samples as in `get_action_and_value`.
         """
         assert self.core is not None  # only a recurrent policy carries a state
         x, state = self.core.step(self.features(self.prepare(obs)), state, episode_start)
         heads = self._heads(x)
-        action = self._choose(heads, deterministic, generator)
+        action = self._choose(heads, deterministic, generator, noise)
         logprob, _ = self._score(heads, action)
         return action, logprob, self.critic(x).squeeze(-1), state
 
