@@ -77,3 +77,35 @@ def test_load_follows_new_weights():
     np.testing.assert_allclose(actor.value(obs), before)
     actor.load(policy)
     np.testing.assert_allclose(actor.value(obs), before + 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_recurrent_numpy_actor_steps_its_state_as_the_torch_policy_does(kind):
+    env = EnvFactory(functools.partial(toy_envs.CountingEnv, action_kind="discrete"))()
+    spec = spec_from_spaces("toy", env.observation_space, env.action_space)
+    torch.manual_seed(0)
+    policy = build_policy(spec, PolicyConfig(hidden_sizes=(16,), recurrent=kind, recurrent_size=8), True, 5.0)
+    policy.obs_normalizer.update(torch.randn(64, 2) * 4 + 2)
+    actor = NumpyActor(policy, np.random.default_rng(6))
+    generator = np.random.default_rng(7)
+    state = policy.core.initial_state(5)
+    assert np.array_equal(actor.initial_states(5), state.numpy())
+    for t in range(6):
+        obs = generator.normal(2, 4, size=(5, 2)).astype(np.float32)
+        starts = np.array([t == 0, t == 3, False, t % 2 == 1, False])
+        value_only = actor.value(obs, starts)
+        actions, logprob, value = actor.act(obs, starts)
+        with torch.no_grad():
+            inputs = policy.prepare(torch.from_numpy(obs))
+            torch_logprob, _, torch_value = policy.score(
+                inputs, torch.from_numpy(actions), state, torch.from_numpy(starts)[None]
+            )
+            _, _, _, state = policy.step(torch.from_numpy(obs), state, torch.from_numpy(starts))
+        np.testing.assert_allclose(logprob, torch_logprob.numpy(), atol=1e-5)
+        np.testing.assert_allclose(value, torch_value.numpy(), atol=1e-5)
+        np.testing.assert_allclose(value_only, value, atol=1e-6)
+        np.testing.assert_allclose(actor.state, state.numpy(), atol=1e-5)
+    final = actor.value(obs[[1, 3]], envs=[1, 3])
+    with torch.no_grad():
+        expected = policy.value_after(torch.from_numpy(obs[[1, 3]]), state[[1, 3]], torch.zeros(2, dtype=torch.bool))
+    np.testing.assert_allclose(final, expected.numpy(), atol=1e-5)
