@@ -4,6 +4,7 @@
     python benchmarks/learning.py --suite mujoco --seeds 3 --out DIR    # needs the mujoco extra
     python benchmarks/learning.py --suite minigrid --seeds 3 --out DIR  # needs the minigrid extra
     python benchmarks/learning.py --suite atari --seeds 1 --out DIR     # needs the atari extra
+    python benchmarks/learning.py --suite memory --seeds 3 --recurrent-ppo --out DIR  # the popgym and bench extras
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
     python benchmarks/learning.py --replot DIR --reference "CleanRL ppo_atari=FILE"  # redraw, another system beside
@@ -14,6 +15,13 @@ Each run ends with a deterministic evaluation over 20 episodes. DIR receives `le
 (every run), `learning.md` (the table) and `learning_ENV.png` (return against env steps and
 against wall time, mean and spread over seeds) per env, and each run's folder.
 
+The memory suite holds the partially observable tasks (`prl/CartPoleNoVel-v1`, three POPGym
+tasks) and one ablation: CartPoleNoVel with `--recurrent none`, which must stay below its
+ceiling (memory is what solves it). `--recurrent-ppo` also trains sb3-contrib's RecurrentPPO
+(`benchmarks/recurrent_ppo.py`, rl-zoo3's settings) once on each env that has a budget for it,
+timed the same way, right after prl's runs: its curve is drawn beside prl's and a second table
+gives the ratio of the two whole-process wall times.
+
 `--reference LABEL=FILE` draws another system's run beside prl's: FILE holds one JSON line per
 finished episode, `{"env_steps": ..., "wall_s": ..., "return": ...}`, smoothed here over the
 last 100 episodes as prl's own curve is. A reference applies to every env of the command, so
@@ -23,10 +31,12 @@ give it with one env. `--replot DIR` redraws DIR's plots from its learning.json 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -39,6 +49,8 @@ from prl.run.logs import EpisodeWindow, format_return
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
+RECURRENT_PPO_SCRIPT = REPO / "benchmarks" / "recurrent_ppo.py"
+RECURRENT_PPO = "sb3-contrib RecurrentPPO"
 EVAL_EPISODES = 20
 RUN_TIMEOUT_S = 3600
 """A run that takes longer than this is stuck: it is recorded as failed and the suite goes on."""
@@ -57,10 +69,23 @@ class Target:
     default_steps: Optional[int] = None
     default_target: Optional[float] = None
     """With --no-preset: the budget and return that prl's defaults alone must reach (where set)."""
+    args: tuple[str, ...] = ()
+    """train.py flags of this row besides the preset's (an ablation's)."""
+    ceiling: bool = False
+    """The target is a return the run must stay below: an ablation that should not learn."""
+    published: str = "-"
+    """Another published figure for the task, with its source."""
+    recurrent_ppo_steps: Optional[int] = None
+    """The budget of sb3-contrib's RecurrentPPO with --recurrent-ppo; None: not run on this env."""
+
+    @property
+    def name(self) -> str:
+        """How --suite and the table name this row: the env id, and the row's own flags if any."""
+        return " ".join((self.env, *self.args))
 
 
 TARGETS = {
-    t.env: t
+    t.name: t
     for t in (
         Target("CartPole-v1", 100_000, 500.0, "500 (100k)", "490 (500k)"),
         Target("Acrobot-v1", 500_000, -75.0, "-73.5 (1M)", "-86 (500k)", 300_000, -100.0),
@@ -75,6 +100,16 @@ TARGETS = {
         Target("MiniGrid-Empty-5x5-v0", 50_000, 0.9, "-", "-"),
         Target("MiniGrid-DoorKey-5x5-v0", 150_000, 0.9, "-", "-"),
         Target("ALE/Breakout-v5", 500_000, None, "398 (10M)", "415 (10M)"),
+        Target(
+            "prl/CartPoleNoVel-v1",
+            200_000,
+            475.0,
+            "500 (100k, RecurrentPPO)",
+            "-",
+            published="RecurrentPPO 500 in 612 s (ANCHORS)",
+            recurrent_ppo_steps=100_000,
+        ),
+        Target("prl/CartPoleNoVel-v1", 200_000, 200.0, "-", "-", args=("--recurrent", "none"), ceiling=True),
     )
 }
 SUITES = {
@@ -89,6 +124,13 @@ SUITES = {
     "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
     "minigrid": ["MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0"],
     "atari": ["ALE/Breakout-v5"],
+    "memory": [
+        "prl/CartPoleNoVel-v1",
+        "prl/CartPoleNoVel-v1 --recurrent none",
+        "popgym-PositionOnlyCartPoleEasy-v0",
+        "popgym-RepeatPreviousEasy-v0",
+        "popgym-CountRecallEasy-v0",
+    ],
 }
 GOAL_ENVS = {"MountainCar-v0": -200.0}
 """Envs whose target also asks that every seed reach the goal: a return above this means it did."""
@@ -98,9 +140,9 @@ def log(message: str) -> None:
     print(f"[learning] {message}", file=sys.stderr, flush=True)
 
 
-def file_name(env: str) -> str:
-    """`env` as one file name: namespaced ids such as ALE/Breakout-v5 hold a slash."""
-    return env.replace("/", "-")
+def file_name(name: str) -> str:
+    """A row's name as one file name: namespaced ids such as ALE/Breakout-v5 hold a slash, ablations flags."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-")
 
 
 def budget(target: Target, no_preset: bool, quick: bool) -> int:
@@ -160,7 +202,7 @@ def summarize(env: str, runs: list[dict], no_preset: bool, quick: bool) -> dict:
     }
     goal = (target.default_target if no_preset else target.target) if target else None
     if goal is not None and not quick:
-        met = row["eval_mean"] >= goal and len(done) == len(runs)
+        met = (row["eval_mean"] < goal if target.ceiling else row["eval_mean"] >= goal) and len(done) == len(runs)
         if env in GOAL_ENVS:
             reached = sum(e > GOAL_ENVS[env] for e in evals)
             row["goal_reached"] = f"{reached}/{len(runs)}"
@@ -171,15 +213,18 @@ def summarize(env: str, runs: list[dict], no_preset: bool, quick: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| env | env steps | eval return (mean +- std over seeds) | last 100 training episodes | wall time | target | met | rl-zoo3 | CleanRL |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| env | env steps | eval return (mean +- std over seeds) | last 100 training episodes | wall time | target | met | rl-zoo3 | CleanRL | elsewhere |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         target = TARGETS.get(row["env"])
-        zoo, clean = (target.rl_zoo, target.cleanrl) if target else ("-", "-")
+        zoo, clean, published = (target.rl_zoo, target.cleanrl, target.published) if target else ("-", "-", "-")
         if "failed" in row:
-            lines.append(f"| {row['env']} | - | failed: {row['failed']} | - | - | - | no | {zoo} | {clean} |")
+            lines.append(
+                f"| {row['env']} | - | failed: {row['failed']} | - | - | - | no | {zoo} | {clean} | {published} |"
+            )
             continue
+        bound = "<" if target and target.ceiling else ">="
         goal = row.get("target")
         met = "-" if goal is None else ("yes" if row["met"] else "no")
         if "goal_reached" in row:
@@ -189,7 +234,60 @@ def table(rows: list[dict]) -> str:
             f"| {row['env']} | {row['steps']:,} | {format_return(mean)} +- {format_return(row['eval_std'], like=mean)} "
             f"({row['finished']} seeds) | {format_return(row['train_last100_mean'], like=mean)} | "
             f"{row['wall_s_mean']:.0f} s | "
-            f"{'-' if goal is None else f'>= {goal:g}'} | {met} | {zoo} | {clean} |"
+            f"{'-' if goal is None else f'{bound} {goal:g}'} | {met} | {zoo} | {clean} | {published} |"
+        )
+    return "\n".join(lines)
+
+
+def recurrent_ppo_one(env: str, steps: int, folder: Path) -> dict:
+    """One benchmarks/recurrent_ppo.py run, timed as a whole process; its summary and curve, as a reference."""
+    args = [sys.executable, str(RECURRENT_PPO_SCRIPT), "--env", env, "--steps", str(steps), "--out", str(folder)]
+    started = time.perf_counter()
+    try:
+        process = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"label": RECURRENT_PPO, "failed": f"ran past {RUN_TIMEOUT_S} s"}
+    wall_s = time.perf_counter() - started
+    summary_file = folder / "summary.json"
+    if process.returncode != 0 or not summary_file.exists():
+        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"label": RECURRENT_PPO, "failed": f"exit code {process.returncode}: {last}"}
+    episodes = load_reference(f"{RECURRENT_PPO}={folder / 'episodes.jsonl'}")
+    return {**episodes, **json.loads(summary_file.read_text()), "process_wall_s": wall_s}
+
+
+def side_by_side(env: str, runs: list[dict], reference: dict) -> dict:
+    """prl's runs of `env` against one RecurrentPPO run: evaluations and whole-process wall times, and their ratio."""
+    done = [r for r in runs if "failed" not in r]
+    row: dict = {"env": env, "reference": reference["label"]}
+    if not done or "failed" in reference:
+        return row | {"failed": reference.get("failed", "every prl run failed")}
+    prl_wall = statistics.mean(r["process_wall_s"] for r in done)
+    return row | {
+        "prl_steps": done[0]["steps"],
+        "prl_eval_mean": statistics.mean(r["eval_return_mean"] for r in done),
+        "prl_wall_s": prl_wall,
+        "reference_steps": reference["steps"],
+        "reference_eval_mean": reference["eval_return_mean"],
+        "reference_wall_s": reference["process_wall_s"],
+        "reference_steps_per_s": reference["steps_per_s"],
+        "speedup": reference["process_wall_s"] / prl_wall,
+    }
+
+
+def side_by_side_table(rows: list[dict]) -> str:
+    lines = [
+        "| env | prl: env steps, eval, wall time (mean over seeds) | reference: env steps, eval, wall time | reference | reference wall / prl wall |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        if "failed" in row:
+            lines.append(f"| {row['env']} | - | failed: {row['failed']} | {row['reference']} | - |")
+            continue
+        lines.append(
+            f"| {row['env']} | {row['prl_steps']:,}, {format_return(row['prl_eval_mean'])}, {row['prl_wall_s']:.0f} s | "
+            f"{row['reference_steps']:,}, {format_return(row['reference_eval_mean'])}, {row['reference_wall_s']:.0f} s "
+            f"({row['reference_steps_per_s']:.0f} steps/s) | {row['reference']} | {row['speedup']:.1f}x |"
         )
     return "\n".join(lines)
 
@@ -243,7 +341,8 @@ def plot(env: str, runs: list[dict], path: Path, references: tuple = ()) -> None
     target = TARGETS.get(env)
     if target and target.target is not None:
         for axis in axes:
-            axis.axhline(target.target, color="gray", linestyle="--", linewidth=1, label="target")
+            label = "ceiling" if target.ceiling else "target"
+            axis.axhline(target.target, color="gray", linestyle="--", linewidth=1, label=label)
     axes[0].legend(loc="lower right" if not references else "upper left")
     figure.suptitle(f"{env}: prl" + "".join(f" and {r['label']}" for r in references))
     figure.tight_layout()
@@ -293,6 +392,11 @@ def main(argv=None) -> int:
         metavar="LABEL=FILE",
         help="another system's episodes (JSON lines) to draw beside prl's curve; repeatable",
     )
+    parser.add_argument(
+        "--recurrent-ppo",
+        action="store_true",
+        help="also train sb3-contrib's RecurrentPPO once on each env that has a budget for it (the bench extra)",
+    )
     parser.add_argument("--replot", metavar="DIR", help="redraw DIR's plots from its learning.json, without training")
     args = parser.parse_args(argv)
     try:
@@ -320,18 +424,19 @@ def main(argv=None) -> int:
         "rows": [],
     }
     for env in envs:
-        steps = budget(TARGETS[env], args.no_preset, args.quick)
+        target = TARGETS[env]
+        steps = budget(target, args.no_preset, args.quick)
         runs = []
         for seed in range(1, seeds + 1):
             log(f"{env}, seed {seed} of {seeds}, {steps:,} steps")
             runs.append(
                 train_one(
-                    env,
+                    target.env,
                     seed,
                     steps,
                     out / "runs" / f"{file_name(env)}-seed{seed}",
                     args.no_preset,
-                    args.train_args.split(),
+                    [*target.args, *args.train_args.split()],
                 )
             )
             last = runs[-1]
@@ -341,9 +446,23 @@ def main(argv=None) -> int:
                 log(f"  eval {format_return(last['eval_return_mean'])} in {last['process_wall_s']:.0f} s")
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
-        plot(env, runs, out / f"learning_{file_name(env)}.png", references)
+        env_references = references
+        if args.recurrent_ppo and target.recurrent_ppo_steps is not None:
+            reference_steps = budget(dataclasses.replace(target, steps=target.recurrent_ppo_steps), False, args.quick)
+            log(f"{env}, {RECURRENT_PPO}, seed 1, {reference_steps:,} steps")
+            reference = recurrent_ppo_one(target.env, reference_steps, out / "runs" / f"{file_name(env)}-recurrent_ppo")
+            results.setdefault("recurrent_ppo", {})[env] = {k: v for k, v in reference.items() if k != "curve"}
+            results["side_by_side"] = results.get("side_by_side", []) + [side_by_side(env, runs, reference)]
+            if "failed" in reference:
+                log(f"  failed: {reference['failed']}")
+            else:
+                log(f"  eval {format_return(reference['eval_return_mean'])} in {reference['process_wall_s']:.0f} s")
+                env_references = (*references, reference)
+        plot(env, runs, out / f"learning_{file_name(env)}.png", env_references)
         (out / "learning.json").write_text(json.dumps(results, indent=2))
     markdown = table(results["rows"])
+    if results.get("side_by_side"):
+        markdown += "\n\n" + side_by_side_table(results["side_by_side"])
     (out / "learning.md").write_text(f"{results['command']}\n\n{markdown}\n")
     print(markdown)
     return 0

@@ -184,6 +184,41 @@ def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
     assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=False, quick=True) == 50_000
 
 
+def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_recurrent_ppo_is_compared_by_wall_time():
+    ablation = "prl/CartPoleNoVel-v1 --recurrent none"
+    assert ablation in learning.SUITES["memory"] and learning.TARGETS[ablation].args == ("--recurrent", "none")
+    assert learning.file_name(ablation) == "prl-CartPoleNoVel-v1-recurrent-none"
+
+    def run(seed, evaluation, env=ablation):
+        return {
+            "env": env,
+            "seed": seed,
+            "steps": 200_000,
+            "eval_return_mean": evaluation,
+            "train_return_last100": evaluation,
+            "process_wall_s": 20.0,
+            "curve": [],
+        }
+
+    low = learning.summarize(ablation, [run(1, 40.0), run(2, 50.0)], False, False)
+    high = learning.summarize(ablation, [run(1, 400.0), run(2, 500.0)], False, False)
+    assert low["met"] and not high["met"]
+    assert "| < 200 | yes |" in learning.table([low])
+    memory = "prl/CartPoleNoVel-v1"
+    reference = {
+        "label": "sb3-contrib RecurrentPPO",
+        "steps": 100_000,
+        "eval_return_mean": 500.0,
+        "process_wall_s": 300.0,
+        "steps_per_s": 400.0,
+    }
+    row = learning.side_by_side(memory, [run(1, 500.0, memory), run(2, 490.0, memory)], reference)
+    assert row["speedup"] == pytest.approx(15.0) and row["prl_eval_mean"] == pytest.approx(495.0)
+    assert "| 15.0x |" in learning.side_by_side_table([row])
+    failed = learning.side_by_side(memory, [run(1, 500.0, memory)], {"label": "x", "failed": "exit code 2: missing"})
+    assert "failed: exit code 2: missing" in learning.side_by_side_table([failed])
+
+
 def test_a_reference_run_is_smoothed_over_its_last_100_episodes_and_replotted_beside_prl(tmp_path):
     episodes = [{"env_steps": 10 * i, "wall_s": i / 10, "return": float(i)} for i in range(1, 151)]
     (tmp_path / "other.jsonl").write_text("\n".join(json.dumps(e) for e in episodes) + "\n")
