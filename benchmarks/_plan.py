@@ -21,6 +21,8 @@ class Plan:
     solve_runs: int = 3
     device: str = "auto"
     """prl's learner (and central inference) device: auto (prl's choice), cpu, cuda or cuda:N."""
+    recurrent: bool = False
+    """Also train LSTM and GRU policies at the default shape, against the MLP (`throughput.MEMORIES`)."""
     inference: tuple[str, ...] = ("auto",)
     """prl's --inference modes: the first gets every run; each other one collects over the same
     grid and trains at the same shapes (the grid when sweeping), and at the default shape overlapped."""

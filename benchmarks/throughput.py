@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py            # roughly 10 minutes on 2 cores
     python benchmarks/throughput.py --quick    # under 2 minutes: fewer shapes, shorter budgets
+    python benchmarks/throughput.py --quick --recurrent  # also LSTM and GRU policies against the MLP
     python benchmarks/throughput.py --out DIR  # also DIR/results.json, DIR/throughput.png and DIR/records.jsonl
     python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
     python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
@@ -450,6 +451,23 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     return records
 
 
+MEMORIES = (("lstm", 64), ("gru", 64))
+"""The recurrent policies `--recurrent` trains at the default shape: the core width of prl/CartPoleNoVel-v1's preset."""
+
+
+def measure_recurrent(env_id: str, plan: Plan) -> list[dict]:
+    """Whole train.py runs with each of MEMORIES at the default shape and the env's preset otherwise,
+    to set beside the MLP's run at that shape (in `prl_training`)."""
+    default = default_shape(env_id)
+    records = []
+    for kind, size in MEMORIES:
+        log(f"prl end-to-end: {default[0]} workers x {default[1]} envs, {kind} {size}, {plan.train_steps:,} steps")
+        options = {"recurrent": kind, "recurrent_size": size}
+        record = prl_training(env_id, *default, plan.train_steps, options, False, plan.inference[0], plan.device)
+        records.append(kept("recurrent_training", record | {"sb3_settings": False, **options}))
+    return records
+
+
 def sb3_runs(env_id: str) -> list[tuple[str, str, int]]:
     """(record key, vector env, torch threads) of the SB3 runs: as many threads as prl's learner has.
 
@@ -673,6 +691,15 @@ def ratios(results: dict) -> list[dict]:
                     "a published constant, NOT measured here",
                 )
             )
+    for memory in results.get("recurrent_training", []):
+        rows.append(
+            (
+                f"prl end-to-end ({shape(default)}), {memory['recurrent'].upper()} {memory['recurrent_size']} / MLP",
+                steps_per_s_of(memory),
+                steps_per_s_of(default),
+                here,
+            )
+        )
     if cartpole:  # Sample Factory's figure is CartPole's
         sample_factory = (
             f"prl end-to-end, best ({shape(best_any)}) / Sample Factory 11,400",
@@ -712,6 +739,8 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     results.update(measure_floors(env_id, spec, plan))
     add_efficiency(results)
     results["prl_training"] = measure_training(env_id, plan)
+    if plan.recurrent:
+        results["recurrent_training"] = measure_recurrent(env_id, plan)
     results["reference"] = measure_references(env_id, spec, plan)
     results["buffer_memory"] = measure_memory(env_id, spec)
     if env_id == "CartPole-v1" and plan.solve_runs > 0:
@@ -752,6 +781,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="prl's learner device: auto (prl's choice: the GPU for pixel images where there is one, else the CPU), cpu, cuda or cuda:N",
     )
     parser.add_argument(
+        "--recurrent",
+        action="store_true",
+        help="also train LSTM and GRU policies of 64 units at the default shape, against the MLP",
+    )
+    parser.add_argument(
         "--train-sweep",
         action="store_true",
         help="train at every workers x envs shape of the grid, in every inference mode (the full CartPole "
@@ -780,6 +814,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         inference=tuple(dict.fromkeys(args.inference or plan.inference)),
         device=args.device,
         train_sweep=plan.train_sweep or args.train_sweep,
+        recurrent=args.recurrent,
     )
     global JOURNAL
     JOURNAL = args.out / "records.jsonl" if args.out else None

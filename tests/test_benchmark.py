@@ -96,6 +96,9 @@ def test_ratios_compare_against_the_right_runs():
     assert values["prl at SB3's PPO settings / SB3 DummyVecEnv"] == 2.0
     assert values["README shape / best synchronous shape"] == pytest.approx(40 / 52)
     assert values["prl end-to-end, default / SB3 SubprocVecEnv"] is None, "not measured: no ratio"
+    memories = [{"workers": 2, "envs": 32, "steps_per_s": 20.0, "recurrent": "lstm", "recurrent_size": 64}]
+    rows = {row["ratio"]: row["value"] for row in throughput.ratios({**results, "recurrent_training": memories})}
+    assert rows["prl end-to-end (2x32), LSTM 64 / MLP"] == 0.4, "the memory against the MLP at the same shape"
 
     # an Atari run: its preset's shape is the default, SB3 ran with 2 threads and with 1
     results["settings"] = {"env": "ALE/Breakout-v5", "default_shape": (8, 4)}
