@@ -166,6 +166,22 @@ def budget(target: Target, no_preset: bool, quick: bool) -> int:
     return max(10_000, steps // 10) if quick else steps
 
 
+def run_timed(args: list[str], folder: Path) -> tuple[dict, float, Optional[str]]:
+    """Run one script as a whole process that writes folder/summary.json: (the summary, its wall time
+    seen from outside, None), or ({}, 0, why it failed)."""
+    started = time.perf_counter()
+    try:
+        process = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {}, 0.0, f"ran past {RUN_TIMEOUT_S} s"
+    wall_s = time.perf_counter() - started
+    summary_file = folder / "summary.json"
+    if process.returncode != 0 or not summary_file.exists():
+        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
+        return {}, 0.0, f"exit code {process.returncode}: {last}"
+    return json.loads(summary_file.read_text()), wall_s, None
+
+
 def train_one(env: str, seed: int, steps: int, folder: Path, no_preset: bool, extra: list[str]) -> dict:
     """One scripts/train.py run; returns its summary, wall time and the learning curve from metrics.jsonl."""
     args = [sys.executable, str(TRAIN_SCRIPT), "--env", env, "--seed", str(seed), "--steps", str(steps)]
@@ -173,17 +189,9 @@ def train_one(env: str, seed: int, steps: int, folder: Path, no_preset: bool, ex
     if no_preset:
         args += ["--no-preset"]
     args += extra
-    started = time.perf_counter()
-    try:
-        process = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"env": env, "seed": seed, "failed": f"ran past {RUN_TIMEOUT_S} s"}
-    wall_s = time.perf_counter() - started
-    summary_file = folder / "summary.json"
-    if process.returncode != 0 or not summary_file.exists():
-        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"env": env, "seed": seed, "failed": f"exit code {process.returncode}: {last}"}
-    summary = json.loads(summary_file.read_text())
+    summary, wall_s, failed = run_timed(args, folder)
+    if failed:
+        return {"env": env, "seed": seed, "failed": failed}
     curve = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return {
         "env": env,
@@ -261,18 +269,11 @@ def table(rows: list[dict]) -> str:
 def recurrent_ppo_one(env: str, steps: int, folder: Path) -> dict:
     """One benchmarks/recurrent_ppo.py run, timed as a whole process; its summary and curve, as a reference."""
     args = [sys.executable, str(RECURRENT_PPO_SCRIPT), "--env", env, "--steps", str(steps), "--out", str(folder)]
-    started = time.perf_counter()
-    try:
-        process = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"label": RECURRENT_PPO, "failed": f"ran past {RUN_TIMEOUT_S} s"}
-    wall_s = time.perf_counter() - started
-    summary_file = folder / "summary.json"
-    if process.returncode != 0 or not summary_file.exists():
-        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"label": RECURRENT_PPO, "failed": f"exit code {process.returncode}: {last}"}
+    summary, wall_s, failed = run_timed(args, folder)
+    if failed:
+        return {"label": RECURRENT_PPO, "failed": failed}
     episodes = load_reference(f"{RECURRENT_PPO}={folder / 'episodes.jsonl'}")
-    return {**episodes, **json.loads(summary_file.read_text()), "process_wall_s": wall_s}
+    return {**episodes, **summary, "process_wall_s": wall_s}
 
 
 def side_by_side(env: str, runs: list[dict], reference: dict) -> dict:
@@ -471,7 +472,7 @@ def main(argv=None) -> int:
             log(f"{env}, {RECURRENT_PPO}, seed 1, {reference_steps:,} steps")
             reference = recurrent_ppo_one(target.env, reference_steps, out / "runs" / f"{file_name(env)}-recurrent_ppo")
             results.setdefault("recurrent_ppo", {})[env] = {k: v for k, v in reference.items() if k != "curve"}
-            results["side_by_side"] = results.get("side_by_side", []) + [side_by_side(env, runs, reference)]
+            results.setdefault("side_by_side", []).append(side_by_side(env, runs, reference))
             if "failed" in reference:
                 log(f"  failed: {reference['failed']}")
             else:

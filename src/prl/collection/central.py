@@ -274,11 +274,11 @@ class InferenceServer:
         s, t, e = torch.tensor(slots), torch.tensor(steps), torch.tensor(envs)
         obs = self._to_device(map_obs(lambda tensor: tensor[s, t, e], self.buffer.obs))
         assert self.buffer.noise is not None  # a central buffer has final_obs and noise
-        last = self.buffer.rollout_steps - 1
-        noise = self.buffer.noise[s, t.clamp(max=last), e].to(self.device)  # row T: values only
-        acting = t < self.buffer.rollout_steps  # row T bootstraps: values only
+        row = t.clamp(max=self.buffer.rollout_steps - 1)  # row T bootstraps: values only, read with row T - 1
+        noise = self.buffer.noise[s, row, e].to(self.device)
+        acting = t < self.buffer.rollout_steps
         if self._states.shape[-1]:
-            actions, logprobs, values = self._act_with_states(torch.tensor(workers), s, t, e, acting, obs, noise)
+            actions, logprobs, values = self._act_with_states(torch.tensor(workers), s, t, row, e, acting, obs, noise)
         else:
             actions, logprobs, _, values = self.policy.get_action_and_value(obs, noise=noise)
         self.buffer.values[s, t, e] = values.cpu()
@@ -286,14 +286,14 @@ class InferenceServer:
         self.buffer.actions[s, t, e] = actions.cpu()[acting]
         self.buffer.logprobs[s, t, e] = logprobs.cpu()[acting]
 
-    def _act_with_states(self, w, s, t, e, acting, obs: Observations, noise: torch.Tensor):
-        """A recurrent policy's step for these rows (see Memory above): actions, log-probs and values."""
+    def _act_with_states(self, w, s, t, row, e, acting, obs: Observations, noise: torch.Tensor):
+        """A recurrent policy's step for these rows (see Memory above): actions, log-probs and values.
+
+        `row` is `t` with row T read as row T - 1, whose episode ends are row T's starts."""
         buffer = self.buffer
         assert buffer.episode_starts is not None and buffer.initial_states is not None  # a recurrent buffer
-        last = buffer.rollout_steps - 1
-        t_row = t.clamp(max=last)
-        ended = buffer.terminated[s, t_row, e] | buffer.truncated[s, t_row, e]  # row T: row T - 1's ends
-        starts = torch.where(acting, buffer.episode_starts[s, t_row, e], ended)
+        ended = buffer.terminated[s, row, e] | buffer.truncated[s, row, e]
+        starts = torch.where(acting, buffer.episode_starts[s, row, e], ended)
         wd, ed = w.to(self.device), e.to(self.device)
         state = self._states[wd, ed]
         first = t == 0

@@ -257,10 +257,8 @@ class TorchActor:
         return actions.numpy(), logprob.numpy(), values.numpy()
 
 
-def make_actor(policy: ActorCritic, rng: np.random.Generator, kind: str = "auto"):
-    """The numpy actor for flat observations (the fast path, with or without a memory), the torch policy
-    for encoders; `kind` numpy or torch asks for one (numpy needs flat observations)."""
-    if kind == "torch" or (kind == "auto" and policy.encoder is not None):
-        return TorchActor(policy, rng)
-    assert policy.encoder is None, "the numpy actor reads flat observations"
-    return NumpyActor(policy, rng)
+def make_actor(policy: ActorCritic, rng: np.random.Generator):
+    """The numpy actor for flat observations (the fast path, with or without a memory), the torch policy for encoders."""
+    if policy.encoder is None:
+        return NumpyActor(policy, rng)
+    return TorchActor(policy, rng)
