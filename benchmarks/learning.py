@@ -4,6 +4,7 @@
     python benchmarks/learning.py --suite mujoco --seeds 3 --out DIR    # needs the mujoco extra
     python benchmarks/learning.py --suite minigrid --seeds 3 --out DIR  # needs the minigrid extra
     python benchmarks/learning.py --suite atari --seeds 1 --out DIR     # needs the atari extra
+    python benchmarks/learning.py --suite atari-memory --seeds 1 --out DIR  # 4 frames beside 1 frame + LSTM
     python benchmarks/learning.py --suite memory --seeds 3 --recurrent-ppo --out DIR  # the popgym and bench extras
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
@@ -21,6 +22,11 @@ ceiling (memory is what solves it). `--recurrent-ppo` also trains sb3-contrib's 
 (`benchmarks/recurrent_ppo.py`, rl-zoo3's settings) once on each env that has a budget for it,
 timed the same way, right after prl's runs: its curve is drawn beside prl's and a second table
 gives the ratio of the two whole-process wall times.
+
+The atari-memory suite trains Breakout twice, from the preset's stack of 4 frames and from one
+frame with an LSTM of 128 (CleanRL's ppo_atari_lstm, otherwise the same settings): the second
+must remember what the stack shows, the ball's direction. It is meant for a machine with a
+GPU and many cores.
 
 `--reference LABEL=FILE` draws another system's run beside prl's: FILE holds one JSON line per
 finished episode, `{"env_steps": ..., "wall_s": ..., "return": ...}`, smoothed here over the
@@ -56,7 +62,7 @@ RUN_TIMEOUT_S = 3600
 """A run that takes longer than this is stuck: it is recorded as failed and the suite goes on."""
 
 
-COUNT_RECALL_STEPS = 5_000_000
+COUNT_RECALL_STEPS = 3_000_000
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,16 @@ TARGETS = {
         Target("MiniGrid-Empty-5x5-v0", 50_000, 0.9, "-", "-"),
         Target("MiniGrid-DoorKey-5x5-v0", 150_000, 0.9, "-", "-"),
         Target("ALE/Breakout-v5", 500_000, None, "398 (10M)", "415 (10M)"),
+        # One frame and an LSTM of 128 on the CNN's features, CleanRL's ppo_atari_lstm (whose other
+        # settings are ppo_atari's, the preset's): the curve beside the 4-frame row's.
+        Target(
+            "ALE/Breakout-v5",
+            500_000,
+            None,
+            "-",
+            "-",
+            args=("--env-kwargs", '{"frame_stack":1}', "--recurrent", "lstm", "--recurrent-size", "128"),
+        ),
         Target(
             "prl/CartPoleNoVel-v1",
             200_000,
@@ -140,6 +156,7 @@ SUITES = {
     "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
     "minigrid": ["MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0"],
     "atari": ["ALE/Breakout-v5"],
+    "atari-memory": ["ALE/Breakout-v5", 'ALE/Breakout-v5 --env-kwargs {"frame_stack":1} --recurrent lstm --recurrent-size 128'],
     "memory": [
         "prl/CartPoleNoVel-v1",
         "prl/CartPoleNoVel-v1 --recurrent none",
@@ -393,7 +410,7 @@ def replot(folder: Path, references: tuple) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, atari, or env ids")
+    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, atari, atari-memory, memory, or rows by name")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
     parser.add_argument(
         "--quick", action="store_true", help="a tenth of each step budget and one seed, to try the pipeline"

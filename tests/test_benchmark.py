@@ -187,6 +187,15 @@ def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
     assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=False, quick=True) == 50_000
 
 
+def test_every_suite_row_has_a_target_and_the_one_frame_breakout_row_gives_train_py_its_flags():
+    for suite, rows in learning.SUITES.items():
+        assert all(row in learning.TARGETS for row in rows), suite
+    one_frame = learning.TARGETS[learning.SUITES["atari-memory"][1]]
+    flags = dict(zip(one_frame.args[::2], one_frame.args[1::2]))
+    assert one_frame.env == "ALE/Breakout-v5" and json.loads(flags["--env-kwargs"]) == {"frame_stack": 1}
+    assert (flags["--recurrent"], flags["--recurrent-size"]) == ("lstm", "128")
+
+
 def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_recurrent_ppo_is_compared_by_wall_time():
     ablation = "prl/CartPoleNoVel-v1 --recurrent none"
     assert ablation in learning.SUITES["memory"] and learning.TARGETS[ablation].args == ("--recurrent", "none")

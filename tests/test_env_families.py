@@ -50,6 +50,30 @@ def test_atari_ids_get_the_standard_preprocessing():
         env.close()
 
 
+def test_atari_with_one_frame_feeds_a_recurrent_policy_and_a_bad_frame_count_is_refused(no_leaks):
+    config = tuned_config(
+        "ALE/Breakout-v5",
+        env_kwargs={"frame_stack": 1},
+        recurrent="lstm",
+        recurrent_size=128,
+        workers=1,
+        envs_per_worker=2,
+        rollout_steps=16,
+        minibatch_size=16,
+        progress=False,
+    )
+    (frame,) = probe_env(config).obs_layout.leaves
+    assert (frame.kind, frame.shape) == ("image", (1, 84, 84))
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        batch = pool.collect()
+    assert batch.rewards.shape == (16, 2)
+    assert np.isfinite(learner.update(batch)["policy_loss"])
+    for bad in (0, 2.0, "4"):
+        with pytest.raises(ConfigError, match=rf"frame_stack={bad!r} is not valid for ALE/Breakout-v5: give a whole"):
+            make_env(EnvFactory("ALE/Breakout-v5", {"frame_stack": bad}))
+
+
 def test_an_atari_episode_spans_several_lives_and_reports_the_whole_games_score(no_leaks):
     # Q*bert has 4 lives: each lost life ends an episode to learn from, and only the game's
     # end reports a return, the unclipped score of all 4 lives. Every point it scores is worth
@@ -123,3 +147,34 @@ def test_popgym_ids_are_made_by_popgym(env_id, kind, action_dims):
     spec = probe_env(Config(env=env_id))
     (leaf,) = spec.obs_layout.leaves
     assert leaf.kind == kind and spec.action_dims == action_dims
+
+
+def test_popgym_with_previous_action_shows_the_agents_last_answer_and_the_first_step():
+    plain = make_env(EnvFactory("popgym-CountRecallEasy-v0"))
+    env = make_env(EnvFactory("popgym-CountRecallEasy-v0", {"previous_action": True}))
+    try:
+        seen, _ = plain.reset(seed=4)
+        (obs, previous, first), _ = env.reset(seed=4)
+        np.testing.assert_array_equal(obs, seen)
+        assert (previous, first) == (0, 1), "the null action and the first-step flag at an episode's start"
+        for action in (5, 0, 26):
+            seen, reward, *_ = plain.step(action)
+            (obs, previous, first), shown_reward, *_ = env.step(action)
+            np.testing.assert_array_equal(obs, seen)
+            assert (previous, first, shown_reward) == (action, 0, reward)
+    finally:
+        env.close()
+        plain.close()
+    spec = probe_env(Config(env="popgym-CountRecallEasy-v0", env_kwargs={"previous_action": True}))
+    assert [(leaf.kind, leaf.categories) for leaf in spec.obs_layout.leaves] == [
+        ("discrete", (2, 2)),
+        ("discrete", (27,)),
+        ("discrete", (2,)),
+    ]
+    box = make_env(EnvFactory("popgym-PositionOnlyCartPoleEasy-v0", {"previous_action": True}))
+    try:
+        assert box.reset(seed=0)[0][1:] == (0, 1)
+    finally:
+        box.close()
+    with pytest.raises(ConfigError, match=r"previous_action='yes' is not valid for popgym-CountRecallEasy-v0: give true"):
+        make_env(EnvFactory("popgym-CountRecallEasy-v0", {"previous_action": "yes"}))

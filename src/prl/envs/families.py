@@ -8,11 +8,13 @@ one sentence), then applies the family's standard wrappers:
   AtariWrapper. Made with `frameskip=1`, then `AtariPreprocessing` (up to 30 no-ops at reset,
   frame skip 4, 84x84 greyscale), FIRE pressed at the start of every life for games that
   need it, the loss of a life as an episode end and sign-clipped rewards, for learning only,
-  and a stack of the last 4 frames. `GameScore` records the game's real score over all its
+  and a stack of the last 4 frames (`env_kwargs={"frame_stack": 1}` for one frame, the input
+  of a recurrent policy as in CleanRL's ppo_atari_lstm). `GameScore` records the game's real score over all its
   lives, unclipped, and every return prl reports comes from it (`Family.game_scores`).
 - `prl/...`: the partially observable tasks prl registers itself (`prl.envs.partial`).
 - `popgym-...` (the `popgym` extra): the POPGym suite (Morad et al., ICLR 2023) of memory tasks,
-  as POPGym makes them.
+  as POPGym makes them; `env_kwargs={"previous_action": true}` adds the agent's last action to
+  each observation, the view POPGym's baselines train on (`PreviousAction`).
 - `MiniGrid-...` and `BabyAI-...` (the `minigrid` extra): trained from the agent's 7x7 view
   alone (`ImgObsWrapper`; the mission text is dropped). The view holds object, colour and
   state indices of at most 10, and its space says so, so the network scales it by 1/10
@@ -40,9 +42,13 @@ class Family:
     prefixes: tuple[str, ...]
     module: str
     extra: str
-    wrap: Callable[[gym.Env], gym.Env]
+    wrap: Callable[..., gym.Env]
+    """`wrap(env, **options)`: the family's wrappers around the env `gymnasium.make` built."""
     make_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Arguments for `gymnasium.make` that the wrappers need (a user's env_kwargs still win)."""
+    options: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+    """env_kwargs that prl's wrappers take rather than `gymnasium.make`: each name's check of a
+    value and what a valid value is, in words. The wrappers' keyword arguments give the defaults."""
     on_import: Optional[Callable[[Any], None]] = None
     """Called with the imported package before any env is made (to quiet its logging, say)."""
     game_scores: bool = False
@@ -116,6 +122,47 @@ class LifeLoss(gym.Wrapper):
         return obs, info
 
 
+class PreviousAction(gym.Wrapper):
+    """Shows the agent its own last action: observations become (observation, previous action,
+    first step), a Tuple whose last entry is 1 on an episode's first observation (where the
+    previous action is the null one: the space's lowest) and 0 after.
+
+    POPGym's baselines train on this view (its PreviousAction and Antialias wrappers): a memory
+    then holds what the agent answered as well as what it saw, which is what turns CountRecall's
+    answer into a running count.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.action_space
+        self.observation_space = gym.spaces.Tuple((env.observation_space, space, gym.spaces.Discrete(2)))
+        if isinstance(space, gym.spaces.Discrete):
+            self.null_action: Any = int(space.start)
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            self.null_action = np.asarray(space.start, dtype=space.dtype).copy()
+        elif isinstance(space, gym.spaces.Box):
+            self.null_action = np.clip(np.zeros(space.shape, space.dtype), space.low, space.high)
+        else:
+            raise ConfigError(
+                f"previous_action needs a Discrete, MultiDiscrete or Box action space, not {type(space).__name__}; "
+                "leave previous_action out for this env."
+            )
+
+    def _shown(self, action: Any) -> Any:
+        space = self.env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return int(np.asarray(action).reshape(()))
+        return np.asarray(action, dtype=space.dtype).reshape(space.shape)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return (obs, self.null_action, 1), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return (obs, self._shown(action), 0), reward, terminated, truncated, info
+
+
 class FireAtStart(gym.Wrapper):
     """Presses FIRE at the start of every life in games that wait for it (Breakout's ball)."""
 
@@ -129,17 +176,21 @@ class FireAtStart(gym.Wrapper):
 
 
 ATARI_FRAME_STACK = 4
-"""Frames the policy sees at once."""
+"""Frames the policy sees at once, unless env_kwargs say `frame_stack`."""
 
 
-def _atari(env: gym.Env) -> gym.Env:
+def _atari(env: gym.Env, frame_stack: int = ATARI_FRAME_STACK) -> gym.Env:
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = LifeLoss(GameScore(env))
     meanings = env.unwrapped.get_action_meanings()  # type: ignore[attr-defined]  # ALE's AtariEnv, typed as gym.Env
     if "FIRE" in meanings and len(meanings) >= 3:  # FIRE, then a move: the reset needs both
         env = FireAtStart(env)
     env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(float(reward))))
-    return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
+    return gym.wrappers.FrameStackObservation(env, frame_stack)  # (frames, 84, 84), one frame too
+
+
+def _whole_and_positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _quiet_ale(ale_py) -> None:
@@ -162,10 +213,29 @@ def _as_made(env: gym.Env) -> gym.Env:
     return env
 
 
+def _popgym(env: gym.Env, previous_action: bool = False) -> gym.Env:
+    return PreviousAction(env) if previous_action else env
+
+
 FAMILIES = (
     Family(("prl/",), "prl.envs.partial", "", _as_made),
-    Family(("popgym-",), "popgym", "popgym", _as_made),
-    Family(("ALE/",), "ale_py", "atari", _atari, {"frameskip": 1}, on_import=_quiet_ale, game_scores=True),
+    Family(
+        ("popgym-",),
+        "popgym",
+        "popgym",
+        _popgym,
+        options={"previous_action": (lambda value: isinstance(value, bool), "true or false")},
+    ),
+    Family(
+        ("ALE/",),
+        "ale_py",
+        "atari",
+        _atari,
+        {"frameskip": 1},
+        options={"frame_stack": (_whole_and_positive, "a whole number of frames, 1 or more")},
+        on_import=_quiet_ale,
+        game_scores=True,
+    ),
     Family(("MiniGrid-", "BabyAI-"), "minigrid", "minigrid", _minigrid),
 )
 
@@ -189,4 +259,10 @@ def make(env_id: str, kwargs: Mapping[str, Any]) -> gym.Env:
         ) from error
     if family.on_import is not None:
         family.on_import(package)
-    return family.wrap(gym.make(env_id, **{**family.make_kwargs, **kwargs}))
+    options = {name: kwargs[name] for name in family.options if name in kwargs}
+    for name, value in options.items():
+        check, valid = family.options[name]
+        if not check(value):
+            raise ConfigError(f"env_kwargs {name}={value!r} is not valid for {env_id}: give {valid}.")
+    made = {name: value for name, value in kwargs.items() if name not in options}
+    return family.wrap(gym.make(env_id, **{**family.make_kwargs, **made}), **options)
