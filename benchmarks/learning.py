@@ -156,7 +156,10 @@ SUITES = {
     "mujoco": ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
     "minigrid": ["MiniGrid-Empty-5x5-v0", "MiniGrid-DoorKey-5x5-v0"],
     "atari": ["ALE/Breakout-v5"],
-    "atari-memory": ["ALE/Breakout-v5", 'ALE/Breakout-v5 --env-kwargs {"frame_stack":1} --recurrent lstm --recurrent-size 128'],
+    "atari-memory": [
+        "ALE/Breakout-v5",
+        'ALE/Breakout-v5 --env-kwargs {"frame_stack":1} --recurrent lstm --recurrent-size 128',
+    ],
     "memory": [
         "prl/CartPoleNoVel-v1",
         "prl/CartPoleNoVel-v1 --recurrent none",
@@ -410,7 +413,12 @@ def replot(folder: Path, references: tuple) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", nargs="+", default=["classic"], help="classic, mujoco, minigrid, atari, atari-memory, memory, or rows by name")
+    parser.add_argument(
+        "--suite",
+        nargs="+",
+        default=["classic"],
+        help="classic, mujoco, minigrid, atari, atari-memory, memory, or rows by name",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
     parser.add_argument(
         "--quick", action="store_true", help="a tenth of each step budget and one seed, to try the pipeline"

@@ -105,7 +105,7 @@ def record_video(
     # rgb_array frames need no window; without this, pygame (classic-control rendering) looks for a
     # display and on a headless machine prints "error: XDG_RUNTIME_DIR is invalid" although all is well.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    env = make_env(factory, render_mode="rgb_array")
+    env = make_env(factory, render_mode="rgb_array", mask_source=policy.spec.mask_source)
     writer = None
     frames = 0
     torch.manual_seed(evaluation_seed(seed))

@@ -176,5 +176,7 @@ def test_popgym_with_previous_action_shows_the_agents_last_answer_and_the_first_
         assert box.reset(seed=0)[0][1:] == (0, 1)
     finally:
         box.close()
-    with pytest.raises(ConfigError, match=r"previous_action='yes' is not valid for popgym-CountRecallEasy-v0: give true"):
+    with pytest.raises(
+        ConfigError, match=r"previous_action='yes' is not valid for popgym-CountRecallEasy-v0: give true"
+    ):
         make_env(EnvFactory("popgym-CountRecallEasy-v0", {"previous_action": "yes"}))

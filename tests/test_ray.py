@@ -193,7 +193,9 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv])
+@pytest.mark.parametrize(
+    "env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv, "prl/IllegalMoves-v0"]
+)
 def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_leaks):
     batches = {backend: collect_twice(ray_config(env, backend=backend))[1:] for backend in ("local", "ray")}
     for local, remote in zip(batches["local"], batches["ray"]):

@@ -210,3 +210,62 @@ def tiny_encoder(leaf):
             return self.conv(pixels).mean(dim=(2, 3))
 
     return Tiny(), 5
+
+
+class _MovesElsewhere(gym.Env):
+    """prl's game of illegal moves (`prl.envs.tasks.IllegalMoves`) seen through its values alone, its
+    mask given elsewhere: in the info (`source="info"`) or by `action_masks()` (`source="method"`)."""
+
+    def __init__(self, source: str):
+        from prl.envs.tasks import IllegalMoves
+
+        self.game, self.source = IllegalMoves(), source
+        self.observation_space = self.game.observation_space["values"]
+        self.action_space = self.game.action_space
+
+    def _out(self, obs: dict, info: dict) -> tuple:
+        if self.source == "info":
+            info = {**info, "action_mask": obs["action_mask"]}
+        return obs["values"], info
+
+    def reset(self, *, seed=None, options=None):
+        return self._out(*self.game.reset(seed=seed))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.game.step(action)
+        values, info = self._out(obs, info)
+        return values, reward, terminated, truncated, info
+
+
+class MovesMaskedInInfo(_MovesElsewhere):
+    def __init__(self):
+        super().__init__("info")
+
+
+class MovesMaskedByMethod(_MovesElsewhere):
+    def __init__(self):
+        super().__init__("method")
+
+    def action_masks(self):
+        return self.game.action_masks()
+
+
+class MaskGoesWrong(gym.Env):
+    """The game of illegal moves whose mask, after `at` steps, allows nothing (`wrong="empty"`) or
+    loses an entry (`wrong="short"`)."""
+
+    def __init__(self, at: int = 70, wrong: str = "empty"):
+        from prl.envs.tasks import IllegalMoves
+
+        self.game, self.at, self.wrong, self.steps = IllegalMoves(), at, wrong, 0
+        self.observation_space, self.action_space = self.game.observation_space, self.game.action_space
+
+    def reset(self, *, seed=None, options=None):
+        return self.game.reset(seed=seed)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.game.step(action)
+        self.steps += 1
+        if self.steps >= self.at:
+            obs["action_mask"] = np.zeros(10, np.int8) if self.wrong == "empty" else obs["action_mask"][:9]
+        return obs, reward, terminated, truncated, info

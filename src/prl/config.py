@@ -187,6 +187,8 @@ class Config:
     """Gymnasium environment id (or, from Python, a callable returning an env)."""
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for gym.make, as JSON on the command line."""
+    action_masks: bool = True
+    """Act within the env's action mask where it gives one (an action_mask observation entry, info["action_mask"] or an action_masks() method; prl.envs.masks). Off: any action may be taken, and an observation's mask stays there as an input."""
     workers: int = 2
     """Worker processes collecting experience."""
     envs_per_worker: int = 16

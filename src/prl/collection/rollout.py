@@ -14,8 +14,10 @@ import numpy as np
 from prl import seeding
 from prl.collection.central import InferenceClient, InferenceGone, env_groups
 from prl.collection.child import ChildError
+from prl.envs import masks as env_masks
 from prl.envs.factory import EnvFactory, make_env
 from prl.envs.families import game_result
+from prl.envs.observations import MASK, MASK_KEY
 from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces, wrong_shape
 from prl.errors import ConfigError
 
@@ -40,7 +42,7 @@ class RolloutCollector:
         self.actor = actor
         self._recipe = (factory, spec, num_envs, seed, worker_index, incarnation)
         self.rebuilds = rebuilds
-        self.envs = [make_env(factory) for _ in range(num_envs)]
+        self.envs = [make_env(factory, mask_source=spec.mask_source) for _ in range(num_envs)]
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
         )
@@ -63,10 +65,23 @@ class RolloutCollector:
             obs, _ = env.reset(seed=env_seed)
             first_obs.append(obs)
         self.obs = self._stack(first_obs)
+        self.mask_index = next((i for i, leaf in enumerate(spec.obs_layout.leaves) if leaf.kind == MASK), None)
+        """Which leaf of the observation holds the action mask (None without one)."""
+        self.episode_length = [0] * num_envs
+        if self.mask_index is not None:
+            self._check_masks(self.obs[MASK_KEY], range(num_envs))
         self.episode_start = np.ones(num_envs, dtype=bool)
         """Which envs' current observation begins an episode (a recurrent policy resets its state there)."""
         self.episode_return = [0.0] * num_envs
-        self.episode_length = [0] * num_envs
+
+    def _where(self, env: int) -> str:
+        """The env `env` of this worker and its step, as an error names them."""
+        step = self.episode_length[env]
+        return f"{self.spec.name} (env {env} of worker {self._recipe[4]}, at {f'step {step}' if step else 'reset'})"
+
+    def _check_masks(self, masks: np.ndarray, env_indices: range) -> None:
+        """Refuse, in a sentence naming the env, this worker and the step, a mask that allows nothing."""
+        env_masks.check(masks, self.spec.action_dims, lambda i: self._where(env_indices.start + i))
 
     def _stack(self, observations: list):
         """Env observations as the actor takes them: [E, D] float32, or a dict of per-leaf arrays."""
@@ -226,10 +241,12 @@ class RolloutCollector:
                 next_obs_row[i] = next_obs if flat_obs else np.asarray(next_obs).reshape(-1)
             else:
                 leaves = layout.split(next_obs)
-                layout.check(leaves, self.spec.name)
+                layout.check(leaves, self._where(i))
                 for leaf_row, leaf_obs in zip(next_obs_row, leaves):
                     leaf_row[i] = leaf_obs
         rows = slice(env_indices.start, env_indices.stop)
+        if self.mask_index is not None:
+            self._check_masks(next_obs_row[self.mask_index][rows], env_indices)
         finite = (
             np.isfinite(next_obs_row[rows]).all() if layout is None else self._finite_rows(next_obs_row, rows).all()
         )

@@ -18,6 +18,7 @@ import numpy as np
 
 from prl.config import Config, EnvSource, callable_name
 from prl.envs import families as env_families
+from prl.envs import masks as env_masks
 from prl.envs.spec import EnvSpec, spec_from_spaces, wrong_shape
 from prl.errors import ConfigError
 
@@ -93,8 +94,11 @@ IMPORT_NOTICES = ("pkg_resources is deprecated",)
 setuptools 80): they say nothing about the env, and each worker would print them again."""
 
 
-def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
+def make_env(factory: EnvFactory, render_mode: Optional[str] = None, mask_source: Optional[str] = None) -> gym.Env:
     """Build an env, turning the errors a user causes into ConfigError with a fix.
+
+    `mask_source` (an `EnvSpec`'s, found when the run started) puts the env's action mask where
+    the policy reads it (`prl.envs.masks.expose`).
 
     Gymnasium's warnings are held back while the env is made: when making fails, the error
     says everything in one sentence; when it succeeds, they are re-issued, except notices
@@ -108,7 +112,7 @@ def make_env(factory: EnvFactory, render_mode: Optional[str] = None) -> gym.Env:
             if any(notice in str(warning.message) for notice in IMPORT_NOTICES):
                 continue
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        return env
+        return env_masks.expose(env, mask_source)
     except gym.error.UnregisteredEnv as error:
         raise ConfigError(_unknown_id_message(factory.env_id or "", error)) from error
     except gym.error.DependencyNotInstalled as error:
@@ -138,22 +142,30 @@ def probe_env(config: Config) -> EnvSpec:
             f"{factory.name} cannot be made{given} ({type(error).__name__}: {error}); fix the env or its env_kwargs."
         ) from error
     try:
+        _, info = first_reset(env, factory.name)
+        source = env_masks.find_source(env, info, config.action_masks)
+        env = env_masks.expose(env, source)
         spec = spec_from_spaces(factory.name, env.observation_space, env.action_space, config.policy.action_scale)
         check_first_observation(spec, env)
         family = env_families.family_of(factory.env_id) if factory.env_id else None
-        return dataclasses.replace(spec, game_scores=bool(family and family.game_scores))
+        return dataclasses.replace(spec, game_scores=bool(family and family.game_scores), mask_source=source)
     finally:
         env.close()
 
 
-def check_first_observation(spec: EnvSpec, env: gym.Env) -> None:
-    """Reset `env` once and refuse an observation that does not fit its declared space."""
+def first_reset(env: gym.Env, name: str) -> tuple[Any, dict]:
+    """`env.reset(seed=0)`, whose failure is the env's to fix."""
     try:
-        obs, _ = env.reset(seed=0)
+        return env.reset(seed=0)
     except Exception as error:
         raise ConfigError(
-            f"{spec.name} failed on its first reset ({type(error).__name__}: {error}); fix the env."
+            f"{name} failed on its first reset ({type(error).__name__}: {error}); fix the env."
         ) from error
+
+
+def check_first_observation(spec: EnvSpec, env: gym.Env) -> None:
+    """Reset `env` once and refuse an observation that does not fit its declared space."""
+    obs, _ = first_reset(env, spec.name)
     if spec.flat_obs:
         obs = np.asarray(obs)
         if obs.size != spec.obs_dim:

@@ -11,7 +11,8 @@ one sentence), then applies the family's standard wrappers:
   and a stack of the last 4 frames (`env_kwargs={"frame_stack": 1}` for one frame, the input
   of a recurrent policy as in CleanRL's ppo_atari_lstm). `GameScore` records the game's real score over all its
   lives, unclipped, and every return prl reports comes from it (`Family.game_scores`).
-- `prl/...`: the partially observable tasks prl registers itself (`prl.envs.partial`).
+- `prl/...`: the tasks prl registers itself (`prl.envs.tasks`): CartPole without velocities, and
+  a game of illegal moves for action masks.
 - `popgym-...` (the `popgym` extra): the POPGym suite (Morad et al., ICLR 2023) of memory tasks,
   as POPGym makes them; `env_kwargs={"previous_action": true}` adds the agent's last action to
   each observation, the view POPGym's baselines train on (`PreviousAction`).
@@ -218,7 +219,7 @@ def _popgym(env: gym.Env, previous_action: bool = False) -> gym.Env:
 
 
 FAMILIES = (
-    Family(("prl/",), "prl.envs.partial", "", _as_made),
+    Family(("prl/",), "prl.envs.tasks", "", _as_made),
     Family(
         ("popgym-",),
         "popgym",

@@ -12,6 +12,9 @@ evaluation and checkpoints ask the layout instead of looking at the space again:
   0 and one-hot encoded in the network. `MultiBinary` is a vector of 0s and 1s.
 - `Dict` and `Tuple` spaces give one leaf per entry, named by their path ("image",
   "state.position", "1"); nested spaces are walked in order.
+- A top-level Dict entry named `action_mask` (`MASK_KEY`) is the env's action mask (`MASK`):
+  one bool per action (`prl.envs.masks`), stored beside the observation so that every path
+  that sees the observation sees the mask, and read by the policy, not by any encoder.
 
 Any other space (Text, Graph, Sequence, ...) is refused with a sentence naming its key.
 """
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
 VECTOR = "vector"
 IMAGE = "image"
 DISCRETE = "discrete"
+MASK = "mask"
+
+MASK_KEY = "action_mask"
+"""The top-level Dict key of an action mask (PettingZoo's and many games' convention)."""
 
 Observations = Union["torch.Tensor", dict]
 """A batch of observations: one tensor for the flat layout, else a dict of tensors by leaf key."""
@@ -58,11 +65,11 @@ class Leaf:
     key: str
     """Path of the leaf in a Dict or Tuple space, joined by dots ("" for a space that is a leaf itself)."""
     kind: str
-    """VECTOR, IMAGE or DISCRETE."""
+    """VECTOR, IMAGE, DISCRETE or MASK."""
     shape: tuple[int, ...]
     """Shape of one env's observation of this leaf, as stored."""
     dtype: np.dtype
-    """Storage dtype: float32 for vectors, uint8 for images, int64 for discrete indices."""
+    """Storage dtype: float32 for vectors, uint8 for images, int64 for discrete indices, bool for a mask."""
     low: Optional[np.ndarray] = field(default=None, compare=False)
     """VECTOR: flat lower bounds (-inf where unbounded)."""
     high: Optional[np.ndarray] = field(default=None, compare=False)
@@ -80,9 +87,11 @@ class Leaf:
 
     @property
     def size(self) -> int:
-        """Width of this leaf's input to an MLP: the flat vector size, or the one-hot width."""
+        """Width of this leaf's input to an MLP: the flat vector size, or the one-hot width (0 for a mask)."""
         if self.kind == DISCRETE:
             return int(sum(self.categories))
+        if self.kind == MASK:
+            return 0
         return int(math.prod(self.shape))
 
     @property
@@ -106,7 +115,18 @@ def _channels_first(shape: tuple[int, ...]) -> bool:
     return shape[0] < min(shape[1], shape[2])
 
 
+def _mask_leaf(path: tuple, space: gym.Space, env_name: str) -> Leaf:
+    if not isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
+        raise ConfigError(
+            f"{env_name}'s observation key {MASK_KEY!r} is a {_describe(space)}, not an action mask; "
+            "make it a MultiBinary or a Box of 0s and 1s with one entry per action."
+        )
+    return Leaf(MASK_KEY, MASK, (int(math.prod(space.shape)),), np.dtype(np.bool_), path=path)
+
+
 def _leaf(key: str, path: tuple, space: gym.Space, env_name: str) -> Leaf:
+    if path == (MASK_KEY,):
+        return _mask_leaf(path, space, env_name)
     where = f"observation key {key!r}" if key else "observation space"
     if isinstance(space, gym.spaces.Box):
         shape = tuple(int(d) for d in space.shape)
@@ -188,6 +208,11 @@ class ObsLayout:
         return tuple((leaf.key, leaf.kind, leaf.shape, leaf.categories) for leaf in self.leaves)
 
     @property
+    def mask(self) -> Optional[Leaf]:
+        """The action mask's leaf, if the env gives one."""
+        return next((leaf for leaf in self.leaves if leaf.kind == MASK), None)
+
+    @property
     def has_images(self) -> bool:
         """True when some leaf is an image."""
         return any(leaf.kind == IMAGE for leaf in self.leaves)
@@ -198,7 +223,7 @@ class ObsLayout:
         return sum(int(math.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in self.leaves)
 
     def allocate(self, *prefix: int) -> Observations:
-        """Shared tensors shaped [*prefix, *leaf.shape]: NaN for floats, -1 for integers, 0 for images."""
+        """Shared tensors shaped [*prefix, *leaf.shape]: NaN for floats, -1 for integers, 0 for images, False for a mask."""
         import torch  # here, so that the CLI can parse options without importing torch
 
         def one(leaf: Leaf) -> torch.Tensor:
@@ -225,6 +250,8 @@ class ObsLayout:
                 )
             elif leaf.kind == IMAGE:
                 array = np.asarray(value, dtype=np.uint8)
+            elif leaf.kind == MASK:
+                array = np.asarray(value).reshape(-1).astype(np.bool_)
             else:
                 array = np.asarray(value, dtype=np.float32).reshape(-1)
             arrays.append(array)

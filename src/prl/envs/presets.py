@@ -159,7 +159,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         )
         for env in ("ALE/Pong-v5", "ALE/Breakout-v5")
     },
-    # CartPole seen through its positions only: prl's own (prl.envs.partial) and POPGym's (the
+    # CartPole seen through its positions only: prl's own (prl.envs.tasks) and POPGym's (the
     # popgym extra, whose returns lie in [0, 1]). An LSTM of 64 between the observation and heads
     # of one 64-unit layer, rl-zoo3's horizon for RecurrentPPO on the same task (gamma 0.999,
     # lambda 0.98), 2 x 32 envs x 32 steps, 4 epochs of 256-sample minibatches (8 env sequences

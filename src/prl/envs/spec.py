@@ -45,6 +45,14 @@ class EnvSpec:
     game_scores: bool = False
     """Episodes end at each lost life, and the returns prl reports are whole games' scores,
     read from the env's info (`prl.envs.families.game_result`): Atari."""
+    mask_source: Optional[str] = None
+    """Where the env says which actions are legal (`prl.envs.masks`): its observation, its info,
+    its `action_masks()` method, or None when it does not (or the masks are turned off)."""
+
+    @property
+    def masked(self) -> bool:
+        """True when the policy acts within an action mask, read from the observation's MASK leaf."""
+        return self.obs_layout.mask is not None
 
     @property
     def obs_dim(self) -> int:
@@ -120,6 +128,26 @@ def spec_from_spaces(
         obs_low=np.concatenate([leaf.low for leaf in vectors]) if vectors else np.zeros(0),
         obs_high=np.concatenate([leaf.high for leaf in vectors]) if vectors else np.zeros(0),
     )
+    spec = _action_spec(name, obs_shape, action_space, action_scale, bounds)
+    mask = layout.mask
+    if mask is not None:
+        if spec.action_kind == CONTINUOUS:
+            raise ConfigError(
+                f"{name} gives an action mask for a {_describe(action_space)} action space; a mask needs "
+                "Discrete or MultiDiscrete actions, so drop the mask or the env's continuous actions."
+            )
+        if mask.shape[0] != sum(spec.action_dims):
+            raise ConfigError(
+                f"{name}'s action mask has {mask.shape[0]} entries, but its {_describe(action_space)} action "
+                f"space has {sum(spec.action_dims)} actions; give one entry per action (per value of each "
+                "sub-action, concatenated, for MultiDiscrete)."
+            )
+    return spec
+
+
+def _action_spec(
+    name: str, obs_shape: Tuple[int, ...], action_space: gym.Space, action_scale: Optional[float], bounds: dict
+) -> EnvSpec:
     if isinstance(action_space, gym.spaces.Discrete):
         return EnvSpec(
             name,

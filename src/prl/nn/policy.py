@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from prl.config import PolicyConfig
-from prl.envs.observations import Observations
+from prl.envs.observations import MASK_KEY, Observations
 from prl.envs.presets import normalizes_observations
 from prl.envs.spec import CONTINUOUS, DISCRETE, EnvSpec
 from prl.nn.encoders import ObsEncoder, vector_size
@@ -24,6 +24,10 @@ from prl.nn.recurrent import RecurrentCore
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 """log(sqrt(2 pi)), the constant term of a Gaussian log-density."""
+
+MASKED_LOGIT = -1e9
+"""The logit an illegal action gets: its probability is exactly 0 in float32 (so it is never
+sampled and adds nothing to the entropy), and no legal action's logit comes near it."""
 
 
 def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
@@ -118,11 +122,24 @@ class ActorCritic(nn.Module):
         self._stateless()
         return self.critic(self.features(self.prepare(obs))).squeeze(-1)
 
-    def _heads(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Log-probabilities of each categorical head [B, n_i], or the Gaussian mean [B, d] alone."""
+    def _mask(self, inputs: Observations) -> Optional[torch.Tensor]:
+        """The action mask [B, sum(action_dims)] (bool) in a batch of inputs, or None without one."""
+        if not self.spec.masked:
+            return None
+        assert isinstance(inputs, dict)  # a mask is a leaf of a Dict layout
+        return inputs[MASK_KEY]
+
+    def _heads(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """Log-probabilities of each categorical head [B, n_i], or the Gaussian mean [B, d] alone.
+
+        Where `mask` [B, sum(n_i)] is False, the logit is MASKED_LOGIT: illegal actions get
+        probability 0, and the legal ones share all of it.
+        """
         out = self.actor(x)
         if self.spec.action_kind == CONTINUOUS:
             return [out]
+        if mask is not None:
+            out = out.masked_fill(~mask.bool(), MASKED_LOGIT)
         if self.spec.action_kind == DISCRETE:
             return [out.log_softmax(-1)]
         return [logits.log_softmax(-1) for logits in torch.split(out, list(self.spec.action_dims), dim=-1)]
@@ -199,8 +216,9 @@ class ActorCritic(nn.Module):
         on its own observation and noise.
         """
         self._stateless()
-        x = self.features(self.prepare(obs))
-        heads = self._heads(x)
+        inputs = self.prepare(obs)
+        x = self.features(inputs)
+        heads = self._heads(x, self._mask(inputs))
         if action is None:
             action = self._choose(heads, deterministic, generator, noise)
         logprob, entropy = self._score(heads, action)
@@ -224,7 +242,7 @@ class ActorCritic(nn.Module):
             steps, envs = episode_starts.shape
             x, _ = self.core.replay(x.reshape(steps, envs, -1), initial_state, episode_starts)
             x = x.reshape(steps * envs, -1)
-        logprob, entropy = self._score(self._heads(x), action)
+        logprob, entropy = self._score(self._heads(x, self._mask(inputs)), action)
         return logprob, entropy, self.critic(x).squeeze(-1)
 
     @property
@@ -247,8 +265,9 @@ class ActorCritic(nn.Module):
         `generator` and `noise` choose the samples as in `get_action_and_value`.
         """
         assert self.core is not None  # only a recurrent policy carries a state
-        x, state = self.core.step(self.features(self.prepare(obs)), state, episode_start)
-        heads = self._heads(x)
+        inputs = self.prepare(obs)
+        x, state = self.core.step(self.features(inputs), state, episode_start)
+        heads = self._heads(x, self._mask(inputs))
         action = self._choose(heads, deterministic, generator, noise)
         logprob, _ = self._score(heads, action)
         return action, logprob, self.critic(x).squeeze(-1), state
@@ -264,7 +283,8 @@ class ActorCritic(nn.Module):
     def act(self, obs: Observations, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation: the mean or most likely action when deterministic."""
         self._stateless()
-        return self._choose(self._heads(self.features(self.prepare(obs))), deterministic)
+        inputs = self.prepare(obs)
+        return self._choose(self._heads(self.features(inputs), self._mask(inputs)), deterministic)
 
 
 def build_policy(spec: EnvSpec, policy: PolicyConfig, normalize_obs: Optional[bool], obs_clip: float) -> ActorCritic:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 
+from prl.envs import masks as env_masks
 from prl.envs.factory import EnvFactory, make_env
 from prl.envs.families import GAME_LENGTH, GAME_SCORE, game_result
-from prl.envs.observations import map_obs
+from prl.envs.observations import MASK_KEY, map_obs
 from prl.nn.policy import ActorCritic
 from prl.seeding import evaluation_seed
 
@@ -22,6 +24,11 @@ STALL_STEPS = 2_000
 """For whole games (Atari): a game that scores nothing for this many steps is ended there and
 counted with its score so far. A deterministic policy that never presses FIRE would otherwise
 sit until ALE's 27,000-step limit."""
+
+
+def _episode_step(policy: ActorCritic, live: np.ndarray, lengths: np.ndarray, row: int) -> str:
+    """Evaluation episode `live[row]` and its step, as an error names them."""
+    return f"{policy.spec.name} (evaluation episode {live[row]}, at step {lengths[live[row]]})"
 
 
 def evaluate(
@@ -44,7 +51,7 @@ def evaluate(
         raise ValueError(f"episodes must be at least 1, got {episodes}.")
     cpu_policy = copy.deepcopy(policy).to("cpu").eval()
     limit = max_episode_steps or MAX_EPISODE_STEPS
-    envs = [make_env(factory) for _ in range(episodes)]
+    envs = [make_env(factory, mask_source=policy.spec.mask_source) for _ in range(episodes)]
     layout, game_scores = policy.spec.obs_layout, policy.spec.game_scores
     try:
         obs = [env.reset(seed=evaluation_seed(seed, i))[0] for i, env in enumerate(envs)]
@@ -60,7 +67,14 @@ def evaluate(
         with torch.inference_mode():
             while active.any():
                 live = np.flatnonzero(active)
-                batch = map_obs(torch.from_numpy, layout.stack([obs[i] for i in live]))
+                stacked = layout.stack([obs[i] for i in live])
+                if policy.spec.masked:
+                    env_masks.check(
+                        stacked[MASK_KEY],
+                        policy.spec.action_dims,
+                        functools.partial(_episode_step, policy, live, lengths),
+                    )
+                batch = map_obs(torch.from_numpy, stacked)
                 if state is None:
                     actions = cpu_policy.act(batch, deterministic=deterministic).numpy()
                 else:
