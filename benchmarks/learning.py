@@ -5,7 +5,8 @@
     python benchmarks/learning.py --suite minigrid --seeds 3 --out DIR  # needs the minigrid extra
     python benchmarks/learning.py --suite atari --seeds 1 --out DIR     # needs the atari extra
     python benchmarks/learning.py --suite atari-memory --seeds 1 --out DIR  # 4 frames beside 1 frame + LSTM
-    python benchmarks/learning.py --suite memory --seeds 3 --recurrent-ppo --out DIR  # the popgym and bench extras
+    python benchmarks/learning.py --suite memory --seeds 3 --sb3-contrib --out DIR  # the popgym and bench extras
+    python benchmarks/learning.py --suite masks --seeds 3 --sb3-contrib --out DIR   # the bench extra
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
     python benchmarks/learning.py --replot DIR --reference "CleanRL ppo_atari=FILE"  # redraw, another system beside
@@ -18,10 +19,12 @@ against wall time, mean and spread over seeds) per env, and each run's folder.
 
 The memory suite holds the partially observable tasks (`prl/CartPoleNoVel-v1`, three POPGym
 tasks) and one ablation: CartPoleNoVel with `--recurrent none`, which must stay below its
-ceiling (memory is what solves it). `--recurrent-ppo` also trains sb3-contrib's RecurrentPPO
-(`benchmarks/recurrent_ppo.py`, rl-zoo3's settings) once on each env that has a budget for it,
-timed the same way, right after prl's runs: its curve is drawn beside prl's and a second table
-gives the ratio of the two whole-process wall times.
+ceiling (memory is what solves it). The masks suite holds prl's game of illegal moves
+(`prl/IllegalMoves-v0`) and its ablation with `--no-action-masks`, which must stay below its
+ceiling. `--sb3-contrib` also trains sb3-contrib's reference for the task (RecurrentPPO with
+rl-zoo3's settings, or MaskablePPO with prl's; `benchmarks/sb3_references.py`) once on each env
+that has a budget for it, timed the same way, right after prl's runs: its curve is drawn
+beside prl's and a second table gives the ratio of the two whole-process wall times.
 
 The atari-memory suite trains Breakout twice, from the preset's stack of 4 frames and from one
 frame with an LSTM of 128 (CleanRL's ppo_atari_lstm, otherwise the same settings): the second
@@ -55,8 +58,9 @@ from prl.run.logs import EpisodeWindow, format_return
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
-RECURRENT_PPO_SCRIPT = REPO / "benchmarks" / "recurrent_ppo.py"
-RECURRENT_PPO = "sb3-contrib RecurrentPPO"
+CONTRIB_SCRIPT = REPO / "benchmarks" / "sb3_references.py"
+CONTRIB_LABELS = {"recurrent": "sb3-contrib RecurrentPPO", "maskable": "sb3-contrib MaskablePPO"}
+"""benchmarks/sb3_references.py's algorithms, by the label their curves and tables carry."""
 EVAL_EPISODES = 20
 RUN_TIMEOUT_S = 3600
 """A run that takes longer than this is stuck: it is recorded as failed and the suite goes on."""
@@ -84,8 +88,8 @@ class Target:
     """The target is a return the run must stay below: an ablation that should not learn."""
     published: str = "-"
     """Another published figure for the task, with its source."""
-    recurrent_ppo_steps: Optional[int] = None
-    """The budget of sb3-contrib's RecurrentPPO with --recurrent-ppo; None: not run on this env."""
+    contrib: Optional[tuple[str, int]] = None
+    """With --sb3-contrib: sb3-contrib's reference for the task (`CONTRIB_LABELS`) and its budget; None: none."""
 
     @property
     def name(self) -> str:
@@ -126,7 +130,7 @@ TARGETS = {
             "500 (100k, RecurrentPPO)",
             "-",
             published="RecurrentPPO 500 in 612 s (ANCHORS)",
-            recurrent_ppo_steps=100_000,
+            contrib=("recurrent", 100_000),
         ),
         Target("prl/CartPoleNoVel-v1", 200_000, 200.0, "-", "-", args=("--recurrent", "none"), ceiling=True),
         # POPGym's returns lie in [-1, 1]. Its paper's figures (Morad et al., ICLR 2023, Appendix B:
@@ -142,6 +146,19 @@ TARGETS = {
             "-",
             published="POPGym LSTM 0.509, GRU 0.177 (15M)",
         ),
+        # prl's game of illegal moves: the best play scores 36.3 over the 20 evaluation episodes of
+        # seed 1 (prl.envs.tasks.best_move); with masks prl must come within 5% of it, and without
+        # them (the mask then an input) stay clearly below, where illegal moves end episodes.
+        Target(
+            "prl/IllegalMoves-v0",
+            100_000,
+            34.5,
+            "-",
+            "-",
+            published="best play 36.3",
+            contrib=("maskable", 100_000),
+        ),
+        Target("prl/IllegalMoves-v0", 100_000, 30.0, "-", "-", args=("--no-action-masks",), ceiling=True),
     )
 }
 SUITES = {
@@ -160,6 +177,7 @@ SUITES = {
         "ALE/Breakout-v5",
         'ALE/Breakout-v5 --env-kwargs {"frame_stack":1} --recurrent lstm --recurrent-size 128',
     ],
+    "masks": ["prl/IllegalMoves-v0", "prl/IllegalMoves-v0 --no-action-masks"],
     "memory": [
         "prl/CartPoleNoVel-v1",
         "prl/CartPoleNoVel-v1 --recurrent none",
@@ -286,23 +304,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def recurrent_ppo_one(env: str, steps: int, folder: Path) -> dict:
-    """One benchmarks/recurrent_ppo.py run, timed as a whole process; its summary and curve, as a reference."""
-    args = [sys.executable, str(RECURRENT_PPO_SCRIPT), "--env", env, "--steps", str(steps), "--out", str(folder)]
+def contrib_one(algorithm: str, env: str, steps: int, folder: Path) -> dict:
+    """One benchmarks/sb3_references.py run, timed as a whole process; its summary and curve, as a reference."""
+    label = CONTRIB_LABELS[algorithm]
+    args = [sys.executable, str(CONTRIB_SCRIPT), algorithm, "--env", env, "--steps", str(steps), "--out", str(folder)]
     summary, wall_s, failed = run_timed(args, folder)
     if failed:
-        return {"label": RECURRENT_PPO, "failed": failed}
-    episodes = load_reference(f"{RECURRENT_PPO}={folder / 'episodes.jsonl'}")
+        return {"label": label, "failed": failed}
+    episodes = load_reference(f"{label}={folder / 'episodes.jsonl'}")
     return {**episodes, **summary, "process_wall_s": wall_s}
 
 
 def side_by_side(env: str, runs: list[dict], reference: dict) -> dict:
-    """prl's runs of `env` against one RecurrentPPO run: evaluations and whole-process wall times, and their ratio."""
+    """prl's runs of `env` against one sb3-contrib run: evaluations, whole-process wall times and env steps
+    per second while training (learning included), and the ratios of the last two."""
     done = [r for r in runs if "failed" not in r]
     row: dict = {"env": env, "reference": reference["label"]}
     if not done or "failed" in reference:
         return row | {"failed": reference.get("failed", "every prl run failed")}
     prl_wall = statistics.mean(r["process_wall_s"] for r in done)
+    prl_rate = statistics.mean(r["steps_per_s"] for r in done)  # while training, as the reference's
     return row | {
         "prl_steps": done[0]["steps"],
         "prl_eval_mean": statistics.mean(r["eval_return_mean"] for r in done),
@@ -312,22 +333,27 @@ def side_by_side(env: str, runs: list[dict], reference: dict) -> dict:
         "reference_wall_s": reference["process_wall_s"],
         "reference_steps_per_s": reference["steps_per_s"],
         "speedup": reference["process_wall_s"] / prl_wall,
+        "prl_steps_per_s": prl_rate,
+        "steps_per_s_ratio": prl_rate / reference["steps_per_s"],
     }
 
 
 def side_by_side_table(rows: list[dict]) -> str:
     lines = [
-        "| env | prl: env steps, eval, wall time (mean over seeds) | reference: env steps, eval, wall time | reference | reference wall / prl wall |",
-        "| --- | --- | --- | --- | --- |",
+        "| env | prl: env steps, eval, wall time (mean over seeds) | reference: env steps, eval, wall time "
+        "| reference | reference wall / prl wall | prl steps/s / reference steps/s |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         if "failed" in row:
-            lines.append(f"| {row['env']} | - | failed: {row['failed']} | {row['reference']} | - |")
+            lines.append(f"| {row['env']} | - | failed: {row['failed']} | {row['reference']} | - | - |")
             continue
         lines.append(
-            f"| {row['env']} | {row['prl_steps']:,}, {format_return(row['prl_eval_mean'])}, {row['prl_wall_s']:.0f} s | "
+            f"| {row['env']} | {row['prl_steps']:,}, {format_return(row['prl_eval_mean'])}, {row['prl_wall_s']:.0f} s "
+            f"({row['prl_steps_per_s']:,.0f} steps/s) | "
             f"{row['reference_steps']:,}, {format_return(row['reference_eval_mean'])}, {row['reference_wall_s']:.0f} s "
-            f"({row['reference_steps_per_s']:.0f} steps/s) | {row['reference']} | {row['speedup']:.1f}x |"
+            f"({row['reference_steps_per_s']:,.0f} steps/s) | {row['reference']} | {row['speedup']:.1f}x | "
+            f"{row['steps_per_s_ratio']:.1f}x |"
         )
     return "\n".join(lines)
 
@@ -438,9 +464,9 @@ def main(argv=None) -> int:
         help="another system's episodes (JSON lines) to draw beside prl's curve; repeatable",
     )
     parser.add_argument(
-        "--recurrent-ppo",
+        "--sb3-contrib",
         action="store_true",
-        help="also train sb3-contrib's RecurrentPPO once on each env that has a budget for it (the bench extra)",
+        help="also train sb3-contrib's reference (RecurrentPPO, MaskablePPO) once on each env that has one (the bench extra)",
     )
     parser.add_argument("--replot", metavar="DIR", help="redraw DIR's plots from its learning.json, without training")
     args = parser.parse_args(argv)
@@ -492,11 +518,13 @@ def main(argv=None) -> int:
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
         env_references = references
-        if args.recurrent_ppo and target.recurrent_ppo_steps is not None:
-            reference_steps = budget(dataclasses.replace(target, steps=target.recurrent_ppo_steps), False, args.quick)
-            log(f"{env}, {RECURRENT_PPO}, seed 1, {reference_steps:,} steps")
-            reference = recurrent_ppo_one(target.env, reference_steps, out / "runs" / f"{file_name(env)}-recurrent_ppo")
-            results.setdefault("recurrent_ppo", {})[env] = {k: v for k, v in reference.items() if k != "curve"}
+        if args.sb3_contrib and target.contrib is not None:
+            algorithm, contrib_steps = target.contrib
+            reference_steps = budget(dataclasses.replace(target, steps=contrib_steps), False, args.quick)
+            log(f"{env}, {CONTRIB_LABELS[algorithm]}, seed 1, {reference_steps:,} steps")
+            folder = out / "runs" / f"{file_name(env)}-sb3_contrib"
+            reference = contrib_one(algorithm, target.env, reference_steps, folder)
+            results.setdefault("sb3_contrib", {})[env] = {k: v for k, v in reference.items() if k != "curve"}
             results.setdefault("side_by_side", []).append(side_by_side(env, runs, reference))
             if "failed" in reference:
                 log(f"  failed: {reference['failed']}")

@@ -196,7 +196,7 @@ def test_every_suite_row_has_a_target_and_the_one_frame_breakout_row_gives_train
     assert (flags["--recurrent"], flags["--recurrent-size"]) == ("lstm", "128")
 
 
-def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_recurrent_ppo_is_compared_by_wall_time():
+def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_a_reference_is_compared_by_wall_time():
     ablation = "prl/CartPoleNoVel-v1 --recurrent none"
     assert ablation in learning.SUITES["memory"] and learning.TARGETS[ablation].args == ("--recurrent", "none")
     assert learning.file_name(ablation) == "prl-CartPoleNoVel-v1-recurrent-none"
@@ -209,6 +209,7 @@ def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_recurrent_pp
             "eval_return_mean": evaluation,
             "train_return_last100": evaluation,
             "process_wall_s": 20.0,
+            "steps_per_s": 20_000.0,
             "curve": [],
         }
 
@@ -226,7 +227,8 @@ def test_the_memory_suites_ablation_must_stay_below_its_ceiling_and_recurrent_pp
     }
     row = learning.side_by_side(memory, [run(1, 500.0, memory), run(2, 490.0, memory)], reference)
     assert row["speedup"] == pytest.approx(15.0) and row["prl_eval_mean"] == pytest.approx(495.0)
-    assert "| 15.0x |" in learning.side_by_side_table([row])
+    assert row["steps_per_s_ratio"] == pytest.approx(50.0)
+    assert "| 15.0x | 50.0x |" in learning.side_by_side_table([row])
     failed = learning.side_by_side(memory, [run(1, 500.0, memory)], {"label": "x", "failed": "exit code 2: missing"})
     assert "failed: exit code 2: missing" in learning.side_by_side_table([failed])
 

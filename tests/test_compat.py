@@ -99,6 +99,14 @@ def test_dimensions_are_checked_against_the_env(arguments, message):
         AsyncPPO(env=gym.make("CartPole-v1"), ppo=PPO(**arguments), num_envs=2, steps=256).run()
 
 
+def test_a_masked_env_is_refused_by_the_original_front_with_where_to_train_it():
+    import prl.envs.tasks  # noqa: F401  (registers prl/IllegalMoves-v0)
+
+    with pytest.raises(ConfigError, match="gives an action mask, and AsyncPPO.*train it with prl.train"):
+        ppo = PPO(is_continuous=False, observ_dim=20, action_dim=10)
+        AsyncPPO(env=gym.make("prl/IllegalMoves-v0"), ppo=ppo, num_envs=2, steps=256).run()
+
+
 def test_envs_without_a_spec_travel_by_cloudpickle_and_continuous_actions_scale(no_leaks):
     env = toy_envs.CountingEnv(terminate_at=9, action_kind="box")
     assert env.spec is None

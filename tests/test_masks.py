@@ -47,12 +47,12 @@ def test_the_three_sources_are_found_in_order_and_give_the_same_masks():
         move = best_move(seen[0])
         for obs in seen[1:]:
             np.testing.assert_array_equal(obs["action_mask"].astype(bool), seen[0]["action_mask"].astype(bool))
-            np.testing.assert_array_equal(obs["observation"], seen[0]["values"])
+            np.testing.assert_array_equal(obs["observation"], seen[0]["worth"])
         seen = [env.step(move)[0] for env in envs]
     # Turned off, a mask in the observation is an input like any other, and the others are not read.
     hidden = probe_env(Config(env=ILLEGAL_MOVES, action_masks=False))
     assert hidden.mask_source == "hidden" and not hidden.masked
-    assert [leaf.key for leaf in hidden.obs_layout.leaves] == ["legal_actions", "values"]
+    assert [leaf.key for leaf in hidden.obs_layout.leaves] == ["legal_actions", "worth"]
     assert probe_env(Config(env=toy_envs.MovesMaskedByMethod, action_masks=False)).mask_source is None
 
 
@@ -169,3 +169,53 @@ def test_evaluation_acts_within_the_mask(no_leaks):
     learner = Learner(config)
     result = evaluate(learner.policy, EnvFactory(ILLEGAL_MOVES), episodes=4, seed=1)
     assert result["lengths"] == [50, 50, 50, 50], "an untrained policy never plays an illegal move"
+
+
+def test_multidiscrete_masks_cover_each_sub_action_and_one_allowing_nothing_names_it():
+    import gymnasium as gym
+
+    class TwoChoices(gym.Env):
+        observation_space = gym.spaces.Dict(
+            {"x": gym.spaces.Box(-1, 1, (2,)), "action_mask": gym.spaces.MultiBinary(5)}
+        )
+        action_space = gym.spaces.MultiDiscrete([3, 2])
+
+        def reset(self, *, seed=None, options=None):
+            return {"x": np.zeros(2, np.float32), "action_mask": np.array([0, 1, 1, 1, 0], np.int8)}, {}
+
+    spec = probe_env(Config(env=TwoChoices))
+    policy = build_policy(spec, Config(env=TwoChoices).policy, None, 10.0)
+    mask = torch.tensor([[False, True, True, True, False]] * 256)
+    obs = {"x": torch.randn(256, 2), "action_mask": mask}
+    actions = policy.get_action_and_value(obs, generator=torch.Generator().manual_seed(0))[0].long()
+    assert set(actions[:, 0].tolist()) == {1, 2} and set(actions[:, 1].tolist()) == {0}
+    _, logprob, entropy, _ = policy.get_action_and_value(obs, actions.float())
+    logits = policy.actor(policy.features(policy.prepare(obs))).detach()
+    first, first_entropy = reference_scores(logits[:, :3], mask[:, :3], actions[:, 0])
+    second, second_entropy = reference_scores(logits[:, 3:], mask[:, 3:], actions[:, 1])
+    assert torch.allclose(logprob, (first + second).float(), atol=1e-5)
+    assert torch.allclose(entropy, (first_entropy + second_entropy).float(), atol=1e-5)
+    assert float(second.abs().max()) == 0.0, "a sub-action with one legal value is certain"
+    stored = np.array([[True, False, False, False, True], [True, True, False, False, False]])
+    with pytest.raises(ConfigError, match=r"^env 1 of the test allowed no action for sub-action 1; an action mask"):
+        masks.check(stored, (3, 2), lambda i: f"env {i} of the test")
+
+
+def test_with_masks_the_game_is_played_near_its_best_and_without_them_clearly_worse(tmp_path, no_leaks):
+    # Seeds 1 to 5 at 50k steps: 34.8, 34.7, 35.0, 34.9, 33.4 with masks (best play: 36.3 over
+    # these evaluation episodes), 27.5, 25.7, 26.6, 26.5, 26.0 without.
+    from prl import train, tuned_config
+
+    runs = {}
+    for masked in (True, False):
+        config = tuned_config(
+            ILLEGAL_MOVES,
+            steps=50_000,
+            action_masks=masked,
+            progress=False,
+            tensorboard=False,
+            out=str(tmp_path / str(masked)),
+        )
+        runs[masked] = train(config)
+    assert runs[True]["eval_return_mean"] >= 33.0
+    assert runs[False]["eval_return_mean"] <= 29.0

@@ -220,13 +220,13 @@ class _MovesElsewhere(gym.Env):
         from prl.envs.tasks import IllegalMoves
 
         self.game, self.source = IllegalMoves(), source
-        self.observation_space = self.game.observation_space["values"]
+        self.observation_space = self.game.observation_space["worth"]
         self.action_space = self.game.action_space
 
     def _out(self, obs: dict, info: dict) -> tuple:
         if self.source == "info":
             info = {**info, "action_mask": obs["action_mask"]}
-        return obs["values"], info
+        return obs["worth"], info
 
     def reset(self, *, seed=None, options=None):
         return self._out(*self.game.reset(seed=seed))

@@ -135,6 +135,11 @@ class PPO:
 
     def check_env(self, spec: EnvSpec) -> None:
         """Raise ConfigError naming the argument that does not match the env."""
+        if spec.masked:
+            raise ConfigError(
+                f"{spec.name} gives an action mask, and AsyncPPO, the original program's front, acts without "
+                "one; train it with prl.train or scripts/train.py, which act within the mask."
+            )
         continuous = spec.action_kind == CONTINUOUS
         if continuous != self.is_continuous:
             kind = "a continuous (Box)" if continuous else "a discrete"

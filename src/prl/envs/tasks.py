@@ -57,7 +57,7 @@ ILLEGAL_MOVES = "prl/IllegalMoves-v0"
 class IllegalMoves(gym.Env):
     """Pick the most valuable of the legal moves; an illegal move costs -1 and ends the episode.
 
-    Observations: {"values": Box(0, 1, (moves,)), "action_mask": MultiBinary(moves)}. Each move is
+    Observations: {"worth": Box(0, 1, (moves,)), "action_mask": MultiBinary(moves)}. Each move is
     legal with probability `legal_chance`, and at least one always is.
     """
 
@@ -67,7 +67,7 @@ class IllegalMoves(gym.Env):
         self.moves, self.legal_chance, self.steps, self.penalty = moves, legal_chance, steps, penalty
         self.observation_space = gym.spaces.Dict(
             {
-                "values": gym.spaces.Box(0.0, 1.0, (moves,), np.float32),
+                "worth": gym.spaces.Box(0.0, 1.0, (moves,), np.float32),
                 "action_mask": gym.spaces.MultiBinary(moves),
             }
         )
@@ -81,7 +81,7 @@ class IllegalMoves(gym.Env):
         self.legal = (self.np_random.random(self.moves) < self.legal_chance).astype(np.int8)
         if not self.legal.any():
             self.legal[self.np_random.integers(self.moves)] = 1
-        return {"values": self.values.copy(), "action_mask": self.legal.copy()}
+        return {"worth": self.values.copy(), "action_mask": self.legal.copy()}
 
     def action_masks(self) -> np.ndarray:
         """The legal moves now, as bools (sb3-contrib's MaskablePPO reads this)."""
@@ -103,7 +103,7 @@ class IllegalMoves(gym.Env):
 
 def best_move(observation: dict) -> int:
     """The best play of `IllegalMoves`: the most valuable legal move."""
-    return int(np.argmax(np.where(observation["action_mask"].astype(bool), observation["values"], -np.inf)))
+    return int(np.argmax(np.where(observation["action_mask"].astype(bool), observation["worth"], -np.inf)))
 
 
 if CARTPOLE_NO_VELOCITY not in gym.registry:
