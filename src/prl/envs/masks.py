@@ -94,13 +94,17 @@ class MaskInObservation(gym.Wrapper):
     def __init__(self, env: gym.Env, source: str):
         super().__init__(env)
         self.source = source
+        self.mask_method = _method(env) if source == METHOD else None
+        """The env's `action_masks`, looked up once (asked at every step)."""
         width = mask_width(env.action_space)
         space = env.observation_space
+        self.wraps_dict = isinstance(space, gym.spaces.Dict)
+        """True when the env's own observation is a Dict, whose entries the mask joins."""
         entries = dict(space.spaces) if isinstance(space, gym.spaces.Dict) else {WRAPPED_KEY: space}
         self.observation_space = gym.spaces.Dict({**entries, MASK_KEY: gym.spaces.MultiBinary(width)})
 
     def _with_mask(self, obs: Any, info: Mapping[str, Any]) -> dict:
-        if self.source == INFO:
+        if self.mask_method is None:
             if MASK_KEY not in info:
                 raise ConfigError(
                     f"{self.env.spec.id if self.env.spec else 'the env'} gave info['action_mask'] on its first "
@@ -108,8 +112,8 @@ class MaskInObservation(gym.Wrapper):
                 )
             mask = info[MASK_KEY]
         else:
-            mask = self.env.get_wrapper_attr(METHOD_NAME)()
-        entries = dict(obs) if isinstance(self.env.observation_space, gym.spaces.Dict) else {WRAPPED_KEY: obs}
+            mask = self.mask_method()
+        entries = dict(obs) if self.wraps_dict else {WRAPPED_KEY: obs}
         return {**entries, MASK_KEY: np.asarray(mask)}
 
     def reset(self, **kwargs):
