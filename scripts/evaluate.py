@@ -105,6 +105,11 @@ def record_video(
     # rgb_array frames need no window; without this, pygame (classic-control rendering) looks for a
     # display and on a headless machine prints "error: XDG_RUNTIME_DIR is invalid" although all is well.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    if policy.spec.agents:
+        raise ConfigError(
+            f"{policy.spec.name} is a PettingZoo env, and the video records single-agent envs only; "
+            "evaluate it without --video."
+        )
     env = make_env(factory, render_mode="rgb_array", mask_source=policy.spec.mask_source)
     writer = None
     frames = 0

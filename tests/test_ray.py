@@ -194,7 +194,8 @@ def local_ray():
 
 
 @pytest.mark.parametrize(
-    "env", ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv, "prl/IllegalMoves-v0"]
+    "env",
+    ["CartPole-v1", "MiniGrid-Empty-5x5-v0", toy_envs.ImageAndVectorEnv, "prl/IllegalMoves-v0", toy_envs.ToyAgents],
 )
 def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_leaks):
     batches = {backend: collect_twice(ray_config(env, backend=backend))[1:] for backend in ("local", "ray")}
@@ -203,7 +204,7 @@ def test_ray_batches_equal_the_local_pools_for_the_same_seed(env, local_ray, no_
         remote_obs = remote.obs if isinstance(remote.obs, dict) else {"": remote.obs}
         for key in local_obs:
             assert local_obs[key].dtype == remote_obs[key].dtype and torch.equal(local_obs[key], remote_obs[key])
-        for name in FIELDS:
+        for name in FIELDS + (("agent_active", "team_returns") if local.agent_active is not None else ()):
             assert torch.allclose(getattr(local, name), getattr(remote, name), equal_nan=True), name
         assert torch.equal(local.env_ids, remote.env_ids) and torch.equal(local.worker_ids, remote.worker_ids)
         assert torch.equal(local.policy_versions, remote.policy_versions)

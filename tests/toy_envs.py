@@ -269,3 +269,87 @@ class MaskGoesWrong(gym.Env):
         if self.steps >= self.at:
             obs["action_mask"] = np.zeros(10, np.int8) if self.wrong == "empty" else obs["action_mask"][:9]
         return obs, reward, terminated, truncated, info
+
+
+class ToyAgents:
+    """A PettingZoo-style ParallelEnv of three agents that finish at different steps (`ends`).
+
+    Agent k observes [k, steps since reset, the env's tag] and earns k + 1 per step, or, with
+    `match_id`, 1 for playing action k and 0 otherwise, and observes 0 in place of k (a task the
+    shared policy can only solve when it is told which agent it is). With `masked`, observations are Dicts with an `action_mask`
+    that allows action k and one other. `fail_at` and `hang_at` (with a `flag_file`) make one
+    step of one env raise or hang, once across processes.
+    """
+
+    metadata = {"name": "toy_agents"}
+
+    def __init__(self, ends=(3, 5, 7), match_id=False, masked=False, fail_at=None, hang_at=None, flag_file=None):
+        self.possible_agents = ["a0", "a1", "a2"]
+        self.ends, self.match_id, self.masked = tuple(ends), match_id, masked
+        self.fail_at, self.hang_at, self.flag_file = fail_at, hang_at, flag_file
+        vector = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
+        self._obs_space = (
+            gym.spaces.Dict({"obs": vector, "action_mask": gym.spaces.MultiBinary(3)}) if masked else vector
+        )
+        self._action_space = gym.spaces.Discrete(3)
+        self.agents = []
+        self.count, self.tag, self.total_steps = 0, 0.0, 0
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._action_space
+
+    def _obs(self, index):
+        vector = np.array([0 if self.match_id else index, self.count, self.tag], dtype=np.float32)
+        if not self.masked:
+            return vector
+        mask = np.zeros(3, dtype=np.int8)
+        mask[index] = mask[(index + self.count) % 3] = 1
+        return {"obs": vector, "action_mask": mask}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.tag = float(seed % 1000)
+        self.count = 0
+        self.agents = list(self.possible_agents)
+        return {agent: self._obs(int(agent[1])) for agent in self.agents}, {agent: {} for agent in self.agents}
+
+    def step(self, actions):
+        assert set(actions) == set(self.agents), (actions, self.agents)
+        self.count += 1
+        self.total_steps += 1
+        if self.fail_at is not None and self.total_steps >= self.fail_at and claim(self.flag_file):
+            raise RuntimeError("toy agents failure")
+        if self.hang_at is not None and self.total_steps >= self.hang_at and claim(self.flag_file):
+            import time
+
+            time.sleep(3600)
+        observations, rewards, terminations, truncations, infos = {}, {}, {}, {}, {}
+        for agent, action in actions.items():
+            index = int(agent[1])
+            observations[agent] = self._obs(index)
+            rewards[agent] = float(int(action) == index) if self.match_id else float(index + 1)
+            terminations[agent] = self.count >= self.ends[index]
+            truncations[agent] = False
+            infos[agent] = {}
+        self.agents = [agent for agent in self.agents if not terminations[agent]]
+        return observations, rewards, terminations, truncations, infos
+
+    def close(self):
+        pass
+
+
+class ToyTurns(ToyAgents):
+    """A turn-based (AEC) env's interface: agents act one at a time (`agent_iter`)."""
+
+    def agent_iter(self):
+        return iter(self.agents)
+
+
+class ToyMixedSpaces(ToyAgents):
+    """Agents whose observation spaces differ."""
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(-np.inf, np.inf, shape=(3 + int(agent[1]),), dtype=np.float32)

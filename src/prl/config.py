@@ -189,10 +189,12 @@ class Config:
     """Keyword arguments for gym.make, as JSON on the command line."""
     action_masks: bool = True
     """Act within the env's action mask where it gives one (an action_mask observation entry, info["action_mask"] or an action_masks() method; prl.envs.masks). Off: any action may be taken, and an observation's mask stays there as an input."""
+    agent_ids: bool = False
+    """PettingZoo envs: add a one-hot agent id to each agent's observation, so the shared policy can tell the agents apart."""
     workers: int = 2
     """Worker processes collecting experience."""
     envs_per_worker: int = 16
-    """Environments stepped together by each worker."""
+    """Environments stepped together by each worker; for a PettingZoo env, agent rows (a multiple of its agents)."""
     rollout_steps: int = 64
     """Steps each env takes per rollout; a batch is workers x envs_per_worker x rollout_steps."""
     steps: int = 100_000

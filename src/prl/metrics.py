@@ -25,7 +25,12 @@ class Metric(NamedTuple):
 
 METRICS: tuple[Metric, ...] = (
     Metric("update", "updates done so far, this one included", "updates", None),
-    Metric("env_steps", "env steps learned from so far; the x axis of every chart", "steps", None),
+    Metric(
+        "env_steps",
+        "env steps learned from so far (PettingZoo envs: agent-steps); the x axis of every chart",
+        "steps",
+        None,
+    ),
     Metric(
         "steps_per_s", "env steps learned per second of training since the run (or resume) started", "steps/s", "perf"
     ),
@@ -36,6 +41,13 @@ METRICS: tuple[Metric, ...] = (
         "charts",
     ),
     Metric("episode_length_mean", "mean length of the same episodes", "steps", "charts"),
+    Metric(
+        "team_return_mean",
+        "PettingZoo envs: mean over the last 100 finished env episodes of the sum of every agent's return "
+        "(episode_return_mean is then per agent)",
+        "return",
+        "charts",
+    ),
     Metric("episodes", "training episodes finished so far", "episodes", "charts"),
     Metric("policy_loss", "clipped surrogate loss, mean over the update's gradient steps", "", "losses"),
     Metric("value_loss", "critic loss (times vf_coef in the total), mean over the gradient steps", "", "losses"),
@@ -72,7 +84,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("worker_restarts", "worker failures recovered from so far", "restarts", "perf"),
     Metric(
         "eval_return_mean",
-        "mean deterministic evaluation return (evaluation updates only, --eval-every)",
+        "mean deterministic evaluation return (evaluation updates only, --eval-every; PettingZoo envs: per agent)",
         "return",
         "charts",
     ),

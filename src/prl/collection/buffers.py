@@ -59,6 +59,12 @@ class Batch(NamedTuple):
     """[N, state_size] each env's recurrent state before the rollout's first step (None without a memory)."""
     episode_starts: Optional[torch.Tensor] = None
     """[T, N] bool: observation t begins an episode, where a recurrent state starts afresh (None without a memory)."""
+    agent_active: Optional[torch.Tensor] = None
+    """[T, N] bool: a PettingZoo env's row acted for a live agent at step t; a dead agent's padding is False
+    and is left out of the loss and the step counts (None for a single-agent env)."""
+    team_returns: Optional[torch.Tensor] = None
+    """[T, N] the sum of every agent's return, at the step a PettingZoo env's episode ended, in the column
+    of its first agent; NaN elsewhere (None for a single-agent env)."""
 
     def to(self, device: torch.device | str) -> Batch:
         """This batch with every tensor on `device`."""
@@ -69,6 +75,19 @@ class Batch(NamedTuple):
         """Returns and lengths of the episodes that ended inside this batch, in (time, env) order."""
         ended = ~torch.isnan(self.episode_returns)
         return self.episode_returns[ended].tolist(), [int(n) for n in self.episode_lengths[ended].tolist()]
+
+    def finished_team_returns(self) -> list[float]:
+        """A PettingZoo env's team returns of the episodes that ended inside this batch (empty for a single agent)."""
+        if self.team_returns is None:
+            return []
+        return self.team_returns[~torch.isnan(self.team_returns)].tolist()
+
+    @property
+    def agent_steps(self) -> int:
+        """The steps in this batch that an agent acted in: every row's, less a PettingZoo env's dead agents' padding."""
+        if self.agent_active is None:
+            return self.rewards.numel()
+        return int(self.agent_active.sum())
 
 
 SHARED_MEMORY = "/dev/shm"
@@ -83,6 +102,7 @@ def trajectory_bytes(
     action_dim: int,
     central: bool = False,
     state_size: int = 0,
+    agents: bool = False,
 ) -> int:
     """Bytes of shared memory a `TrajectoryBuffer` with these arguments takes (the sum of its tensors' sizes)."""
     S, T, E, A = num_slots, rollout_steps, envs_per_worker, action_dim
@@ -94,6 +114,8 @@ def trajectory_bytes(
         total += obs * S * E + 4 * S * T * E * A  # final observations, action noise
     if state_size:
         total += 4 * S * E * state_size + S * T * E  # initial recurrent states, episode starts
+    if agents:
+        total += 5 * S * T * E  # agent_active, team_returns
     return total
 
 
@@ -129,6 +151,7 @@ class TrajectoryBuffer:
         action_dim: int,
         central: bool = False,
         state_size: int = 0,
+        agents: bool = False,
     ):
         """`obs_dim` is the size of a flat float observation, or an `ObsLayout` (one tensor per leaf, in its dtype).
 
@@ -140,10 +163,13 @@ class TrajectoryBuffer:
         slot and env ([slots, envs_per_worker, ...]), where a worker leaves a truncated episode's last
         observation, and `noise` ([slots, T, envs_per_worker, action_dim]), the randomness each worker
         draws for its envs' actions from its own seeded stream.
+
+        `agents` (a PettingZoo env's rows, `prl.envs.agents`) adds `agent_active` and `team_returns`
+        ([slots, T, envs_per_worker]; see `Batch`).
         """
         self.num_slots, self.rollout_steps, self.envs_per_worker = num_slots, rollout_steps, envs_per_worker
         S, T, E = num_slots, rollout_steps, envs_per_worker
-        check_shared_memory(trajectory_bytes(S, T, E, obs_dim, action_dim, central, state_size))
+        check_shared_memory(trajectory_bytes(S, T, E, obs_dim, action_dim, central, state_size, agents))
 
         def floats(*shape: int) -> torch.Tensor:
             return torch.full(shape, UNWRITTEN, dtype=torch.float32).share_memory_()
@@ -167,6 +193,8 @@ class TrajectoryBuffer:
         self.env_ids = torch.full((S, E), -1, dtype=torch.int64).share_memory_()
         self.initial_states = floats(S, E, state_size) if state_size else None
         self.episode_starts = torch.zeros(S, T, E, dtype=torch.bool).share_memory_() if state_size else None
+        self.agent_active = torch.zeros(S, T, E, dtype=torch.bool).share_memory_() if agents else None
+        self.team_returns = floats(S, T, E) if agents else None
 
     def numpy_views(self, slot: int) -> dict[str, np.ndarray]:
         """Writable numpy views of one slot, for the worker's step loop (no copies)."""
@@ -178,6 +206,9 @@ class TrajectoryBuffer:
         if self.initial_states is not None and self.episode_starts is not None:
             views["initial_states"] = self.initial_states[slot].numpy()
             views["episode_starts"] = self.episode_starts[slot].numpy()
+        if self.agent_active is not None and self.team_returns is not None:
+            views["agent_active"] = self.agent_active[slot].numpy()
+            views["team_returns"] = self.team_returns[slot].numpy()
         return views
 
     def stamp(self, slot: int, worker: int, version: int) -> None:
@@ -216,6 +247,8 @@ class TrajectoryBuffer:
             if self.initial_states is None
             else self.initial_states.index_select(0, index).reshape(-1, self.initial_states.shape[-1]).to(device),
             episode_starts=None if self.episode_starts is None else merge(self.episode_starts),
+            agent_active=None if self.agent_active is None else merge(self.agent_active),
+            team_returns=None if self.team_returns is None else merge(self.team_returns),
         )
 
 

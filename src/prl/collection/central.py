@@ -90,9 +90,13 @@ STOP_S = 5.0
 """How long `stop()` waits for the server (thread or process) to end before forcing it."""
 
 
-def env_groups(envs_per_worker: int) -> list[range]:
-    """The two groups of a worker's envs that take turns (one group when the worker has one env)."""
-    half = (envs_per_worker + 1) // 2
+def env_groups(envs_per_worker: int, agents: int = 0) -> list[range]:
+    """The two groups of a worker's envs that take turns (one group when the worker has one env).
+
+    With a PettingZoo env's `agents` rows per env, the groups hold whole envs: its agents step together.
+    """
+    block = max(1, agents)
+    half = (envs_per_worker // block + 1) // 2 * block
     groups = [range(0, half), range(half, envs_per_worker)]
     return [group for group in groups if len(group)]
 
@@ -124,7 +128,7 @@ class InferenceServer:
         self.policy = place_policy(policy, self.device).eval()
         self.weights = weights
         self.buffer = buffer
-        self.groups = env_groups(buffer.envs_per_worker)
+        self.groups = env_groups(buffer.envs_per_worker, policy.spec.agents)
         state_size = self.policy.state_size if buffer.episode_starts is not None else 0
         self._states = torch.zeros(0, buffer.envs_per_worker, state_size, device=self.device)
         """[workers seen, envs_per_worker, state_size]: each env's recurrent state, grown as workers attach."""

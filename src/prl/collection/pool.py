@@ -159,6 +159,7 @@ class ActorPool:
             self.spec.action_dim,
             central=self.inference == "central",
             state_size=policy.state_size,
+            agents=bool(self.spec.agents),
         )
         self.weights = SharedWeights(policy)
         self._collecting = False

@@ -166,7 +166,13 @@ class RolloutActor:
                 factory, spec, self.actor, envs_per_worker, seed, worker_index, incarnation
             )
             self.buffer = TrajectoryBuffer(
-                1, rollout_steps, envs_per_worker, spec.obs_layout, spec.action_dim, state_size=self.policy.state_size
+                1,
+                rollout_steps,
+                envs_per_worker,
+                spec.obs_layout,
+                spec.action_dim,
+                state_size=self.policy.state_size,
+                agents=bool(spec.agents),
             )
         except Exception as error:
             self.failure = ChildError.of(error)
@@ -528,6 +534,7 @@ class RayPool:
             self.spec.obs_layout,
             self.spec.action_dim,
             state_size=policy.state_size,
+            agents=bool(self.spec.agents),
         )
         self.weights = SharedWeights(policy)
         self.weights.publish(policy)

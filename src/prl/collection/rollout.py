@@ -14,8 +14,9 @@ import numpy as np
 from prl import seeding
 from prl.collection.central import InferenceClient, InferenceGone, env_groups
 from prl.collection.child import ChildError
+from prl.envs import agents as env_agents
 from prl.envs import masks as env_masks
-from prl.envs.factory import EnvFactory, make_env
+from prl.envs.factory import EnvFactory, make_rows
 from prl.envs.families import game_result
 from prl.envs.observations import MASK, MASK_KEY
 from prl.envs.spec import CONTINUOUS, EnvSpec, spec_from_spaces, wrong_shape
@@ -42,7 +43,15 @@ class RolloutCollector:
         self.actor = actor
         self._recipe = (factory, spec, num_envs, seed, worker_index, incarnation)
         self.rebuilds = rebuilds
-        self.envs = [make_env(factory, mask_source=spec.mask_source) for _ in range(num_envs)]
+        self.alive = np.ones(num_envs, dtype=bool)
+        """Which rows act for a live agent (a PettingZoo env's dead agents' rows are padding; `prl.envs.agents`)."""
+        self.envs = make_rows(factory, spec, num_envs, alive=self.alive)
+        self.groups: list[tuple[int, env_agents.AgentGroup]] = (
+            [(first, env_agents.group_of(self.envs[first])) for first in range(0, num_envs, spec.agents or num_envs)]
+            if spec.agents
+            else []
+        )
+        """A PettingZoo env's groups of agent rows, each with its first row."""
         env_spec = spec_from_spaces(
             spec.name, self.envs[0].observation_space, self.envs[0].action_space, spec.action_scale
         )
@@ -92,6 +101,8 @@ class RolloutCollector:
         views["final_values"].fill(0.0)
         views["episode_returns"].fill(math.nan)
         views["episode_lengths"].fill(math.nan)
+        if self.groups:
+            views["team_returns"].fill(math.nan)
         obs = views["obs"]
         if self.layout is None:
             obs[0] = self.obs
@@ -123,6 +134,8 @@ class RolloutCollector:
         for t in range(steps):
             if starts is not None:
                 starts[t] = self.episode_start
+            if self.groups:
+                views["agent_active"][t] = self.alive
             actions, views["logprobs"][t], views["values"][t] = self.actor.act(self._row(views, t), self.episode_start)
             views["actions"][t] = actions
             truncated_envs = self._step(views, t, every_env)
@@ -146,7 +159,7 @@ class RolloutCollector:
         """
         self._begin(views)
         steps = views["rewards"].shape[0]
-        groups = env_groups(len(self.envs))
+        groups = env_groups(len(self.envs), self.spec.agents)
         noise = views["noise"]
         starts = views.get("episode_starts")  # a recurrent policy's: the server resets states there
         gaussian = self.spec.action_kind == CONTINUOUS
@@ -156,6 +169,8 @@ class RolloutCollector:
                 envs = slice(groups[group].start, groups[group].stop)
                 if starts is not None:
                     starts[t, envs] = self.episode_start[envs]
+                if self.groups:
+                    views["agent_active"][t, envs] = self.alive[envs]
                 rows = noise[t, envs]
                 rows[...] = (
                     rng.standard_normal(rows.shape, dtype=np.float32)
@@ -212,6 +227,8 @@ class RolloutCollector:
             views["truncated"][t],
         )
         env_actions = self.spec.to_env_actions(actions[env_indices.start : env_indices.stop])
+        if self.groups:
+            self._step_groups(views, t, env_indices, env_actions)
         truncated_envs = []
         for i, env_action in zip(env_indices, env_actions):
             next_obs, reward, term, trunc, info = envs[i].step(env_action)
@@ -225,7 +242,9 @@ class RolloutCollector:
                     truncated_envs.append(
                         (i, self._stack([next_obs])[0] if layout is None else copy.deepcopy(next_obs))
                     )
-                if not game_scores:
+                if info is env_agents.PADDING:  # a dead agent's row, reset with its env: no episode
+                    pass
+                elif not game_scores:
                     episode_returns[t, i] = episode_return[i]
                     episode_lengths[t, i] = episode_length[i]
                 elif (game := game_result(info)) is not None:  # a life lost is not a game over
@@ -259,6 +278,16 @@ class RolloutCollector:
                 f"at step {episode_length[bad] or 'reset'} of its episode"
             )
         return truncated_envs
+
+    def _step_groups(self, views: dict, t: int, env_indices: range, env_actions: list) -> None:
+        """Step each PettingZoo env among `env_indices` once with its agents' actions, and keep the team
+        returns of the episodes that end (the rows then read their shares, `prl.envs.agents`)."""
+        agents = self.spec.agents
+        for first, group in self.groups[env_indices.start // agents : env_indices.stop // agents]:
+            offset = first - env_indices.start
+            group.step(env_actions[offset : offset + agents])
+            if group.finished_team_return is not None:
+                views["team_returns"][t, first] = group.finished_team_return
 
     def _finite_rows(self, next_obs_row, rows: slice) -> np.ndarray:
         """Bool per env in `rows`: its new observation is finite (integer and image leaves always are)."""

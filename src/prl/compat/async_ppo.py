@@ -135,6 +135,11 @@ class PPO:
 
     def check_env(self, spec: EnvSpec) -> None:
         """Raise ConfigError naming the argument that does not match the env."""
+        if spec.agents:
+            raise ConfigError(
+                f"{spec.name} is a PettingZoo env with {spec.agents} agents, and AsyncPPO, the original program's "
+                "front, steps single-agent envs; train it with prl.train or scripts/train.py, one row per agent."
+            )
         if spec.masked:
             raise ConfigError(
                 f"{spec.name} gives an action mask, and AsyncPPO, the original program's front, acts without "

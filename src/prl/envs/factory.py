@@ -17,8 +17,10 @@ import gymnasium as gym
 import numpy as np
 
 from prl.config import Config, EnvSource, callable_name
+from prl.envs import agents as env_agents
 from prl.envs import families as env_families
 from prl.envs import masks as env_masks
+from prl.envs.observations import MASK_KEY
 from prl.envs.spec import EnvSpec, spec_from_spaces, wrong_shape
 from prl.errors import ConfigError
 
@@ -39,19 +41,24 @@ class EnvFactory:
         self.__dict__.update(state)
         self._fn = None
 
-    def __call__(self, render_mode: Optional[str] = None) -> gym.Env:
-        """Build a new env."""
+    def __call__(self, render_mode: Optional[str] = None) -> Any:
+        """Build a new env: a gymnasium.Env, or a PettingZoo ParallelEnv (`prl.envs.agents`)."""
         if self.env_id is not None:
             kwargs = dict(self.kwargs)
             if render_mode is not None:
                 kwargs["render_mode"] = render_mode
+            if self.env_id.startswith(env_agents.PREFIX):
+                return env_agents.make_parallel(self.env_id, kwargs)
             return env_families.make(self.env_id, kwargs)
         if self._fn is None:
             self._fn = cloudpickle.loads(self._pickled_fn)
         env = self._fn(**self.kwargs)
-        if not isinstance(env, gym.Env):
+        if env_agents.is_turn_based(env):
+            raise env_agents.turn_based_error(self.name)
+        if not isinstance(env, gym.Env) and not env_agents.is_parallel(env):
             raise ConfigError(
-                f"the env callable returned {type(env).__name__}, not a gymnasium.Env; return an env instance."
+                f"the env callable returned {type(env).__name__}, not a gymnasium.Env or a PettingZoo ParallelEnv; "
+                "return an env instance."
             )
         return env
 
@@ -95,10 +102,55 @@ setuptools 80): they say nothing about the env, and each worker would print them
 
 
 def make_env(factory: EnvFactory, render_mode: Optional[str] = None, mask_source: Optional[str] = None) -> gym.Env:
-    """Build an env, turning the errors a user causes into ConfigError with a fix.
+    """Build a single-agent env, turning the errors a user causes into ConfigError with a fix.
 
     `mask_source` (an `EnvSpec`'s, found when the run started) puts the env's action mask where
-    the policy reads it (`prl.envs.masks.expose`).
+    the policy reads it (`prl.envs.masks.expose`). A PettingZoo env is refused here: its agents
+    are rows, which `make_rows` builds.
+    """
+    env = _build(factory, render_mode)
+    if env_agents.is_parallel(env):
+        env.close()
+        raise ConfigError(
+            f"{factory.name} is a PettingZoo env with several agents, which this API does not train; "
+            "train it with prl.train or scripts/train.py, where each agent is a row."
+        )
+    return env_masks.expose(env, mask_source)
+
+
+def make_rows(
+    factory: EnvFactory, spec: EnvSpec, rows: int, render_mode: Optional[str] = None, alive: Optional[np.ndarray] = None
+) -> list[gym.Env]:
+    """The `rows` envs of a worker or an evaluation, one per row of its slot.
+
+    For a single-agent env, `rows` envs. For a PettingZoo env (`spec.agents`), `rows / agents`
+    envs whose agents are the rows (`prl.envs.agents`); `alive`, one entry per row, is kept up
+    to date with which rows' agents play.
+    """
+    if not spec.agents:
+        return [make_env(factory, render_mode, spec.mask_source) for _ in range(rows)]
+    check_rows(spec, rows)
+    alive = alive if alive is not None else np.zeros(rows, dtype=bool)
+    made: list[gym.Env] = []
+    for first in range(0, rows, spec.agents):
+        group = env_agents.AgentGroup(
+            _build(factory, render_mode), spec.name, spec.agent_ids, alive[first : first + spec.agents]
+        )
+        made += [env_masks.expose(row, spec.mask_source) for row in group.rows]
+    return made
+
+
+def check_rows(spec: EnvSpec, rows: int) -> None:
+    """Refuse a number of rows per worker that is not a whole number of `spec`'s PettingZoo envs."""
+    if spec.agents and rows % spec.agents:
+        raise ConfigError(
+            f"{spec.name} has {spec.agents} agents, each a row, so --envs-per-worker ({rows}) must be a "
+            f"multiple of {spec.agents}; give --envs-per-worker {max(1, rows // spec.agents) * spec.agents}."
+        )
+
+
+def _build(factory: EnvFactory, render_mode: Optional[str] = None) -> Any:
+    """`factory`'s env, with the errors a user causes turned into ConfigError with a fix.
 
     Gymnasium's warnings are held back while the env is made: when making fails, the error
     says everything in one sentence; when it succeeds, they are re-issued, except notices
@@ -112,7 +164,7 @@ def make_env(factory: EnvFactory, render_mode: Optional[str] = None, mask_source
             if any(notice in str(warning.message) for notice in IMPORT_NOTICES):
                 continue
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        return env_masks.expose(env, mask_source)
+        return env
     except gym.error.UnregisteredEnv as error:
         raise ConfigError(_unknown_id_message(factory.env_id or "", error)) from error
     except gym.error.DependencyNotInstalled as error:
@@ -133,7 +185,10 @@ def probe_env(config: Config) -> EnvSpec:
     """
     factory = EnvFactory(config.env, config.env_kwargs)
     try:
-        env = make_env(factory)
+        env = _build(factory)
+        if env_agents.is_parallel(env):
+            return _probe_agents(config, factory, env)
+        env = env_masks.expose(env, None)
     except ConfigError:
         raise
     except Exception as error:
@@ -151,6 +206,27 @@ def probe_env(config: Config) -> EnvSpec:
         return dataclasses.replace(spec, game_scores=bool(family and family.game_scores), mask_source=source)
     finally:
         env.close()
+
+
+def _probe_agents(config: Config, factory: EnvFactory, env: Any) -> EnvSpec:
+    """`probe_env` for a PettingZoo env: its first agent's row, as every agent's (they share spaces)."""
+    group = env_agents.AgentGroup(env, factory.name, config.agent_ids)
+    try:
+        row = group.rows[0]
+        _, info = first_reset(row, factory.name)
+        source = env_masks.find_source(row, info, config.action_masks)
+        if source not in (None, env_masks.OBSERVATION):
+            raise ConfigError(
+                f"{factory.name}'s agents give their action masks in their {source}; prl reads a PettingZoo "
+                f"env's masks from a Dict observation entry {MASK_KEY!r}, PettingZoo's convention, so put it there."
+            )
+        spec = spec_from_spaces(factory.name, row.observation_space, row.action_space, config.policy.action_scale)
+        check_first_observation(spec, row)
+        spec = dataclasses.replace(spec, mask_source=source, agents=len(group.agents), agent_ids=config.agent_ids)
+        check_rows(spec, config.envs_per_worker)
+        return spec
+    finally:
+        group.close()
 
 
 def first_reset(env: gym.Env, name: str) -> tuple[Any, dict]:

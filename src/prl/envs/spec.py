@@ -48,6 +48,10 @@ class EnvSpec:
     mask_source: Optional[str] = None
     """Where the env says which actions are legal (`prl.envs.masks`): its observation, its info,
     its `action_masks()` method, or None when it does not (or the masks are turned off)."""
+    agents: int = 0
+    """0 for a single-agent env; for a PettingZoo env, its number of agents, each a row (`prl.envs.agents`)."""
+    agent_ids: bool = False
+    """A PettingZoo env's agents see a one-hot agent id in their observations."""
 
     @property
     def masked(self) -> bool:

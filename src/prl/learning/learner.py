@@ -168,7 +168,7 @@ class Learner:
         else:
             self.policy.update_normalizer(raw_obs)
         self.updates += 1
-        self.env_steps += size
+        self.env_steps += batch.agent_steps
         stats = dict(zip(names, (totals / max(1, gradient_steps)).tolist()))
         stats["skipped_update"] = int(non_finite)
         stats.update(intrinsic_stats)
@@ -230,6 +230,7 @@ class Learner:
                     int_returns=int_returns,
                     next_obs=next_obs,
                     episode_starts=None if batch.episode_starts is None else batch.episode_starts.reshape(-1).float(),
+                    weights=None if batch.agent_active is None else batch.agent_active.reshape(-1).float(),
                 )
             )
             sequence_states, sequence_steps = self._sequence_starts(prepared_obs, batch)
@@ -285,7 +286,7 @@ class Learner:
             assert mb.episode_starts is not None  # stored for a recurrent policy
             episode_starts = mb.episode_starts.reshape(-1, initial_states.shape[0]) > 0.5
         new_logprob, entropy, new_values = self.policy.score(mb.obs, mb.actions, initial_states, episode_starts)
-        advantages = normalize_advantages(mb.advantages) if ppo.norm_adv else mb.advantages
+        advantages = normalize_advantages(mb.advantages, mb.weights) if ppo.norm_adv else mb.advantages
         parts = ppo_loss(
             new_logprob,
             mb.logprobs,
@@ -298,6 +299,7 @@ class Learner:
             ppo.vf_coef,
             ppo.ent_coef,
             ppo.clip_vloss,
+            mb.weights,
         )
         loss, terms = parts.loss, [getattr(parts, name) for name in LOSS_TERMS]
         if self.rnd is not None:

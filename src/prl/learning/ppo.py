@@ -38,9 +38,21 @@ def compute_gae(
     return advantages, advantages + values[:-1]
 
 
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit std (per minibatch, as PPO implementations do)."""
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The mean of `values`, or, with `weights` (1 for a sample that counts, 0 for padding), over the samples that count."""
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def normalize_advantages(advantages: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Zero mean, unit std (per minibatch, as PPO implementations do), over the samples that count (`weighted_mean`)."""
+    if weights is None:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    mean = weighted_mean(advantages, weights)
+    count = weights.sum()
+    variance = ((advantages - mean) ** 2 * weights).sum() / (count - 1.0).clamp(min=1.0)
+    return (advantages - mean) / (variance.sqrt() + 1e-8) * weights
 
 
 class LossParts(NamedTuple):
@@ -66,27 +78,31 @@ def ppo_loss(
     vf_coef: float,
     ent_coef: float,
     clip_vloss: bool,
+    weights: Optional[torch.Tensor] = None,
 ) -> LossParts:
     """Clipped surrogate objective + value loss - entropy bonus, for one minibatch (all 1-D tensors).
 
     The value loss is 0.5 * mean squared error (optionally clipped around `old_values`);
-    approx_kl is the low-variance estimator mean((ratio - 1) - log ratio).
+    approx_kl is the low-variance estimator mean((ratio - 1) - log ratio). With `weights`, every
+    mean is over the samples whose weight is 1 (`weighted_mean`): a dead agent's padding counts nothing.
     """
     log_ratio = new_logprob - old_logprob
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    policy_loss = torch.max(unclipped, clipped).mean()
+    policy_loss = weighted_mean(torch.max(unclipped, clipped), weights)
     if clip_vloss:
         values_clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
-        value_loss = 0.5 * torch.max((new_values - returns) ** 2, (values_clipped - returns) ** 2).mean()
+        value_loss = 0.5 * weighted_mean(
+            torch.max((new_values - returns) ** 2, (values_clipped - returns) ** 2), weights
+        )
     else:
-        value_loss = 0.5 * ((new_values - returns) ** 2).mean()
-    entropy_mean = entropy.mean()
+        value_loss = 0.5 * weighted_mean((new_values - returns) ** 2, weights)
+    entropy_mean = weighted_mean(entropy, weights)
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
     with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+        approx_kl = weighted_mean((ratio - 1.0) - log_ratio, weights)
+        clipfrac = weighted_mean(((ratio - 1.0).abs() > clip_coef).float(), weights)
     return LossParts(loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac)
 
 

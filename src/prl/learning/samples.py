@@ -37,6 +37,8 @@ class Minibatch(NamedTuple):
     """[M, D] the raw observations after each step, RND's predictor's input (None without RND)."""
     episode_starts: Optional[torch.Tensor] = None
     """[M] 1.0 where the observation begins an episode, for a recurrent policy's replay (None without one)."""
+    weights: Optional[torch.Tensor] = None
+    """[M] 1.0 where a PettingZoo env's agent acted, 0.0 for a dead agent's padding (None for a single-agent env)."""
 
 
 class Samples:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from prl.envs import masks as env_masks
-from prl.envs.factory import EnvFactory, make_env
+from prl.envs.agents import group_of
+from prl.envs.factory import EnvFactory, make_rows
 from prl.envs.families import GAME_LENGTH, GAME_SCORE, game_result
 from prl.envs.observations import MASK_KEY, map_obs
 from prl.nn.policy import ActorCritic
@@ -31,6 +32,15 @@ def _episode_step(policy: ActorCritic, live: np.ndarray, lengths: np.ndarray, ro
     return f"{policy.spec.name} (evaluation episode {live[row]}, at step {lengths[live[row]]})"
 
 
+def _step_groups(envs: list, live: np.ndarray, env_actions: list, agents: int) -> None:
+    """Step each PettingZoo env with live rows once, with its live agents' actions (`prl.envs.agents`)."""
+    joint: dict[int, list] = {}
+    for row, action in zip(live, env_actions):
+        joint.setdefault(row // agents, [None] * agents)[row % agents] = action
+    for env, actions in joint.items():
+        group_of(envs[env * agents]).step(actions)
+
+
 def evaluate(
     policy: ActorCritic,
     factory: EnvFactory,
@@ -42,7 +52,9 @@ def evaluate(
     """Run `episodes` episodes (one per env, stepped together) and return their returns and lengths.
 
     Uses a CPU copy of the policy, so the learner's device is left alone. Returns a dict with
-    `returns` and `lengths` lists and the mean, std, min and max of each. For envs whose
+    `returns` and `lengths` lists and the mean, std, min and max of each. For a PettingZoo env,
+    `episodes` envs play, the returns and lengths are each agent's, and `team_returns` (with its
+    mean `team_return_mean`) sums each env's agents' returns. For envs whose
     episodes are lives of a game (`EnvSpec.game_scores`), an episode is a whole game and its
     return the game's real score; `stalled` counts the games ended after STALL_STEPS without
     a point, and a warning says so.
@@ -51,19 +63,21 @@ def evaluate(
         raise ValueError(f"episodes must be at least 1, got {episodes}.")
     cpu_policy = copy.deepcopy(policy).to("cpu").eval()
     limit = max_episode_steps or MAX_EPISODE_STEPS
-    envs = [make_env(factory, mask_source=policy.spec.mask_source) for _ in range(episodes)]
+    agents = policy.spec.agents
+    envs = make_rows(factory, policy.spec, episodes * max(1, agents))
+    row_count = len(envs)
     layout, game_scores = policy.spec.obs_layout, policy.spec.game_scores
     try:
-        obs = [env.reset(seed=evaluation_seed(seed, i))[0] for i, env in enumerate(envs)]
-        returns = np.zeros(episodes)
-        lengths = np.zeros(episodes, dtype=np.int64)
-        active = np.ones(episodes, dtype=bool)
-        since_reward = np.zeros(episodes, dtype=np.int64)
+        obs = [env.reset(seed=evaluation_seed(seed, i // max(1, agents)))[0] for i, env in enumerate(envs)]
+        returns = np.zeros(row_count)
+        lengths = np.zeros(row_count, dtype=np.int64)
+        active = np.ones(row_count, dtype=bool)
+        since_reward = np.zeros(row_count, dtype=np.int64)
         stalled = 0
         torch.manual_seed(evaluation_seed(seed))
         # A recurrent policy's state per env, reset where an episode (or a game's life) begins.
-        state = cpu_policy.core.initial_state(episodes) if cpu_policy.core is not None else None
-        starts = np.ones(episodes, dtype=bool)
+        state = cpu_policy.core.initial_state(row_count) if cpu_policy.core is not None else None
+        starts = np.ones(row_count, dtype=bool)
         with torch.inference_mode():
             while active.any():
                 live = np.flatnonzero(active)
@@ -84,7 +98,10 @@ def evaluate(
                     )
                     actions = action_tensor.numpy()
                     starts[live] = False
-                for i, env_action in zip(live, policy.spec.to_env_actions(actions)):
+                env_actions = policy.spec.to_env_actions(actions)
+                if agents:
+                    _step_groups(envs, live, env_actions, agents)
+                for i, env_action in zip(live, env_actions):
                     next_obs, reward, terminated, truncated, info = envs[i].step(env_action)
                     returns[i] += reward
                     lengths[i] += 1
@@ -111,7 +128,9 @@ def evaluate(
             f"{STALL_STEPS} steps and were ended there, counted with their score so far.",
             stacklevel=2,
         )
+    team = returns.reshape(episodes, -1).sum(axis=1) if agents else None
     return {
+        **({"team_returns": team.tolist(), "team_return_mean": float(team.mean())} if team is not None else {}),
         "returns": returns.tolist(),
         "lengths": lengths.tolist(),
         "return_mean": float(returns.mean()),

@@ -15,32 +15,47 @@ from prl.run.folder import full_disk_is_config_error, write_atomically
 
 
 class EpisodeWindow:
-    """The most recent episodes' returns and lengths, for a smoothed 'mean episode return'."""
+    """The most recent episodes' returns and lengths, for a smoothed 'mean episode return'.
+
+    For a PettingZoo env an episode is one agent's, and `team_returns` holds the sums over each
+    env's agents (`prl.envs.agents`)."""
 
     def __init__(self, size: int = 100):
         self.returns: deque = deque(maxlen=size)
         self.lengths: deque = deque(maxlen=size)
+        self.team_returns: deque = deque(maxlen=size)
         self.total = 0
 
-    def add(self, returns: list[float], lengths: list[int]) -> None:
-        """Record newly finished episodes."""
+    def add(self, returns: list[float], lengths: list[int], team_returns: Optional[list[float]] = None) -> None:
+        """Record newly finished episodes (and, for a PettingZoo env, its finished episodes' team returns)."""
         self.returns.extend(returns)
         self.lengths.extend(lengths)
+        self.team_returns.extend(team_returns or [])
         self.total += len(returns)
 
     def return_mean(self) -> Optional[float]:
         """Mean return of the window, None before any episode has finished."""
         return sum(self.returns) / len(self.returns) if self.returns else None
 
+    def team_return_mean(self) -> Optional[float]:
+        """Mean team return of the window, None before any PettingZoo episode has finished."""
+        return sum(self.team_returns) / len(self.team_returns) if self.team_returns else None
+
     def state_dict(self) -> dict:
         """The window's contents, for checkpoints."""
-        return {"returns": list(self.returns), "lengths": list(self.lengths), "total": self.total}
+        return {
+            "returns": list(self.returns),
+            "lengths": list(self.lengths),
+            "team_returns": list(self.team_returns),
+            "total": self.total,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
         self.returns.clear()
         self.lengths.clear()
-        self.add(list(state["returns"]), list(state["lengths"]))
+        self.team_returns.clear()
+        self.add(list(state["returns"]), list(state["lengths"]), list(state.get("team_returns", [])))
         self.total = int(state["total"])
 
     def length_mean(self) -> Optional[float]:

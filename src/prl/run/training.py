@@ -282,13 +282,14 @@ def _run_training(
                     raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
-                run.window.add(*batch.finished_episodes())
+                run.window.add(*batch.finished_episodes(), batch.finished_team_returns())
                 record = {
                     "update": learner.updates,
                     "env_steps": learner.env_steps,
                     "steps_per_s": (learner.env_steps - first_steps) / (time.perf_counter() - train_started),
                     "episode_return_mean": run.window.return_mean(),
                     "episode_length_mean": run.window.length_mean(),
+                    **({"team_return_mean": run.window.team_return_mean()} if spec.agents else {}),
                     "episodes": run.window.total,
                     **stats,
                     "collect_s": collect_s,
@@ -303,9 +304,10 @@ def _run_training(
                 if config.save_every and learner.updates % config.save_every == 0:
                     run.save()
                 bar.update(min(learner.env_steps, config.steps) - bar.n)
-                bar.set_postfix_str(
-                    f"{record['steps_per_s']:,.0f} steps/s, return {format_return(record['episode_return_mean'])}"
-                )
+                shown = f"return {format_return(record['episode_return_mean'])}"
+                if spec.agents:  # an agent's own return, then its env's team's
+                    shown = f"agent {shown}, team {format_return(record['team_return_mean'])}"
+                bar.set_postfix_str(f"{record['steps_per_s']:,.0f} steps/s, {shown}")
                 if stop.requested:
                     run.save()  # between updates, so the saved state is whole
                     raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
@@ -345,6 +347,8 @@ def _run_training(
             eval_length_mean=result["length_mean"],
             eval_episodes=config.eval_episodes,
         )
+        if "team_return_mean" in result:
+            summary["eval_team_return_mean"] = result["team_return_mean"]
     summary["wall_s"] = time.perf_counter() - started
     summary["started_at"] = started_at
     if run.out is not None:
