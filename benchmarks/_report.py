@@ -77,14 +77,24 @@ def _of_mode(records: list[dict], mode: str) -> list[dict]:
     return [r for r in records if r.get("inference", "auto") == mode and r.get("backend", "local") == "local"]
 
 
+def _agents(results: dict) -> int:
+    """The env's agent count where it is a PettingZoo env (each agent a row), else 0."""
+    return results.get("settings", {}).get("agents", 0)
+
+
+def _floor_setting(record: dict, agents: int) -> str:
+    if agents:
+        return f"ParallelRows {record['envs'] // agents} envs = {record['envs']} rows, {record['actor']} actor"
+    return f"SyncVectorEnv {record['envs']} envs, {record['actor']} actor"
+
+
 def figure_rows(results: dict) -> list[tuple]:
     """One table row per measurement of figures 1 to 5, 7 and 8."""
     single = steps_per_s_of(results["floor"][0])
-    rows = [_row("1 floor", f"raw env, processes={r['processes']}", r, _scaling(r, single)) for r in results["floor"]]
-    rows += [
-        _row("2 collection floor", f"SyncVectorEnv {r['envs']} envs, {r['actor']} actor", r)
-        for r in results["collection_floor"]
-    ]
+    agents = _agents(results)
+    raw = f"raw ParallelEnv ({agents} agents)" if agents else "raw env"
+    rows = [_row("1 floor", f"{raw}, processes={r['processes']}", r, _scaling(r, single)) for r in results["floor"]]
+    rows += [_row("2 collection floor", _floor_setting(r, agents), r) for r in results["collection_floor"]]
     rows += [
         _row(
             "3 prl collection",
@@ -159,9 +169,9 @@ def print_report(results: dict, plan: Plan) -> None:
         f"prl throughput on {results['settings']['env']}: {info['cores']} cores ({info['cpu_model']}), "
         f"torch {info['torch']}, gymnasium {info['gymnasium']}, {info['date']}"
     )
-    _print_table(
-        "figures (steps/s = env steps per second)", ("figure", "setting", "steps/s", "notes"), figure_rows(results)
-    )
+    agents = _agents(results)
+    unit = f"agent-steps per second, E = agent rows ({agents} per env)" if agents else "env steps per second"
+    _print_table(f"figures (steps/s = {unit})", ("figure", "setting", "steps/s", "notes"), figure_rows(results))
     header = ("sweep", "", *(f"E={e}" for e in plan.envs))
     for mode in plan.inference:
         _print_table(
@@ -216,7 +226,8 @@ def plot(results: dict, plan: Plan, path: Path) -> None:
         if dummy and title != "prl collection":
             axis.axhline(dummy, color="gray", linestyle="--", label="SB3 DummyVecEnv")
         axis.set_xscale("log", base=2)
-        axis.set(title=title, xlabel="workers (W)", ylabel="env steps/s", ylim=(0, axis.get_ylim()[1] * 1.1))
+        ylabel = "agent-steps/s" if _agents(results) else "env steps/s"
+        axis.set(title=title, xlabel="workers (W)", ylabel=ylabel, ylim=(0, axis.get_ylim()[1] * 1.1))
         ticks = sorted(set(plan.workers) | {r["workers"] for r in records if "steps_per_s" in r})
         axis.set_xticks(ticks, [str(w) for w in ticks])
         axis.minorticks_off()

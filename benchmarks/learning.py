@@ -7,6 +7,7 @@
     python benchmarks/learning.py --suite atari-memory --seeds 1 --out DIR  # 4 frames beside 1 frame + LSTM
     python benchmarks/learning.py --suite memory --seeds 3 --sb3-contrib --out DIR  # the popgym and bench extras
     python benchmarks/learning.py --suite masks --seeds 3 --sb3-contrib --out DIR   # the bench extra
+    python benchmarks/learning.py --suite agents --seeds 3 --sb3-contrib --out DIR  # the mpe2 and bench extras
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
     python benchmarks/learning.py --replot DIR --reference "CleanRL ppo_atari=FILE"  # redraw, another system beside
@@ -21,9 +22,11 @@ The memory suite holds the partially observable tasks (`prl/CartPoleNoVel-v1`, t
 tasks) and one ablation: CartPoleNoVel with `--recurrent none`, which must stay below its
 ceiling (memory is what solves it). The masks suite holds prl's game of illegal moves
 (`prl/IllegalMoves-v0`) and its ablation with `--no-action-masks`, which must stay below its
-ceiling. `--sb3-contrib` also trains sb3-contrib's reference for the task (RecurrentPPO with
-rl-zoo3's settings, or MaskablePPO with prl's; `benchmarks/sb3_references.py`) once on each env
-that has a budget for it, timed the same way, right after prl's runs: its curve is drawn
+ceiling. The agents suite holds two PettingZoo particle envs (`mpe2`), whose steps are
+agent-steps and whose returns are team returns, the sum over an env's agents.
+`--sb3-contrib` also trains the SB3 reference for the task (sb3-contrib's RecurrentPPO with
+rl-zoo3's settings, or its MaskablePPO with prl's, or SB3's PPO shared by the agents through
+SuperSuit with prl's; `benchmarks/sb3_references.py`) once on each env that has a budget for it, timed the same way, right after prl's runs: its curve is drawn
 beside prl's and a second table gives the ratio of the two whole-process wall times.
 
 The atari-memory suite trains Breakout twice, from the preset's stack of 4 frames and from one
@@ -59,7 +62,11 @@ from prl.run.logs import EpisodeWindow, format_return
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
 CONTRIB_SCRIPT = REPO / "benchmarks" / "sb3_references.py"
-CONTRIB_LABELS = {"recurrent": "sb3-contrib RecurrentPPO", "maskable": "sb3-contrib MaskablePPO"}
+CONTRIB_LABELS = {
+    "recurrent": "sb3-contrib RecurrentPPO",
+    "maskable": "sb3-contrib MaskablePPO",
+    "shared": "SB3 PPO + SuperSuit",
+}
 """benchmarks/sb3_references.py's algorithms, by the label their curves and tables carry."""
 EVAL_EPISODES = 20
 RUN_TIMEOUT_S = 3600
@@ -159,6 +166,21 @@ TARGETS = {
             contrib=("maskable", 100_000),
         ),
         Target("prl/IllegalMoves-v0", 100_000, 30.0, "-", "-", args=("--no-action-masks",), ceiling=True),
+        # Team returns (the sum over the agents) at agent-steps; random play: -80 +- 23 on simple_spread,
+        # -59 +- 21 on simple_reference (200 episodes each, docs/learning.md). MAPPO's -120 on Spread (its
+        # code's metric: every agent gets the team's summed reward, with a -1 self-collision each step;
+        # 20M env steps = 60M agent-steps) is about -22.5 as a team return here, by docs/learning.md's
+        # conversion.
+        Target(
+            "pettingzoo:mpe2.simple_spread_v3",
+            3_000_000,
+            -50.0,
+            "-",
+            "-",
+            published="MAPPO about -22.5 (60M)",
+            contrib=("shared", 3_000_000),
+        ),
+        Target("pettingzoo:mpe2.simple_reference_v3", 2_000_000, -40.0, "-", "-", contrib=("shared", 2_000_000)),
     )
 }
 SUITES = {
@@ -178,6 +200,7 @@ SUITES = {
         'ALE/Breakout-v5 --env-kwargs {"frame_stack":1} --recurrent lstm --recurrent-size 128',
     ],
     "masks": ["prl/IllegalMoves-v0", "prl/IllegalMoves-v0 --no-action-masks"],
+    "agents": ["pettingzoo:mpe2.simple_spread_v3", "pettingzoo:mpe2.simple_reference_v3"],
     "memory": [
         "prl/CartPoleNoVel-v1",
         "prl/CartPoleNoVel-v1 --recurrent none",
@@ -231,19 +254,24 @@ def train_one(env: str, seed: int, steps: int, folder: Path, no_preset: bool, ex
     if failed:
         return {"env": env, "seed": seed, "failed": failed}
     curve = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    # A PettingZoo env's figures are its team's (the sum over its agents); the per-agent ones are kept beside.
+    team = "eval_team_return_mean" in summary
+    prefix = "team_" if team else ""
+    measured = f"{prefix or 'episode_'}return_mean"
     return {
         "env": env,
         "seed": seed,
         "steps": summary["env_steps"],
-        "eval_return_mean": summary["eval_return_mean"],
-        "eval_return_std": summary["eval_return_std"],
-        "train_return_last100": summary["episode_return_mean"],
+        "eval_return_mean": summary[f"eval_{prefix}return_mean"],
+        "eval_return_std": summary[f"eval_{prefix}return_std"],
+        **({"eval_agent_return_mean": summary["eval_return_mean"]} if team else {}),
+        "train_return_last100": curve[-1].get(measured) if curve else None,
         "process_wall_s": wall_s,
         "steps_per_s": summary.get("steps_per_s"),
         "curve": [
-            {"env_steps": r["env_steps"], "wall_s": r["wall_s"], "return": r["episode_return_mean"]}
+            {"env_steps": r["env_steps"], "wall_s": r["wall_s"], "return": r[measured]}
             for r in curve
-            if r.get("episode_return_mean") is not None
+            if r.get(measured) is not None
         ],
     }
 
@@ -466,7 +494,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sb3-contrib",
         action="store_true",
-        help="also train sb3-contrib's reference (RecurrentPPO, MaskablePPO) once on each env that has one (the bench extra)",
+        help="also train the SB3 reference (RecurrentPPO, MaskablePPO, PPO + SuperSuit) once on each env that has one (the bench extra)",
     )
     parser.add_argument("--replot", metavar="DIR", help="redraw DIR's plots from its learning.json, without training")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@
     python benchmarks/throughput.py --out DIR  # also DIR/results.json, DIR/throughput.png and DIR/records.jsonl
     python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
     python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
+    python benchmarks/throughput.py --env pettingzoo:mpe2.simple_spread_v3  # each agent a row: agent-steps/s
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
 machines of the same kind: read the ratios.
@@ -33,7 +34,7 @@ from typing import Optional
 import _reference as ref
 import gymnasium as gym
 import torch
-from _plan import Plan, plan_for
+from _plan import Plan, agent_rows, plan_for
 from _report import PHASES, best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
 
 import prl
@@ -42,7 +43,8 @@ from prl.collection.backends import open_collector
 from prl.collection.buffers import TrajectoryBuffer
 from prl.collection.processes import resolve_start_method
 from prl.config import Config, to_flat
-from prl.envs.factory import probe_env
+from prl.envs import agents as env_agents
+from prl.envs.factory import EnvFactory, probe_env
 from prl.envs.observations import map_obs
 from prl.envs.spec import EnvSpec
 
@@ -53,7 +55,8 @@ ROLLOUT_STEPS = 32
 """Steps per env per rollout in every prl run here, as in the CartPole preset and SB3's n_steps."""
 
 README_SHAPE = (8, 4)
-"""Workers x envs per worker of the command in prl's README (`--workers 8 --envs-per-worker 4`)."""
+"""Workers x envs per worker of the command in prl's README (`--workers 8 --envs-per-worker 4`);
+for a PettingZoo env, E rounded to a whole number of its envs (`readme_shape`)."""
 
 DEFAULT_SHAPE = (2, 32)
 """prl's default workers x envs per worker with the CartPole preset (other envs: their preset's, `default_shape`)."""
@@ -95,10 +98,31 @@ another process wanted a core. Where the env's preset gives the learner more thr
 SB3 gets as many, and one more DummyVecEnv run keeps one thread."""
 
 
-def default_shape(env_id: str) -> tuple[int, int]:
-    """Workers x envs per worker of the env's preset (prl's defaults where it has none)."""
+def default_shape(env_id: str, plan: Plan) -> tuple[int, int]:
+    """Workers x envs per worker of the env's preset (prl's defaults where it has none); for a
+    PettingZoo env whose E there is no multiple of its agents, the plan's (`Plan.default_envs`)."""
     config = tuned_config(env_id)
-    return config.workers, config.envs_per_worker
+    envs = config.envs_per_worker
+    if plan.agents and envs % plan.agents:
+        envs = plan.default_envs
+    return config.workers, envs
+
+
+def readme_shape(plan: Plan) -> tuple[int, int]:
+    """README_SHAPE, its E rounded to a whole number of a PettingZoo env's agents (8 x 3 with 3 agents)."""
+    workers, envs = README_SHAPE
+    return workers, agent_rows(envs, plan.agents)
+
+
+def probe(env_id: str) -> EnvSpec:
+    """`probe_env` for `env_id` with prl's defaults, and for a PettingZoo env one env's agents as the
+    rows per worker (prl's default 16 need not be a multiple of them)."""
+    rows = Config.envs_per_worker
+    if env_id.startswith(env_agents.PREFIX):
+        env = EnvFactory(env_id)()
+        rows = len(env.possible_agents) or 1
+        env.close()
+    return probe_env(Config(env=env_id, envs_per_worker=rows))
 
 
 def log(message: str) -> None:
@@ -202,14 +226,15 @@ def prl_collection(
         mode = pool.inference
         for _ in range(WARMUP_COLLECTS):
             pool.collect(learner.device)
-        collects = 0
+        collects = steps = 0
         begin = time.perf_counter()
         while time.perf_counter() - begin < seconds:
-            pool.collect(learner.device)
+            # agent-steps, as prl counts them: every row's step, less a PettingZoo env's dead agents' padding
+            steps += pool.collect(learner.device).agent_steps
             collects += 1
         elapsed = time.perf_counter() - begin
         transfer = getattr(pool, "last_transfer_bytes", None)
-    record = ref.rate(collects * config.batch_size, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
+    record = ref.rate(steps, elapsed, workers=workers, envs=envs, pool_start_s=start_s)
     record |= {"inference": inference, "inference_used": mode, "backend": backend}
     if transfer is not None:
         record |= {"rollout_bytes": transfer / workers, "rollout_steps": ROLLOUT_STEPS, "rollouts": collects * workers}
@@ -340,7 +365,9 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     """Figures 1 and 2: raw stepping with 1 and 2 processes, and one-process collection per E and actor.
 
     The collection floor acts with the env's preset network (the Nature CNN on Atari), the one
-    prl's workers act with in figure 3.
+    prl's workers act with in figure 3. For a PettingZoo env both count agent-steps: each process
+    of the raw floor steps one ParallelEnv, and the collection floor E agent rows of E / agents
+    ParallelEnvs (`_reference.ParallelRows`).
     """
     context = multiprocessing.get_context(START_METHOD)
     policy = tuned_config(env_id).policy
@@ -350,7 +377,8 @@ def measure_floors(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
         floors["floor"].append(kept("floor", ref.raw_floor(env_id, processes, plan.floor_s, context)))
     for envs in plan.envs:
         for actor in ("torch", "worker"):
-            log(f"collection floor: SyncVectorEnv of {envs} envs + {actor} actor")
+            vector = f"{envs // spec.agents} ParallelEnvs, {envs} agent rows" if spec.agents else f"{envs} envs"
+            log(f"collection floor: {ref.vector_name(spec)} of {vector} + {actor} actor")
             floor = ref.collection_floor(env_id, spec, envs, plan.collect_s, actor, policy)
             floors["collection_floor"].append(kept("collection_floor", floor))
     return floors
@@ -364,18 +392,21 @@ def buffer_bytes(buffer: TrajectoryBuffer) -> dict:
     return {"obs_bytes": sum(obs), "total_bytes": sum(obs) + sum(others)}
 
 
-def measure_memory(env_id: str, spec: EnvSpec) -> dict:
+def measure_memory(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     """Figure 8: the shared trajectory buffer of the env's preset shape, as prl allocates it and in float32.
 
     prl keeps every observation leaf in its own dtype (uint8 images stay uint8); the float32 row
     is the same buffer with every observation value stored as a float32, as prl stored them
-    before. Both buffers are allocated here and their tensors' sizes read back.
+    before. Both buffers are allocated here and their tensors' sizes read back. A PettingZoo env's
+    buffer has its agent rows at the default shape, and their alive flags and team returns.
     """
-    config = tuned_config(env_id)
+    workers, envs = default_shape(env_id, plan)
+    config = tuned_config(env_id, workers=workers, envs_per_worker=envs)
     shape = (config.workers, config.rollout_steps, config.envs_per_worker)
     values = sum(math.prod(leaf.shape) for leaf in spec.obs_layout.leaves)
-    native = buffer_bytes(TrajectoryBuffer(*shape, spec.obs_layout, spec.action_dim))
-    as_float = buffer_bytes(TrajectoryBuffer(*shape, values, spec.action_dim))
+    agents = {"agents": bool(spec.agents)}
+    native = buffer_bytes(TrajectoryBuffer(*shape, spec.obs_layout, spec.action_dim, **agents))
+    as_float = buffer_bytes(TrajectoryBuffer(*shape, values, spec.action_dim, **agents))
     return {
         "slots": shape[0],
         "rollout_steps": shape[1],
@@ -399,7 +430,7 @@ def measure_collection(env_id: str, plan: Plan) -> list[dict]:
     if ref.missing("ray"):
         log(f"skipped the Ray row: {ref.missing('ray')}")
         return records
-    workers, envs = default_shape(env_id)
+    workers, envs = default_shape(env_id, plan)
     log(f"prl collection: {workers} workers x {envs} envs, Ray backend")
     records.append(kept("prl_collection", prl_collection(env_id, workers, envs, plan.collect_s, backend="ray")))
     return records
@@ -418,11 +449,11 @@ def measure_training(env_id: str, plan: Plan) -> list[dict]:
     Beside the grid: the default and README shapes in overlap mode, and the default shape with
     SB3's PPO settings (the same learner work per env step as the SB3 rows).
     """
-    default = default_shape(env_id)
+    default, readme = default_shape(env_id, plan), readme_shape(plan)
     shapes = [(w, e) for w in plan.workers for e in plan.envs] if plan.train_sweep else [default]
-    shapes += [shape for shape in (default, README_SHAPE) if shape not in shapes]
+    shapes += [shape for shape in (default, readme) if shape not in shapes]
     runs = [(w, e, None, False) for w, e in shapes]
-    runs += [(*default, None, True), (*README_SHAPE, None, True)]
+    runs += [(*default, None, True), (*readme, None, True)]
     if env_id == "CartPole-v1":
         runs.append((*default, SB3_LIKE_PPO, False))
     runs = [(*run, plan.inference[0]) for run in runs]
@@ -458,7 +489,7 @@ MEMORIES = (("lstm", 64), ("gru", 64))
 def measure_recurrent(env_id: str, plan: Plan) -> list[dict]:
     """Whole train.py runs with each of MEMORIES at the default shape and the env's preset otherwise,
     to set beside the MLP's run at that shape (in `prl_training`)."""
-    default = default_shape(env_id)
+    default = default_shape(env_id, plan)
     records = []
     for kind, size in MEMORIES:
         log(f"prl end-to-end: {default[0]} workers x {default[1]} envs, {kind} {size}, {plan.train_steps:,} steps")
@@ -482,8 +513,17 @@ def sb3_runs(env_id: str) -> list[tuple[str, str, int]]:
 
 
 def measure_references(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
-    """Figure 5: SB3 PPO with both vector envs, and gymnasium's AsyncVectorEnv collection."""
+    """Figure 5: SB3 PPO with both vector envs, and gymnasium's AsyncVectorEnv collection.
+
+    Both step single-agent gymnasium envs: a PettingZoo env skips them with the reason.
+    """
     references = {}
+    if spec.agents:
+        for name, vec_env, _ in sb3_runs(env_id):
+            reason = f"SB3 {vec_env} steps single-agent envs (PettingZoo: sb3_references.py shared)"
+            references[name] = skipped(reason)
+        references["async_vector_env"] = skipped("AsyncVectorEnv steps single-agent envs, not a PettingZoo env")
+        return references
     reason = ref.missing("stable_baselines3")
     for name, vec_env, threads in sb3_runs(env_id):
         if reason:
@@ -535,7 +575,8 @@ def ratios(results: dict) -> list[dict]:
     best_any = max([r for r in training if not r["sb3_settings"]], key=steps_per_s_of, default=None)
     default_at = tuple(results.get("settings", {}).get("default_shape", DEFAULT_SHAPE))
     default = _find(training, default_at, inference=modes[0])
-    readme = _find(training, README_SHAPE, inference=modes[0])
+    readme_at = tuple(results.get("settings", {}).get("readme_shape", README_SHAPE))
+    readme = _find(training, readme_at, inference=modes[0])
     equal_work = _find(training, default_at, sb3_settings=True, inference=modes[0])
     reference = results["reference"]
     dummy = steps_per_s_of(reference.get("sb3_dummy"))
@@ -726,7 +767,8 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
         "env": env_id,
         **asdict(plan),
         "start_method": START_METHOD,
-        "default_shape": default_shape(env_id),
+        "default_shape": default_shape(env_id, plan),
+        "readme_shape": readme_shape(plan),
         "ppo": SB3_LIKE_PPO,
         "sb3": ref.SB3_ATARI_SETTINGS if env_id.startswith("ALE/") else ref.SB3_SETTINGS,
     }
@@ -742,7 +784,7 @@ def run(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
     if plan.recurrent:
         results["recurrent_training"] = measure_recurrent(env_id, plan)
     results["reference"] = measure_references(env_id, spec, plan)
-    results["buffer_memory"] = measure_memory(env_id, spec)
+    results["buffer_memory"] = measure_memory(env_id, spec, plan)
     if env_id == "CartPole-v1" and plan.solve_runs > 0:
         results["time_to_solve"] = [time_to_solve(plan.solve_runs, overlap) for overlap in (False, True)]
     else:
@@ -758,7 +800,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and shorter budgets (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="folder for results.json and throughput.png")
-    parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: CartPole-v1)")
+    parser.add_argument(
+        "--env",
+        default="CartPole-v1",
+        help="Gymnasium id, or pettingzoo:<module> for a PettingZoo ParallelEnv (default: CartPole-v1)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -766,7 +812,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help=f"worker counts of the sweep (default: {' '.join(map(str, Plan().workers))})",
     )
     parser.add_argument(
-        "--envs", type=int, nargs="+", help=f"envs per worker of the sweep (default: {' '.join(map(str, Plan().envs))})"
+        "--envs",
+        type=int,
+        nargs="+",
+        help=f"envs per worker of the sweep, agent rows for a PettingZoo env (rounded to a multiple of its "
+        f"agents) (default: {' '.join(map(str, Plan().envs))})",
     )
     parser.add_argument(
         "--inference",
@@ -798,7 +848,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark; returns the exit code (0 also when the env needs a missing package)."""
     args = parse_args(argv)
     try:
-        spec = probe_env(Config(env=args.env))
+        spec = probe(args.env)
     except ConfigError as error:
         # e.g. HalfCheetah-v5 without mujoco, ALE/Breakout-v5 without ale-py
         if isinstance(error.__cause__, (gym.error.DependencyNotInstalled, ImportError)):
@@ -807,10 +857,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"throughput.py: error: {error}", file=sys.stderr)
         return 2
     plan = plan_for(spec, args.quick)
+    envs = tuple(dict.fromkeys(agent_rows(count, spec.agents) for count in args.envs or plan.envs))
+    if args.envs and envs != tuple(args.envs):
+        log(f"{args.env} has {spec.agents} agents, each a row: --envs {' '.join(map(str, envs))}")
     plan = replace(
         plan,
         workers=tuple(args.workers or plan.workers),
-        envs=tuple(args.envs or plan.envs),
+        envs=envs,
         inference=tuple(dict.fromkeys(args.inference or plan.inference)),
         device=args.device,
         train_sweep=plan.train_sweep or args.train_sweep,

@@ -153,27 +153,22 @@ def test_a_recurrent_policy_trains_on_agent_rows(policy, no_leaks):
     assert batch.episode_starts[:, 0].nonzero().flatten().tolist() == [0, 3, 7, 10, 14]
 
 
-def test_simple_spread_trains_end_to_end_and_reports_agent_and_team_returns(tmp_path, no_leaks):
-    config = from_flat(
-        dict(
-            env=SPREAD,
-            workers=2,
-            envs_per_worker=6,
-            rollout_steps=25,
-            steps=3000,
-            progress=False,
-            out=str(tmp_path / "run"),
-            eval_episodes=4,
-            tensorboard=False,
-        )
-    )
-    summary = train(config)
-    assert summary["env_steps"] >= 3000
-    assert summary["eval_team_return_mean"] == pytest.approx(3 * summary["eval_return_mean"], rel=0.5)
+def test_simple_spread_trains_end_to_end_resumes_and_reports_agent_and_team_returns(tmp_path, no_leaks):
     import json
 
+    def spread(out, steps):
+        options = dict(env=SPREAD, workers=2, envs_per_worker=6, rollout_steps=25, steps=steps, progress=False)
+        return from_flat({**options, "out": str(out), "eval_episodes": 4, "tensorboard": False, "save_every": 1})
+
+    summary = train(spread(tmp_path / "run", 600))
+    assert summary["env_steps"] == 600, "12 agent rows x 25 steps x 2 updates, counted in agent-steps"
+    assert summary["eval_team_return_mean"] == pytest.approx(3 * summary["eval_return_mean"])
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["team_return_mean"] < 0 and record["episode_length_mean"] == 25
+    resumed = train(spread(tmp_path / "more", 1200), resume_from=str(tmp_path / "run"))
+    lines = [json.loads(line) for line in (tmp_path / "more" / "metrics.jsonl").read_text().splitlines()]
+    assert resumed["env_steps"] == 1200 and [line["update"] for line in lines] == [1, 2, 3, 4]
+    assert lines[2]["episodes"] > lines[1]["episodes"] and lines[2]["team_return_mean"] is not None
 
 
 @pytest.mark.parametrize(

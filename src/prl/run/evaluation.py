@@ -54,7 +54,7 @@ def evaluate(
     Uses a CPU copy of the policy, so the learner's device is left alone. Returns a dict with
     `returns` and `lengths` lists and the mean, std, min and max of each. For a PettingZoo env,
     `episodes` envs play, the returns and lengths are each agent's, and `team_returns` (with its
-    mean `team_return_mean`) sums each env's agents' returns. For envs whose
+    mean and std, `team_return_mean` and `team_return_std`) sums each env's agents' returns. For envs whose
     episodes are lives of a game (`EnvSpec.game_scores`), an episode is a whole game and its
     return the game's real score; `stalled` counts the games ended after STALL_STEPS without
     a point, and a warning says so.
@@ -130,7 +130,15 @@ def evaluate(
         )
     team = returns.reshape(episodes, -1).sum(axis=1) if agents else None
     return {
-        **({"team_returns": team.tolist(), "team_return_mean": float(team.mean())} if team is not None else {}),
+        **(
+            {
+                "team_returns": team.tolist(),
+                "team_return_mean": float(team.mean()),
+                "team_return_std": float(team.std()),
+            }
+            if team is not None
+            else {}
+        ),
         "returns": returns.tolist(),
         "lengths": lengths.tolist(),
         "return_mean": float(returns.mean()),

@@ -348,7 +348,9 @@ def _run_training(
             eval_episodes=config.eval_episodes,
         )
         if "team_return_mean" in result:
-            summary["eval_team_return_mean"] = result["team_return_mean"]
+            summary.update(
+                eval_team_return_mean=result["team_return_mean"], eval_team_return_std=result["team_return_std"]
+            )
     summary["wall_s"] = time.perf_counter() - started
     summary["started_at"] = started_at
     if run.out is not None:
