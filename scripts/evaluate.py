@@ -199,7 +199,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(
         f"return {format_return(result['return_mean'])} +- {format_return(result['return_std'], like=mean)} "
         f"(min {format_return(result['return_min'], like=mean)}, max {format_return(result['return_max'], like=mean)})"
+        + (" per agent" if "team_return_mean" in result else "")
     )
+    if "team_return_mean" in result:
+        team = result["team_return_mean"]
+        print(f"team return {format_return(team)} +- {format_return(result['team_return_std'], like=team)}")
     print(
         f"length {result['length_mean']:.1f} +- {result['length_std']:.1f} "
         f"(min {result['length_min']}, max {result['length_max']})"

@@ -36,6 +36,8 @@ def test_a_group_steps_its_agents_together_and_pads_the_rows_of_agents_that_fini
     group = AgentGroup(toy_envs.ToyAgents(ends=(2, 3, 3)), "toy")
     first = [row.reset(seed=5)[0] for row in group.rows]
     assert [obs.tolist() for obs in first] == [[0, 0, 5], [1, 0, 5], [2, 0, 5]]
+    assert group.rows[0].reset(seed=6)[0].tolist() == [0, 0, 6], "a seeded reset asked again starts over"
+    assert [row.reset(seed=6)[0].tolist() for row in group.rows[1:]] == [[1, 0, 6], [2, 0, 6]]
     seen = []
     for _ in range(4):
         group.step([0, 1, 2])

@@ -185,8 +185,9 @@ class AgentGroup:
         self.team_return = 0.0
 
     def reset_row(self, index: int, seed: Optional[int] = None) -> tuple[Any, dict]:
-        """Row `index`'s reset: its agent's first observation, resetting the env if it has ended, or padding."""
-        if self.ended:
+        """Row `index`'s reset: its agent's first observation, resetting the env if it has ended (or when
+        a row that already has its first observation asks again with a seed, to start over), or padding."""
+        if self.ended or (seed is not None and not self._fresh[index]):
             self._reset(seed)
         if self._fresh[index]:
             self._fresh[index] = False

@@ -228,5 +228,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"evaluation over {summary['eval_episodes']} episodes: "
             f"return {format_return(summary['eval_return_mean'])} "
             f"+- {format_return(summary['eval_return_std'], like=summary['eval_return_mean'])}"
+            + (
+                ""
+                if "eval_team_return_mean" not in summary
+                else " per agent, team return "
+                f"{format_return(summary['eval_team_return_mean'])} "
+                f"+- {format_return(summary['eval_team_return_std'], like=summary['eval_team_return_mean'])}"
+            )
         )
     return 0
