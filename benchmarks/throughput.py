@@ -98,12 +98,12 @@ another process wanted a core. Where the env's preset gives the learner more thr
 SB3 gets as many, and one more DummyVecEnv run keeps one thread."""
 
 
-def default_shape(env_id: str, plan: Plan) -> tuple[int, int]:
+def default_shape(env_id: str, plan: Optional[Plan] = None) -> tuple[int, int]:
     """Workers x envs per worker of the env's preset (prl's defaults where it has none); for a
     PettingZoo env whose E there is no multiple of its agents, the plan's (`Plan.default_envs`)."""
     config = tuned_config(env_id)
     envs = config.envs_per_worker
-    if plan.agents and envs % plan.agents:
+    if plan is not None and plan.agents and envs % plan.agents:
         envs = plan.default_envs
     return config.workers, envs
 
@@ -392,7 +392,7 @@ def buffer_bytes(buffer: TrajectoryBuffer) -> dict:
     return {"obs_bytes": sum(obs), "total_bytes": sum(obs) + sum(others)}
 
 
-def measure_memory(env_id: str, spec: EnvSpec, plan: Plan) -> dict:
+def measure_memory(env_id: str, spec: EnvSpec, plan: Optional[Plan] = None) -> dict:
     """Figure 8: the shared trajectory buffer of the env's preset shape, as prl allocates it and in float32.
 
     prl keeps every observation leaf in its own dtype (uint8 images stay uint8); the float32 row

@@ -428,3 +428,14 @@ def test_a_solve_run_is_split_into_import_startup_training_evaluation_and_exit()
     assert split["import_s"] == pytest.approx(0.9) and split["exit_s"] == pytest.approx(0.4)
     assert sum(split.values()) == pytest.approx(4.5)
     assert throughput.phases({"wall_s": 3.3}, 1000.0, 4.5) == {}
+
+
+def test_a_pettingzoo_envs_floors_count_agent_steps():
+    import multiprocessing
+
+    env_id = "pettingzoo:mpe2.simple_spread_v3"
+    spec = probe_env(Config(env=env_id, envs_per_worker=3))
+    record = _reference.collection_floor(env_id, spec, 6, 0.2, "worker")
+    assert record["envs"] == 6 and record["steps"] > 0 and record["steps"] % 6 == 0, "2 envs of 3 agents each step"
+    raw = _reference.raw_floor(env_id, 1, 0.2, multiprocessing.get_context("forkserver"))
+    assert raw["steps"] > 0 and raw["steps"] % 3 == 0

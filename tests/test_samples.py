@@ -20,7 +20,10 @@ def batch_of(size, obs):
 def test_each_field_of_a_minibatch_is_its_rows_of_the_whole_batch():
     full = batch_of(10, torch.randn(10, 4))
     full = full._replace(
-        int_returns=torch.randn(10), next_obs=torch.randn(10, 4), episode_starts=(torch.rand(10) < 0.3).float()
+        int_returns=torch.randn(10),
+        next_obs=torch.randn(10, 4),
+        episode_starts=(torch.rand(10) < 0.3).float(),
+        weights=(torch.rand(10) < 0.7).float(),
     )
     samples = Samples(full)
     index = torch.tensor([7, 0, 3])
