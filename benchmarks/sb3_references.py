@@ -43,11 +43,11 @@ EVAL_EPISODES = 20
 RECURRENT_ENVS = 8
 RECURRENT_SETTINGS = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0)
 """rl-zoo3's RecurrentPPO hyperparameters for CartPoleNoVel-v1, besides the annealed rates and the network."""
-MASKABLE_ENVS = 16
+MASKABLE_ENVS = 64
 MASKABLE_SETTINGS = dict(
-    n_steps=32, batch_size=128, n_epochs=4, gamma=0.99, gae_lambda=0.95, learning_rate=1e-3, ent_coef=0.0
+    n_steps=32, batch_size=512, n_epochs=4, gamma=0.99, gae_lambda=0.95, learning_rate=3e-3, ent_coef=0.0
 )
-"""prl's preset for prl/IllegalMoves-v0 in SB3's terms: 16 envs x 32 steps, 4 epochs of 128 samples."""
+"""prl's preset for prl/IllegalMoves-v0 in SB3's terms: 64 envs x 32 steps, 4 epochs of 512 samples."""
 SHARED_ROWS = 48
 """Agent rows of the SB3 vector env, as prl's presets for the mpe2 envs have (2 workers x 24)."""
 SHARED_SETTINGS = dict(n_steps=50, batch_size=1200, n_epochs=10, gamma=0.95, gae_lambda=0.95, ent_coef=0.0)
