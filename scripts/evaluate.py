@@ -22,7 +22,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prl.envs.factory import EnvFactory, make_env
+from prl.envs.agents import group_of
+from prl.envs.factory import EnvFactory, make_rows
 from prl.envs.families import game_result
 from prl.envs.observations import map_obs
 from prl.errors import ConfigError
@@ -81,12 +82,13 @@ def video_writer_module():
     return imageio
 
 
-def _render(env: gym.Env) -> np.ndarray:
-    """One rgb_array frame; ConfigError when the env cannot draw one."""
+def _render(env) -> np.ndarray:
+    """One rgb_array frame of a gymnasium env or a PettingZoo env's `AgentGroup`; ConfigError when it cannot draw one."""
     try:
         frame = env.render()
     except gym.error.DependencyNotInstalled as error:
-        raise ConfigError(f"rendering {env.spec.id if env.spec else 'the env'} needs a package: {error}") from error
+        spec = getattr(env, "spec", None)
+        raise ConfigError(f"rendering {spec.id if spec else 'the env'} needs a package: {error}") from error
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise ConfigError("the env does not return rgb_array frames from render(), so no video can be recorded.")
     return frame
@@ -99,55 +101,62 @@ def record_video(
 
     Episode i starts from the same reset seed as episode i of `evaluate`, so with the
     deterministic policy the video shows the first evaluated episodes. For Atari an episode is
-    a whole game, every life of it.
+    a whole game, every life of it. A PettingZoo env's agents all act, one row each, and its
+    episode lasts until every agent has finished.
     """
     imageio = video_writer_module()
     # rgb_array frames need no window; without this, pygame (classic-control rendering) looks for a
     # display and on a headless machine prints "error: XDG_RUNTIME_DIR is invalid" although all is well.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    if policy.spec.agents:
-        raise ConfigError(
-            f"{policy.spec.name} is a PettingZoo env, and the video records single-agent envs only; "
-            "evaluate it without --video."
-        )
-    env = make_env(factory, render_mode="rgb_array", mask_source=policy.spec.mask_source)
+    spec = policy.spec
+    rows = make_rows(factory, spec, max(1, spec.agents), render_mode="rgb_array")
+    group = group_of(rows[0]) if spec.agents else None
+    drawn = group if group is not None else rows[0]
     writer = None
     frames = 0
     torch.manual_seed(evaluation_seed(seed))
     try:
-        fps = env.metadata.get("render_fps") or 30
+        fps = (group.env.metadata if group is not None else rows[0].metadata).get("render_fps") or 30
         with torch.inference_mode():
             for episode in range(episodes):
-                obs, _ = env.reset(seed=evaluation_seed(seed, episode))
-                frame = _render(env)
+                obs = [row.reset(seed=evaluation_seed(seed, episode))[0] for row in rows]
+                frame = _render(drawn)
                 if writer is None:  # opened after the first frame, so a rendering error leaves no empty file
                     writer = imageio.get_writer(file, fps=fps, macro_block_size=2)
                 writer.append_data(frame)
                 frames += 1
-                state, start = (policy.core.initial_state(1), True) if policy.core is not None else (None, True)
+                state = policy.core.initial_state(len(rows)) if policy.core is not None else None
+                starts = torch.ones(len(rows), dtype=torch.bool)
                 for _ in range(MAX_EPISODE_STEPS):
-                    batch = map_obs(torch.from_numpy, policy.spec.obs_layout.stack([obs]))
+                    batch = map_obs(torch.from_numpy, spec.obs_layout.stack(obs))
                     if state is None:
                         chosen = policy.act(batch, deterministic=deterministic)
                     else:  # a recurrent policy carries its state from step to step
-                        chosen, _, _, state = policy.step(
-                            batch, state, torch.tensor([start]), deterministic=deterministic
-                        )
-                        start = False
-                    action = policy.spec.to_env_actions(chosen.numpy())[0]
-                    obs, _, terminated, truncated, info = env.step(action)
-                    writer.append_data(_render(env))
+                        chosen, _, _, state = policy.step(batch, state, starts, deterministic=deterministic)
+                        starts = torch.zeros(len(rows), dtype=torch.bool)
+                    actions = spec.to_env_actions(chosen.numpy())
+                    if group is not None:
+                        group.step(actions)
+                    results = [row.step(action) for row, action in zip(rows, actions)]
+                    obs = [result[0] for result in results]
+                    writer.append_data(_render(drawn))
                     frames += 1
+                    if group is not None:
+                        if group.ended:
+                            break
+                        continue
+                    _, _, terminated, truncated, info = results[0]
                     if terminated or truncated:
-                        if policy.spec.game_scores and game_result(info) is None:
-                            obs, _ = env.reset()  # a life lost: the video goes on to the game's end
-                            start = True
+                        if spec.game_scores and game_result(info) is None:
+                            obs = [rows[0].reset()[0]]  # a life lost: the video goes on to the game's end
+                            starts = torch.ones(1, dtype=torch.bool)
                             continue
                         break
     finally:
         if writer is not None:
             writer.close()
-        env.close()
+        for row in rows:
+            row.close()
     return frames
 
 

@@ -136,3 +136,20 @@ def test_best_evaluates_the_best_checkpoint_of_a_real_run(tmp_path, capsys):
     # The run's own evaluation and the script use the same seeds and episodes: the same return.
     assert report["return_mean"] == best["best_eval_return"]
     assert report["episodes"] == 20 and STAT_KEYS <= set(report)
+
+
+def test_a_pettingzoo_run_is_evaluated_per_agent_and_per_team_and_filmed_with_every_agent(tmp_path, capsys):
+    from prl import train
+    from prl.config import from_flat
+
+    folder = tmp_path / "spread"
+    options = dict(env="pettingzoo:mpe2.simple_spread_v3", workers=1, envs_per_worker=6, rollout_steps=25, steps=150)
+    train(from_flat({**options, "progress": False, "tensorboard": False, "eval_episodes": 0, "out": str(folder)}))
+    video = tmp_path / "spread.mp4"
+    # A PettingZoo id imports the module it names, so a checkpoint's is acted on only when given again.
+    args = [folder, "--env", options["env"], "--episodes", "2", "--video", video, "--video-episodes", "1"]
+    report = run_json(capsys, *args)
+    assert len(report["returns"]) == 6 and len(report["team_returns"]) == 2, "3 agents in each of 2 episodes"
+    assert report["team_return_mean"] == pytest.approx(3 * report["return_mean"])
+    assert report["video_frames"] == 26, "the reset frame and 25 steps of every agent"
+    assert video.read_bytes()[4:8] == b"ftyp"

@@ -132,7 +132,7 @@ def _read(file: Path) -> dict:
 def code_naming_options(flat: dict) -> dict[str, Any]:
     """The options of a flat stored config that would make prl import code or join a cluster if acted on.
 
-    An env id `module:Env` imports `module`; an encoder `module:function` imports and calls the
+    An env id `module:Env` imports `module` (a PettingZoo id `pettingzoo:module` too); an encoder `module:function` imports and calls the
     function; the Ray backend with an address connects to that cluster, which can then run code
     in this process. A checkpoint from elsewhere could carry any of these, so they are acted on
     only with the user's say (`require_trusted`).
