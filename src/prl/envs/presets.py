@@ -51,6 +51,11 @@ def normalizes_rewards(normalize_reward: Optional[bool], spec: EnvSpec) -> bool:
     return spec.is_continuous
 
 
+MPE: dict[str, Any] = dict(
+    envs_per_worker=24, batch_steps=2400, lr=3e-3, gamma=0.95, ent_coef=0.0, epochs=10, minibatch_size=1200
+)
+"""The settings of PettingZoo's particle envs (mpe2), each agent a row; PRESETS says why."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Tuned for speed to a solved policy: ~1,200 gradient steps of 256 samples over 100k env steps
     # reach a deterministic return of 500 on every seed tried (1 to 12, synchronous, overlapped, and
@@ -236,29 +241,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # no entropy bonus learned fastest at 1M agent-steps (seed 1, team return -49.5 at 2e-3 with
     # gamma 0.95, -53.6 at 7e-4, about -57 at 7e-4 with MAPPO's gamma 0.99 and 0.01 entropy, against
     # -80 for random play); 3M: -41.5. benchmarks/sb3_references.py trains SB3's PPO with the same.
-    "pettingzoo:mpe2.simple_spread_v3": dict(
-        envs_per_worker=24,
-        batch_steps=2400,
-        steps=3_000_000,
-        lr=3e-3,
-        gamma=0.95,
-        ent_coef=0.0,
-        epochs=10,
-        minibatch_size=1200,
-    ),
+    "pettingzoo:mpe2.simple_spread_v3": {**MPE, "steps": 3_000_000},
     # A speaker and a listener in turn (2 agents, 50 actions: a move and a word): the same
     # settings, 12 envs per worker. 1M (seed 1): -34.6 against -59 for random play; --agent-ids
     # (-35.0) did not help, the observation already says which landmark each agent's partner wants.
-    "pettingzoo:mpe2.simple_reference_v3": dict(
-        envs_per_worker=24,
-        batch_steps=2400,
-        steps=2_000_000,
-        lr=3e-3,
-        gamma=0.95,
-        ent_coef=0.0,
-        epochs=10,
-        minibatch_size=1200,
-    ),
+    "pettingzoo:mpe2.simple_reference_v3": {**MPE, "steps": 2_000_000},
     # MiniGrid (the minigrid extra) trains from the 7x7 view through the small grid CNN
     # (`prl.nn.encoders`). Half the default batch (2 x 8 envs x 64 steps): the view is cheap to
     # learn from, and more updates reach the goal sooner. Empty: 0.955 at 30k (seed 1).
