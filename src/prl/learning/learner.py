@@ -174,13 +174,23 @@ class Learner:
         stats.update(intrinsic_stats)
         stats.update(
             policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
-            explained_variance=explained_variance(samples.full.values, samples.full.returns),
+            explained_variance=explained_variance(
+                *self._counted(samples.full.values, samples.full.returns, samples.full.weights)
+            ),
             lr=lr,
             epochs=epochs_run,
             gradient_steps=gradient_steps,
             learn_s=time.perf_counter() - start,
         )
         return stats
+
+    @staticmethod
+    def _counted(values: torch.Tensor, returns: torch.Tensor, weights: Optional[torch.Tensor]) -> tuple:
+        """`values` and `returns` of the samples that count: all, or a PettingZoo env's live agents' (weight 1)."""
+        if weights is None:
+            return values, returns
+        counted = weights > 0.5
+        return values[counted], returns[counted]
 
     def _running_statistics(self) -> list:
         """Copies of the reward and intrinsic-reward scalers and RND's normalizer, which an update merges its batch into."""
