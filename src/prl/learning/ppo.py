@@ -1,4 +1,4 @@
-"""PPO math as pure functions over tensors: GAE, the clipped loss, explained variance."""
+"""PPO math as pure functions over tensors: GAE, V-trace, the clipped loss, explained variance."""
 
 from __future__ import annotations
 
@@ -36,6 +36,51 @@ def compute_gae(
         last_advantage = delta + gamma * gae_lambda * (1.0 - episode_ended[t]) * last_advantage
         advantages[t] = last_advantage
     return advantages, advantages + values[:-1]
+
+
+def compute_vtrace(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    log_rhos: torch.Tensor,
+    gamma: float,
+    lam: float = 1.0,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace targets and policy-gradient advantages over a [T, N] rollout (IMPALA, Espeholt et al. 2018).
+
+    `log_rhos` [T, N] are log pi(a|x) - log mu(a|x): the learner's policy against the one that
+    acted. With rho_t = min(rho_bar, e^log_rho) and c_t = lam * min(c_bar, e^log_rho), the
+    target is v_t = V(x_t) + rho_t delta_t + gamma c_t (v_{t+1} - V(x_{t+1})), with
+    delta_t = r_t + gamma V(x_{t+1}) - V(x_t), and the advantage rho_t (r_t + gamma v_{t+1} - V(x_t)).
+    Episode ends are handled as in `compute_gae`: a termination bootstraps from nothing, a
+    truncation from `final_values`, and the recursion stops there; row T of `values` bootstraps
+    an unfinished rollout (v_T = V(x_T)). When the policies are the same (log_rhos = 0) and
+    lam = 1, the advantages equal GAE's with lambda 1, and the targets its returns; `lam` is
+    IMPALA's remark on mixing in lambda (c_t scaled by it). Returns (advantages, targets), [T, N].
+    """
+    steps = rewards.shape[0]
+    terminated = terminated.to(rewards.dtype)
+    truncated = truncated.to(rewards.dtype)
+    episode_ended = torch.clamp(terminated + truncated, max=1.0)
+    ratios = log_rhos.exp()
+    rhos = ratios.clamp(max=rho_bar)
+    cs = lam * ratios.clamp(max=c_bar)
+    correction = torch.zeros_like(rewards[0])  # v_{t+1} - V(x_{t+1})
+    targets = torch.zeros_like(rewards)
+    advantages = torch.zeros_like(rewards)
+    for t in reversed(range(steps)):
+        bootstrap = truncated[t] * (1.0 - terminated[t]) * final_values[t]
+        next_value = (1.0 - episode_ended[t]) * values[t + 1] + bootstrap
+        next_target = (1.0 - episode_ended[t]) * (values[t + 1] + correction) + bootstrap
+        delta = rewards[t] + gamma * next_value - values[t]
+        correction = rhos[t] * delta + gamma * cs[t] * (1.0 - episode_ended[t]) * correction
+        targets[t] = values[t] + correction
+        advantages[t] = rhos[t] * (rewards[t] + gamma * next_target - values[t])
+    return advantages, targets
 
 
 def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
