@@ -1,7 +1,9 @@
 """Shared buffers: data written by another process arrives intact, and weights round-trip."""
 
 import multiprocessing
+import threading
 
+import pytest
 import torch
 from torch import nn
 
@@ -73,6 +75,54 @@ def test_weights_publish_and_load_by_version():
     assert torch.equal(target.first.weight, version_zero), "version 0 must still be readable after version 1"
     assert weights.load_into(target, 0, 1) == 1
     assert torch.equal(target.first.weight, source.first.weight)
+
+
+class Filled(nn.Module):
+    """One large parameter, every entry set to the same number, so a read that mixes two versions shows."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size), requires_grad=False)
+
+
+def test_latest_weights_are_read_whole_while_a_publisher_keeps_writing():
+    source, reader = Filled(1 << 18), Filled(1 << 18)
+    weights = SharedWeights(source)
+    weights.publish(source)
+    stop = threading.Event()
+
+    def keep_publishing():
+        version = 0
+        while not stop.is_set():
+            version += 1
+            source.weight.fill_(float(version))
+            weights.publish(source)
+
+    publisher = threading.Thread(target=keep_publishing)  # torch's copies release the GIL, so the two overlap
+    publisher.start()
+    try:
+        held, seen = -1, set()
+        for _ in range(200):
+            held = weights.load_latest(reader, held)
+            values = reader.weight.unique()
+            assert values.tolist() == [float(held)], f"version {held} was read half old, half new: {values[:4]}"
+            seen.add(held)
+            held = -1  # read again each time
+    finally:
+        stop.set()
+        publisher.join()
+    assert len(seen) > 10, "the reads should have come while the publisher was writing new versions"
+    assert weights.load_latest(reader, weights.current_version()) == weights.current_version()
+
+
+def test_a_named_version_overwritten_during_its_read_is_refused():
+    source, target = TwoLayers(), TwoLayers()
+    weights = SharedWeights(source)
+    for _ in range(3):
+        weights.publish(source)  # versions 0, 1, 2: version 0's buffer now holds version 2
+    with pytest.raises(RuntimeError, match="overwritten"):
+        weights.load_into(target, -1, 0)
+    assert weights.load_into(target, -1, 2) == 2
 
 
 def test_the_shared_memory_figure_is_what_the_buffer_allocates():

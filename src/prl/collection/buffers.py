@@ -260,21 +260,33 @@ class SharedWeights:
     """A module's state (parameters and buffers) in shared memory, double-buffered, with a version.
 
     Version v lives in buffer v % 2, so workers can read version v while the learner writes
-    v + 1. There is no lock: the pool's protocol orders every access. A worker reads the
-    version its slot message names, only after that message arrives (the pipe's write and read
-    order the memory accesses around them), and the pool never publishes into a buffer that an
-    in-flight rollout reads. A lock would be a named semaphore, which a killed process group
-    leaves in /dev/shm.
+    v + 1. There is no lock (a lock would be a named semaphore, which a killed process group
+    leaves in /dev/shm); reads are checked instead, as a sequence lock does. `publish` first
+    writes the version it is about to write into `begun`, then the buffer, then `version`. A
+    reader of version v copies buffer v % 2 and then reads `begun`: only a publish of v + 2 or
+    later writes into that buffer, so `begun` below v + 2 proves the copy whole, and otherwise
+    the reader copies again, from the newest version (`load_latest`). Each process reads and
+    writes these tensors in program order, and x86 and ARM keep a store after the copy's
+    stores from being seen before them when the copy ends with a fence, as memcpy's does.
+
+    In the synchronous and overlap modes the pool's protocol orders every access, so no read
+    ever needs a second copy: a worker reads the version its slot message names, only after
+    that message arrives, and the pool never publishes into a buffer that an in-flight rollout
+    reads. In the asynchronous mode workers read the newest version whenever a rollout starts,
+    while the learner publishes, and the check is what keeps a read whole.
     """
 
     def __init__(self, module: nn.Module):
         self.numel = sum(t.numel() for _, t in _state_entries(module))
         self.flat = torch.zeros(2, self.numel, dtype=torch.float32).share_memory_()
         self.version = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+        self.begun = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+        """The version a publish is writing, or last wrote: set before the buffer is touched."""
 
     def publish(self, module: nn.Module) -> int:
         """Copy the module's state into the next version's buffer and return that version (0 first)."""
         version = int(self.version.item()) + 1
+        self.begun[0] = version
         target = self.flat[version % 2]
         with torch.no_grad():
             offset = 0
@@ -292,12 +304,29 @@ class SharedWeights:
     def load_into(self, module: nn.Module, held_version: int, version: int) -> int:
         """Copy `version` into `module` unless it already holds it; returns `version`.
 
-        `version` must be the latest or the one before it (the other buffer).
+        `version` must be the latest or the one before it (the other buffer), and no publish
+        may overwrite it while it is read (the pool's protocol in the synchronous modes).
         """
         if version == held_version:
             return held_version
         load_flat_state(module, self.flat[version % 2])
+        if int(self.begun.item()) >= version + 2:
+            raise RuntimeError(f"weight version {version} was overwritten while it was read; read it with load_latest.")
         return version
+
+    def load_latest(self, module: nn.Module, held_version: int) -> int:
+        """Copy the newest published version into `module` (unless it holds it already) and return it.
+
+        Safe while `publish` runs in another process: a copy that a publish may have overwritten
+        is made again, from the version that is newest by then.
+        """
+        while True:
+            version = self.current_version()
+            if version == held_version:
+                return held_version
+            load_flat_state(module, self.flat[version % 2])
+            if int(self.begun.item()) < version + 2:
+                return version
 
 
 def flat_state(module: nn.Module) -> torch.Tensor:
