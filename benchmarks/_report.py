@@ -127,7 +127,7 @@ def figure_rows(results: dict) -> list[tuple]:
         _row("5 reference", "AsyncVectorEnv 8 envs, torch actor", reference["async_vector_env"], "collection only")
     )
     for solve in results["time_to_solve"]:
-        setting = "CartPole-v1 defaults" + (", --overlap" if solve.get("overlap") else "")
+        setting = "CartPole-v1 defaults" + (", --mode overlap" if solve.get("overlap") else "")
         if "median_wall_s" not in solve:
             rows.append(_row("7 time to solve", setting, solve))
             continue

@@ -270,7 +270,7 @@ def train_args(
     wanted = _fitted(env_id, workers, envs, steps, ppo)
     flags = {"env": env_id, "workers": workers, "envs-per-worker": envs, "steps": wanted.pop("steps"), "out": "TMP"}
     args = [part for name, value in flags.items() for part in (f"--{name}", str(value))]
-    args += ["--no-progress", "--eval-episodes", "0"] + (["--overlap"] if overlap else [])
+    args += ["--no-progress", "--eval-episodes", "0"] + (["--mode", "overlap"] if overlap else [])
     args += [
         part for name, value in inference_options(inference).items() for part in (f"--{name.replace('_', '-')}", value)
     ]
@@ -338,7 +338,7 @@ def time_to_solve(runs: int, overlap: bool) -> dict:
     for index in range(runs):
         log(f"time to solve{' (overlap)' if overlap else ''}: run {index + 1} of {runs}")
         args = ["--env", "CartPole-v1", "--out", "TMP", "--no-progress", "--seed", str(index + 1)]
-        records.append(run_train(args + (["--overlap"] if overlap else [])))
+        records.append(run_train(args + (["--mode", "overlap"] if overlap else [])))
     done = [r for r in records if "eval_return_mean" in r]
     if not done:
         return {"runs": records, "skipped": "no run finished"}

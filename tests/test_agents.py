@@ -197,7 +197,7 @@ def test_an_agents_env_that_crashes_is_rebuilt_and_training_goes_on(tmp_path, no
 
 def test_an_agents_worker_killed_or_stuck_is_replaced(tmp_path, no_leaks):
     env = functools.partial(toy_envs.ToyAgents, hang_at=4, flag_file=str(tmp_path / "hung"))
-    config = agents_config(env=env, worker_timeout=2.0, overlap=True)
+    config = agents_config(env=env, worker_timeout=2.0, mode="overlap")
     learner = Learner(config)
     with ActorPool(config, learner.policy) as pool:
         with pytest.warns(UserWarning, match=r"sent no rollout within 2 s, so it was killed"):

@@ -65,7 +65,7 @@ def test_training_flags_parse_into_the_intended_config(shape, ppo, overlap):
     settings = throughput.SB3_LIKE_PPO if ppo else None
     args = throughput.train_args("CartPole-v1", *shape, 20_000, settings, overlap)
     config = parse_config(["out" if arg == "TMP" else arg for arg in args])
-    assert (config.workers, config.envs_per_worker, config.overlap) == (*shape, overlap)
+    assert (config.workers, config.envs_per_worker, config.mode == "overlap") == (*shape, overlap)
     if ppo:
         assert config.ppo.epochs == 20 and config.rollout_steps == 32 and config.ppo.gamma == 0.98
         # 1 x 4 envs x 32 steps is a 128-sample batch: only there must SB3's minibatch of 256 shrink
@@ -255,7 +255,7 @@ def test_a_reference_run_is_smoothed_over_its_last_100_episodes_and_replotted_be
 def test_each_inference_mode_gets_its_rows_central_is_compared_with_worker_and_its_process_with_its_thread():
     args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, True, "central")
     config = parse_config(["out" if arg == "TMP" else arg for arg in args])
-    assert config.inference == "central" and config.overlap
+    assert config.inference == "central" and config.mode == "overlap"
     assert "--inference" not in throughput.train_args("CartPole-v1", 2, 32, 20_000)
     args = throughput.train_args("CartPole-v1", 2, 32, 20_000, None, False, "central-process")
     config = parse_config(["out" if arg == "TMP" else arg for arg in args])

@@ -28,6 +28,8 @@ def test_every_field_a_run_logs_is_in_the_schema_and_readme_shows_the_schema(tmp
         "intrinsic_reward",
         "intrinsic_reward_scaled",
         "team_return_mean",  # PettingZoo envs only
+        "stale_fraction",  # with max_policy_lag
+        "importance_ratio",  # with a lag correction
     }
     assert fields == always
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -162,7 +162,7 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inferenc
     # Overlap mode: when collect() returns, every worker is already in its next rollout.
     config = toy_config(
         env=functools.partial(toy_envs.CountingEnv, terminate_at=5),
-        overlap=True,
+        mode="overlap",
         rollout_steps=256,
         steps=4096,
         inference=inference,
@@ -182,7 +182,9 @@ def test_a_worker_killed_mid_rollout_is_replaced_and_collection_goes_on(inferenc
 
 @INFERENCE
 def test_overlap_mode_collects_with_weights_exactly_one_update_old(inference, no_leaks):
-    config = toy_config(env=functools.partial(toy_envs.CountingEnv, terminate_at=5), overlap=True, inference=inference)
+    config = toy_config(
+        env=functools.partial(toy_envs.CountingEnv, terminate_at=5), mode="overlap", inference=inference
+    )
     learner = Learner(config)
     snapshots = {0: copy.deepcopy(learner.policy)}
     with ActorPool(config, learner.policy) as pool:

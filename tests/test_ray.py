@@ -226,7 +226,7 @@ def test_a_recurrent_policy_collects_on_ray_what_it_collects_locally(kind, local
 
 
 def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, no_leaks):
-    config = ray_config(backend="ray", overlap=True, rollout_steps=256)
+    config = ray_config(backend="ray", mode="overlap", rollout_steps=256)
     learner = Learner(config)
     with open_collector(config, learner.policy) as pool:
         pool.collect()  # overlap: every actor is already in its next rollout
@@ -237,6 +237,46 @@ def test_an_actor_killed_mid_run_is_replaced_and_collection_goes_on(local_ray, n
             batch = pool.collect()
         assert pool.restarts == 1 and pool.pids[1] != killed
         assert batch.worker_ids.tolist() == [0, 1] and not torch.isnan(batch.rewards).any()
+
+
+def test_async_mode_on_ray_takes_the_first_rollouts_back_with_the_newest_weights(tmp_path, local_ray, no_leaks):
+    env = functools.partial(toy_envs.SlowInOneWorker, str(tmp_path / "slow"), os.getpid(), 0.02)
+    config = ray_config(env, backend="ray", mode="async", envs_per_worker=1, rollout_steps=8, minibatch_size=8)
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        first = pool.collect()
+        fast = int(first.worker_ids[0])
+        assert first.worker_ids.tolist() == [fast, fast], "the fast actor's two rollouts make the first batch"
+        assert torch.equal(first.obs[0, 1], first.obs[-1, 0]), "one env's rollouts, in time order"
+        learner.update(first)
+        assert pool.publish(learner.policy) == 1
+        seen = []
+        for _ in range(4):
+            batch = pool.collect()
+            seen += batch.worker_ids.tolist()
+            assert (batch.step_versions == batch.policy_versions[None, :]).all()
+            assert int(batch.policy_versions.max()) <= learner.updates
+            learner.update(batch)
+            pool.publish(learner.policy)
+        assert seen.count(fast) > seen.count(1 - fast), "no barrier waits for the slow actor"
+
+
+def test_an_actor_killed_with_two_rollouts_owed_in_async_mode_is_replaced(local_ray, no_leaks):
+    config = ray_config(backend="ray", mode="async", rollout_steps=256)
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        pool.collect()
+        pool.publish(learner.policy)
+        killed = pool.pids[1]
+        os.kill(killed, signal.SIGKILL)
+        seen = []
+        with pytest.warns(UserWarning, match="Ray actor 1 died"):
+            for _ in range(3):
+                batch = pool.collect()
+                assert not torch.isnan(batch.rewards).any()
+                seen += batch.worker_ids.tolist()
+                pool.publish(learner.policy)
+        assert pool.restarts == 1 and pool.pids[1] != killed and 1 in seen
 
 
 def test_an_actor_stuck_in_an_env_is_killed_and_replaced_after_worker_timeout(tmp_path, local_ray, no_leaks):

@@ -129,17 +129,17 @@ def small_run(out, env="CartPole-v1", **options):
     return tuned_config(env, **{**values, **options})
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["synchronous", "overlap"])
-def test_fixed_seed_repeats_exactly(overlap, tmp_path, no_leaks):
-    first = train(small_run(tmp_path / "a", overlap=overlap))
-    second = train(small_run(tmp_path / "b", overlap=overlap))
+@pytest.mark.parametrize("mode", ["sync", "overlap"])
+def test_fixed_seed_repeats_exactly(mode, tmp_path, no_leaks):
+    first = train(small_run(tmp_path / "a", mode=mode))
+    second = train(small_run(tmp_path / "b", mode=mode))
     for key in ("env_steps", "episode_return_mean", "eval_return_mean", "eval_return_std"):
         assert first[key] == second[key], key
     assert logged(tmp_path / "a") == logged(tmp_path / "b")
     assert len(logged(tmp_path / "a")) == 4
     lags = {line["policy_lag"] for line in logged(tmp_path / "a")[1:]}
-    assert lags == ({1} if overlap else {0})
-    different = train(small_run(tmp_path / "c", overlap=overlap, seed=8))
+    assert lags == ({1} if mode == "overlap" else {0})
+    different = train(small_run(tmp_path / "c", mode=mode, seed=8))
     assert different["episode_return_mean"] != first["episode_return_mean"]
 
 

@@ -1,6 +1,7 @@
 """Small envs with known dynamics for the tests (pickled by value so workers can build them)."""
 
 import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -125,6 +126,28 @@ def claim(flag_file):
         return True
     except FileExistsError:
         return False
+
+
+class SlowInOneWorker(CountingEnv):
+    """Sleeps `delay` seconds per step in one worker process: the first other than `parent_pid` to build one
+    (its pid goes into `flag_file`), so that one worker straggles and the others do not."""
+
+    def __init__(self, flag_file, parent_pid, delay):
+        super().__init__(terminate_at=5)
+        self.delay = 0.0
+        if os.getpid() != parent_pid:
+            if claim(flag_file):  # first come: it writes its process id
+                with open(flag_file, "w") as file:
+                    file.write(str(os.getpid()))
+            deadline = time.monotonic() + 10
+            while not open(flag_file).read() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.delay = delay if open(flag_file).read() == str(os.getpid()) else 0.0
+
+    def step(self, action):
+        if self.delay:
+            time.sleep(self.delay)
+        return super().step(action)
 
 
 class FailOnceEnv(CountingEnv):

@@ -101,6 +101,14 @@ class PPOConfig:
     """With rnd: discount of the (non-episodic) intrinsic returns."""
     rnd_update_fraction: float = 0.25
     """With rnd: fraction of each minibatch the predictor trains on."""
+    correction: str = "auto"
+    """How a batch collected with older weights is corrected: none (learn from it as if on-policy), clip (GAE advantages weighted by truncated importance ratios), vtrace (V-trace targets and advantages, IMPALA) or auto (vtrace in async mode, none otherwise). With clip or vtrace the PPO ratio is taken against the learner's policy before the update."""
+    rho_bar: float = 1.0
+    """With correction clip or vtrace: the truncation of the importance ratios that weight the advantages (V-trace's rho-bar)."""
+    c_bar: float = 1.0
+    """With correction vtrace: the truncation of the ratios that carry the trace (V-trace's c-bar)."""
+    max_policy_lag: Optional[int] = None
+    """Leave out of the loss the steps acted with weights more than this many updates older than the learner's (counted in stale_fraction; unset: keep every step)."""
     bptt_steps: Optional[int] = None
     """With recurrent: backpropagate through chunks of this many steps, each replayed from the state acting had there; unset: through the whole rollout (rollout_steps must be a multiple)."""
 
@@ -196,7 +204,7 @@ class Config:
     envs_per_worker: int = 16
     """Environments stepped together by each worker; for a PettingZoo env, agent rows (a multiple of its agents)."""
     rollout_steps: int = 64
-    """Steps each env takes per rollout; a batch is workers x envs_per_worker x rollout_steps."""
+    """Steps each env takes per rollout; a batch is workers (or batch_rollouts) x envs_per_worker x rollout_steps."""
     steps: int = 100_000
     """Total environment steps to train for."""
     seed: int = 1
@@ -213,8 +221,12 @@ class Config:
     """Where actions are computed: worker (each worker's own copy of the policy), central (one copy on the learner's device serves every worker, prl.collection.central) or auto (central for CNN policies on CUDA, else worker)."""
     inference_server: str = "process"
     """With central inference: where the server runs, process (a process of its own, with its own copy of the policy on the learner's device; measured faster, docs/performance.md) or thread (in the learner's process)."""
-    overlap: bool = False
-    """Collect the next batch while the learner trains on this one (rollouts then act with weights one update old; still reproducible)."""
+    mode: str = "sync"
+    """How collection and learning take turns: sync (every rollout acts with the newest weights; exactly on-policy and reproducible), overlap (the next batch is collected while the learner trains on this one, with weights one update old; still reproducible) or async (workers never wait for the learner: it learns from whichever rollouts are full, with lag corrected by ppo.correction; prl.collection.slots)."""
+    batch_rollouts: Optional[int] = None
+    """With mode async: rollouts in each update's batch, from whichever workers filled them (unset: one per worker)."""
+    slots_per_worker: int = 2
+    """With mode async: trajectory slots per worker, so that workers keep collecting while the learner trains (at least 1; 1 makes async take turns like sync)."""
     learner_threads: int = 1
     """Torch threads of the learner on the CPU."""
     start_method: str = "auto"
@@ -268,6 +280,17 @@ class Config:
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}.",
         )
+        _require(self.mode in ("sync", "overlap", "async"), f"mode must be sync, overlap or async, got {self.mode!r}.")
+        _require(self.slots_per_worker >= 1, f"slots_per_worker must be at least 1, got {self.slots_per_worker}.")
+        _require(
+            self.batch_rollouts is None or self.mode == "async",
+            "batch_rollouts sizes the batches of --mode async; drop it, or pass --mode async.",
+        )
+        _require(
+            self.batch_rollouts is None or 1 <= self.batch_rollouts <= self.workers * self.slots_per_worker,
+            f"batch_rollouts must lie between 1 and workers x slots_per_worker "
+            f"({self.workers * self.slots_per_worker}), got {self.batch_rollouts}.",
+        )
         _require(self.backend in ("local", "ray"), f"backend must be local or ray, got {self.backend!r}.")
         _require(self.ray_worker_cpus > 0, f"ray_worker_cpus must be positive, got {self.ray_worker_cpus}.")
         _require(
@@ -317,7 +340,7 @@ class Config:
         _require(
             self.ppo.minibatch_size <= self.batch_size,
             f"minibatch_size ({self.ppo.minibatch_size}) is larger than the batch of {self.batch_size} "
-            f"samples (workers x envs_per_worker x rollout_steps); lower it or raise the batch.",
+            f"samples (rollouts x envs_per_worker x rollout_steps); lower it or raise the batch.",
         )
         _require(
             self.steps >= self.batch_size,
@@ -331,9 +354,31 @@ class Config:
         return self.workers * self.envs_per_worker
 
     @property
+    def lag_correction(self) -> str:
+        """none, clip or vtrace: what `ppo.correction` means in this mode (auto: vtrace in async mode, else none)."""
+        if self.ppo.correction != "auto":
+            return self.ppo.correction
+        return "vtrace" if self.mode == "async" else "none"
+
+    @property
+    def rollouts_per_batch(self) -> int:
+        """Rollouts (of envs_per_worker envs each) in one update's batch: one per worker, or batch_rollouts in async mode."""
+        return self.batch_rollouts if self.batch_rollouts is not None else self.workers
+
+    @property
+    def num_slots(self) -> int:
+        """Trajectory slots in shared memory: one per worker, or slots_per_worker each in async mode."""
+        return self.workers * (self.slots_per_worker if self.mode == "async" else 1)
+
+    @property
+    def batch_envs(self) -> int:
+        """Env columns of one update's batch."""
+        return self.rollouts_per_batch * self.envs_per_worker
+
+    @property
     def batch_size(self) -> int:
         """Env steps collected per update."""
-        return self.num_envs * self.rollout_steps
+        return self.batch_envs * self.rollout_steps
 
     @property
     def num_updates(self) -> int:
@@ -379,6 +424,8 @@ def flatten_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     flat = {key: value for key, value in data.items() if key not in SECTIONS}
     for section in SECTIONS:
         flat.update(data.get(section, {}))
+    if "overlap" in flat:  # written before mode replaced it (overlap=True is mode overlap)
+        flat.setdefault("mode", "overlap" if flat.pop("overlap") else "sync")
     return flat
 
 

@@ -67,7 +67,27 @@ METRICS: tuple[Metric, ...] = (
         "intrinsic_reward_scaled", "the same after scaling by its running standard deviation (with --rnd)", "", None
     ),
     Metric(
-        "policy_lag", "updates between the weights that collected the oldest rollout and the update", "updates", "perf"
+        "policy_lag",
+        "updates between the oldest weights that acted in the batch and the update (sync: 0, overlap: 1)",
+        "updates",
+        "perf",
+    ),
+    Metric(
+        "policy_lag_min", "updates between the newest weights that acted in the batch and the update", "updates", None
+    ),
+    Metric("policy_lag_mean", "the same, mean over the batch's steps", "updates", "perf"),
+    Metric(
+        "stale_fraction",
+        "fraction of the batch's steps left out of the loss for a lag above max_policy_lag (with --max-policy-lag)",
+        "fraction",
+        "perf",
+    ),
+    Metric(
+        "importance_ratio",
+        "mean ratio of the learner's policy to the one that acted, over the batch's actions (with --correction "
+        "clip or vtrace)",
+        "",
+        "losses",
     ),
     Metric(
         "explained_variance",

@@ -65,6 +65,9 @@ class Batch(NamedTuple):
     team_returns: Optional[torch.Tensor] = None
     """[T, N] the sum of every agent's return, at the step a PettingZoo env's episode ended, in the column
     of its first agent; NaN elsewhere (None for a single-agent env)."""
+    step_versions: Optional[torch.Tensor] = None
+    """[T, N] int64: the weight version that chose each action (with central inference in async mode
+    the versions change inside a rollout; None: each rollout's `policy_versions`)."""
 
     def to(self, device: torch.device | str) -> Batch:
         """This batch with every tensor on `device`."""
@@ -108,7 +111,9 @@ def trajectory_bytes(
     S, T, E, A = num_slots, rollout_steps, envs_per_worker, action_dim
     obs = obs_dim.bytes_per_step if isinstance(obs_dim, ObsLayout) else 4 * obs_dim
     total = obs * S * (T + 1) * E + 4 * S * (T + 1) * E  # observations, values
-    total += 4 * S * T * E * (A + 5) + 2 * S * T * E  # actions, log-probs, the four float step fields; two flags
+    total += (
+        4 * S * T * E * (A + 6) + 2 * S * T * E
+    )  # actions, log-probs, the four float step fields, versions; two flags
     total += 8 * (2 * S + S * E)  # versions, worker ids, env ids
     if central:
         total += obs * S * E + 4 * S * T * E * A  # final observations, action noise
@@ -188,6 +193,7 @@ class TrajectoryBuffer:
         self.final_values = floats(S, T, E)
         self.episode_returns = floats(S, T, E)
         self.episode_lengths = floats(S, T, E)
+        self.versions = torch.full((S, T, E), -1, dtype=torch.int32).share_memory_()
         self.policy_versions = torch.full((S,), -1, dtype=torch.int64).share_memory_()
         self.worker_ids = torch.full((S,), -1, dtype=torch.int64).share_memory_()
         self.env_ids = torch.full((S, E), -1, dtype=torch.int64).share_memory_()
@@ -198,7 +204,7 @@ class TrajectoryBuffer:
 
     def numpy_views(self, slot: int) -> dict[str, np.ndarray]:
         """Writable numpy views of one slot, for the worker's step loop (no copies)."""
-        names = ("actions", "logprobs", "values") + self.STEP_FIELDS
+        names = ("actions", "logprobs", "values", "versions") + self.STEP_FIELDS
         views = {name: getattr(self, name)[slot].numpy() for name in names}
         views["obs"] = map_obs(lambda tensor: tensor[slot].numpy(), self.obs)
         if self.noise is not None:
@@ -249,6 +255,7 @@ class TrajectoryBuffer:
             episode_starts=None if self.episode_starts is None else merge(self.episode_starts),
             agent_active=None if self.agent_active is None else merge(self.agent_active),
             team_returns=None if self.team_returns is None else merge(self.team_returns),
+            step_versions=merge(self.versions).long(),
         )
 
 

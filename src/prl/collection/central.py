@@ -21,7 +21,10 @@ rows again. Row T (the observation after the last step) gets values only, for bo
 
 Weights. The server acts with the version the pool names in `use_version`, which the pool sets
 before it sends rollout requests, and never during a rollout: every rollout acts with one
-version, as in worker mode, and a synchronous run stays exactly on-policy.
+version, as in worker mode, and a synchronous run stays exactly on-policy. In async mode the
+pool names no version (`use_version(None)`): the server loads the newest one before each batch
+(`SharedWeights.load_latest`), so one rollout's steps may act with several. Either way the
+server writes the version of every step it acts for into the slot's `versions`.
 
 Randomness. Before each "act", the worker writes the randomness of its group's actions into
 the slot's `noise` row, drawn from its own seeded generator (uniforms for categorical actions,
@@ -86,6 +89,9 @@ POLL_S = 0.05
 START_S = 120.0
 """How long a server process may take to build its policy and start serving."""
 
+NEWEST = -2
+"""The version `use_version(None)` stands for: whichever is newest at each batch (async mode)."""
+
 STOP_S = 5.0
 """How long `stop()` waits for the server (thread or process) to end before forcing it."""
 
@@ -137,6 +143,7 @@ class InferenceServer:
         """The error that stopped the server, if one did."""
         self._held = -1
         self._wanted = torch.zeros(1, dtype=torch.int64) if wanted is None else wanted
+        """The version to act with, or NEWEST (`use_version`)."""
         self._on_error = on_error
         self._conns: dict[int, Connection] = {}
         self._retired: list[Connection] = []
@@ -157,9 +164,9 @@ class InferenceServer:
             if old is not None and old is not conn:
                 self._retired.append(old)  # closed by the server's thread, which may be waiting on it now
 
-    def use_version(self, version: int) -> None:
-        """Act with weight `version` from the next batch on; called only while no rollout runs."""
-        self._wanted[0] = version
+    def use_version(self, version: Optional[int]) -> None:
+        """Act with weight `version` from the next batch on, called only while no rollout runs; None: always the newest."""
+        self._wanted[0] = NEWEST if version is None else version
 
     def await_error(self, timeout: float) -> Optional[ChildError]:
         """The error that stopped the server, waiting up to `timeout` for the thread to end (a worker saw its pipe close)."""
@@ -222,7 +229,9 @@ class InferenceServer:
     def _serve(self, requests: list, conns: dict) -> None:
         """One batch: the values of every final observation, then every act, then the replies."""
         wanted = int(self._wanted[0])
-        if self._held != wanted:
+        if wanted == NEWEST:
+            self._held = self.weights.load_latest(self.policy, self._held)
+        elif self._held != wanted:
             self._held = self.weights.load_into(self.policy, self._held, wanted)
         if self._states.shape[-1]:
             self._track_states(max(worker for worker, _ in requests))
@@ -289,6 +298,7 @@ class InferenceServer:
         s, t, e = s[acting], t[acting], e[acting]
         self.buffer.actions[s, t, e] = actions.cpu()[acting]
         self.buffer.logprobs[s, t, e] = logprobs.cpu()[acting]
+        self.buffer.versions[s, t, e] = self._held
 
     def _act_with_states(self, w, s, t, row, e, acting, obs: Observations, noise: torch.Tensor):
         """A recurrent policy's step for these rows (see Memory above): actions, log-probs and values.
@@ -388,9 +398,9 @@ class InferenceProcess:
         finally:
             conn.close()
 
-    def use_version(self, version: int) -> None:
-        """Act with weight `version` from the next batch on; called only while no rollout runs."""
-        self._wanted[0] = version
+    def use_version(self, version: Optional[int]) -> None:
+        """Act with weight `version` from the next batch on, called only while no rollout runs; None: always the newest."""
+        self._wanted[0] = NEWEST if version is None else version
 
     @property
     def pid(self) -> Optional[int]:

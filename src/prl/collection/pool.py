@@ -3,7 +3,9 @@
 Process protocol
 ================
 Channels. Each worker has one duplex pipe to the parent. Parent -> worker carries rollout
-requests, (slot, weight version): "fill this slot acting with this version", or None ("exit").
+requests, (slot, weight version): "fill this slot acting with this version" (None: with the
+newest one when the rollout starts), or None ("exit"). A worker serves its requests in the
+order they arrive.
 Worker -> parent carries tuples: ("ready", w, None), ("slot", w, slot) when a slot is full,
 ("env_error", w, ChildError) when an env failed, ("error", w, ChildError) when anything else
 raised (`prl.collection.child.ChildError`: the exception as data). Trajectories and weights
@@ -19,24 +21,34 @@ sends "ready".
 The parent waits for every "ready" within `worker_timeout`; an error message, a dead process
 or the timeout aborts the start, closes what did start, and raises.
 
-Collection. Worker w owns slot w. A request names the slot and the weight version; the worker
-loads that version if it does not hold it yet, runs one rollout, stamps the slot with the
-version, and reports it. `collect()` waits on all pipes and all process sentinels at once
-(`multiprocessing.connection.wait`, with a timeout) until every slot is reported, then copies
-the slots into a batch, which frees them.
-- Synchronous mode (default): `collect()` sends the requests itself, after the caller's
-  `publish()`, so every rollout in a batch used the latest weights: exactly on-policy.
+Collection. Which slots are requested from which worker, and which full ones make a batch, is
+decided by the slot queue (`prl.collection.slots.SlotQueue`), the one place where the modes
+differ. A request names the slot and the weight version; the worker loads that version if it
+does not hold it yet, runs one rollout, writes each step's version into the slot, stamps it,
+and reports it. `collect()` waits on the pipes and process sentinels of every worker with a
+rollout to fill (`multiprocessing.connection.wait`, with a timeout) until the queue has a
+batch, then copies those slots into a batch, which frees them.
+- Synchronous mode (default): worker w fills slot w. `collect()` sends the requests itself,
+  after the caller's `publish()`, so every rollout in a batch used the latest weights:
+  exactly on-policy.
 - Overlap mode: before returning, `collect()` already requests the next rollouts with the
   weights published so far, so workers collect while the learner trains; each batch is then
   learned one update after the weights that collected it.
-Either way the version each rollout uses is fixed by the parent, not by timing, so a run with
-a fixed seed repeats exactly.
+- Async mode: `slots_per_worker` slots per worker. Requests name no version, so each rollout
+  acts with the newest weights when it starts; `publish()` hands the slots of the batch just
+  learned back out, so the worker that finished first gets them first; a worker keeps filling
+  its other slots while the learner trains, and waits when it has none. A batch is the first
+  `batch_rollouts` slots reported: no barrier waits for the slowest worker.
+In the first two modes the version each rollout uses is fixed by the parent, not by timing,
+so a run with a fixed seed repeats exactly; in async mode it depends on timing, and so do
+which rollouts share a batch.
 
 Weights. Version v lives in buffer v % 2 of the shared weights, so a worker can read version v
-while the parent writes v + 1. No lock is needed: a worker reads only after the request
-naming the version arrives, `publish()` never runs during `collect()`, and it refuses to write
-the buffer that in-flight rollouts read (two publishes with no collect between, in overlap
-mode).
+while the parent writes v + 1. In the synchronous modes no read can overlap a write into its
+buffer: a worker reads only after the request naming the version arrives, `publish()` never
+runs during `collect()`, and it refuses to write the buffer that in-flight rollouts read (two
+publishes with no collect between, in overlap mode). In async mode reads of the newest version
+are checked and made again if a publish overlapped them (`SharedWeights`).
 
 Failures during collection. An exception inside a rollout (an env's step or reset, or a NaN
 or infinite observation or reward) travels as ("env_error", w, ChildError): the worker has not
@@ -44,16 +56,17 @@ reported the slot, so its partial data is never learned from, and it has already
 envs with fresh seeds. A worker that dies (signal, out of memory, a crash in native code) is
 seen at once through its sentinel; the parent drains its pipe (an error report sent just
 before dying is raised as such) and starts a replacement with fresh seeds, which sends
-"ready" like any worker. Either way the parent re-sends the worker's outstanding request
-(same slot, same weight version, still readable in its buffer) and the batch completes. Each
+"ready" like any worker. Either way the parent re-sends the worker's outstanding requests
+(same slots, same weight versions, still readable in their buffers; a failed rollout's request
+goes behind the ones the worker still holds) and the batch completes. Each
 failure counts against `max_worker_restarts` within `restart_window_s` per worker; beyond it
 the run stops with one sentence. With `nan_policy="error"` non-finite data stops the run at once.
 
 Errors. Any other exception in a worker travels as ("error", w, ChildError) and is raised in
 the parent by `ChildError.exception` as WorkerError ("in worker N" plus the traceback), or as
 ConfigError when the user can fix it. During start-up every failure is fatal, since it comes
-from the env or the options, not from bad luck. A worker that reports nothing within
-`worker_timeout` is stuck: during start-up that is fatal; during collection it is killed and
+from the env or the options, not from bad luck. A worker that owes a rollout and has reported
+nothing for `worker_timeout` (since it was handed work while idle, or since its last report) is stuck: during start-up that is fatal; during collection it is killed and
 recovered like a worker that died, within the same restart budget. A fatal error closes the
 pool before raising.
 
@@ -92,6 +105,7 @@ from prl.collection.central import InferenceProcess, InferenceServer
 from prl.collection.child import ChildError, child_process, start_child
 from prl.collection.failures import Failures, stuck
 from prl.collection.processes import stop_processes, worker_context
+from prl.collection.slots import SlotQueue
 from prl.collection.worker import worker_main
 from prl.config import Config
 from prl.envs.factory import EnvFactory
@@ -152,7 +166,7 @@ class ActorPool:
         """worker or central (`prl.collection.central`): where this pool's rollouts compute their actions."""
         self._context = worker_context(config)
         self.buffer = TrajectoryBuffer(
-            config.workers,
+            config.num_slots,
             config.rollout_steps,
             config.envs_per_worker,
             self.spec.obs_layout,
@@ -164,7 +178,11 @@ class ActorPool:
         self.weights = SharedWeights(policy)
         self._collecting = False
         self._inflight_version: int | None = None
-        self._requests: dict[int, tuple] = {}
+        self._slots = SlotQueue(config)
+        self._versions: dict[int, int | None] = {}
+        """The weight version each requested slot's request names (None: the newest)."""
+        self._heard = [time.monotonic()] * config.workers
+        """When each worker last reported, or was handed work while it had none: its stuck clock."""
         self.last_wait_s = 0.0
         """Seconds the last `collect()` spent waiting for workers (near zero when the learner is the bottleneck)."""
         self._failures = Failures(config, "worker")
@@ -200,7 +218,7 @@ class ActorPool:
                 process, conn = self._spawn(index, seeding.first_incarnation(seed_stream))
                 self._processes.append(process)
                 self._conns.append(conn)
-            self._await({"ready"}, set(range(config.workers)), "start")
+            self._await("start")
         except BaseException:
             self.close()
             raise
@@ -253,7 +271,10 @@ class ActorPool:
             raise RuntimeError(
                 "publish() was called twice while rollouts run with older weights (overlap mode); call collect() in between."
             )
-        return self.weights.publish(policy)
+        version = self.weights.publish(policy)
+        if self._slots.asynchronous:
+            self._request_rollouts()  # the slots of the batch just learned, with these weights
+        return version
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
         """One rollout from every worker, as one batch on `device`.
@@ -261,19 +282,21 @@ class ActorPool:
         Synchronous mode: the rollouts start now, with the latest published weights. Overlap
         mode: they were started by the previous call, and the next ones start before this
         returns, with the weights published by then (so they are one update old when learned).
+        Async mode: the first `batch_rollouts` rollouts to finish, whichever workers filled them
+        (`prl.collection.slots`).
         """
         if not self._processes:
             raise RuntimeError("the pool is closed; create a new ActorPool to collect again.")
         self._collecting = True
         try:
             if self._inflight_version is None:
-                self._request_rollouts()
+                self._request_rollouts()  # async: any slot still free (publish() hands them out)
             waiting = time.perf_counter()
-            slots = self._await({"slot"}, set(range(self.config.workers)), "rollout")
+            self._await("rollout")
             self.last_wait_s = time.perf_counter() - waiting
             self._inflight_version = None
-            batch = self.buffer.gather([slots[w] for w in sorted(slots)], device)  # a copy: slots are free again
-            if self.config.overlap:
+            batch = self.buffer.gather(self._slots.take(), device)  # a copy: the slots are free again
+            if self.config.mode == "overlap":
                 self._request_rollouts()
         except BaseException:
             self.close()
@@ -283,68 +306,89 @@ class ActorPool:
         return batch
 
     def _request_rollouts(self) -> None:
-        """Send every worker its slot and the weight version to act with."""
-        version = self.version
+        """Send the slots the queue hands out, each with the weight version to act with (async: the newest)."""
+        version = None if self._slots.asynchronous else self.version
         if self._server is not None:
             self._server.use_version(version)
-        for worker in range(len(self._conns)):
-            self._requests[worker] = (worker, version)
-            self._send_request(worker)
-        self._inflight_version = version
+        for worker, slot in self._slots.hand_out():
+            if len(self._slots.outstanding(worker)) == 1:
+                self._heard[worker] = time.monotonic()  # idle until now: its stuck clock starts
+            self._versions[slot] = version
+            self._send_request(worker, slot)
+        if not self._slots.asynchronous:
+            self._inflight_version = version
 
-    def _send_request(self, worker: int) -> None:
-        """Send `worker` its outstanding request; a dead worker's pipe is left to its sentinel, which replaces it."""
+    def _send_request(self, worker: int, slot: int) -> None:
+        """Ask `worker` to fill `slot`; a dead worker's pipe is left to its sentinel, which replaces it."""
         try:
-            self._conns[worker].send(self._requests[worker])
+            self._conns[worker].send((slot, self._versions[slot]))
         except (BrokenPipeError, ConnectionResetError, EOFError):
             pass
+
+    def _resend(self, worker: int) -> None:
+        """Send a replacement `worker` every request its predecessor still owed, in order."""
+        self._heard[worker] = time.monotonic()
+        for slot in self._slots.outstanding(worker):
+            self._send_request(worker, slot)
 
     @property
     def restarts(self) -> int:
         """Worker failures recovered from so far (env errors and replaced processes)."""
         return self._failures.restarts
 
-    def _recover(self, worker: int, what: str, replace: bool) -> None:
-        """Count a failure of `worker`; within the restart budget, replace it if it died and re-send its request."""
+    def _recover(self, worker: int, what: str) -> None:
+        """Count a failure of `worker`, and within the restart budget replace it; its requests are
+        re-sent when the replacement reports ready."""
         self._failures.count(worker, what)
-        if replace:
-            self._processes[worker].join(timeout=1.0)
-            self._conns[worker].close()
-            incarnation = seeding.replacement(self._seed_stream, self.restarts)
-            self._processes[worker], self._conns[worker] = self._spawn(worker, incarnation)
-            return  # the request is re-sent when the replacement reports ready
-        self._send_request(worker)
+        self._processes[worker].join(timeout=1.0)
+        self._conns[worker].close()
+        incarnation = seeding.replacement(self._seed_stream, self.restarts)
+        self._processes[worker], self._conns[worker] = self._spawn(worker, incarnation)
+        self._heard[worker] = time.monotonic()  # its start-up counts as progress
 
-    def _await(self, kinds: set, workers: set, what: str) -> dict:
-        """Wait until each worker in `workers` has sent a message of `kinds`; return {worker: payload}.
+    def _await(self, what: str) -> None:
+        """Wait until every worker has sent "ready" (`what` = "start"), or the slot queue has a batch ("rollout").
 
-        During collection a failed worker is recovered (see `_recover`) and its request re-sent;
-        during start-up any failure raises, since it comes from the env or the options.
+        During collection a failed worker is recovered (see `_recover`) and its requests re-sent;
+        during start-up any failure raises, since it comes from the env or the options. A worker
+        is stuck when it owes a message and has sent none for `worker_timeout`.
         """
-        received: dict = {}
         collecting = what == "rollout"
-        deadline = time.monotonic() + self.config.worker_timeout
-        while len(received) < len(workers):
-            pending = [w for w in workers if w not in received]
-            handles = {id(self._conns[w]): w for w in pending}
-            sentinels = {self._processes[w].sentinel: w for w in pending}
-            ready = wait(
-                [self._conns[w] for w in pending] + list(sentinels),
-                timeout=min(WAKE_S, max(0.0, deadline - time.monotonic())),
-            )
-            self._check_server()
-            if not ready and time.monotonic() < deadline:
-                continue
-            if not ready and not collecting:
+        ready_workers: set[int] = set()
+        if not collecting:
+            self._heard = [time.monotonic()] * len(self._processes)
+
+        def pending() -> list[int]:
+            if collecting:
+                return [w for w in range(len(self._processes)) if self._slots.busy(w)]
+            return [w for w in range(len(self._processes)) if w not in ready_workers]
+
+        while True:
+            waiting = pending()
+            now = time.monotonic()
+            # Checked even when a batch is ready: in async mode the others' rollouts can make every
+            # batch while one worker hangs.
+            overdue = [w for w in waiting if now - self._heard[w] >= self.config.worker_timeout]
+            if overdue and not collecting:
                 raise WorkerError(
-                    f"worker(s) {sorted(pending)} sent no {what} within {self.config.worker_timeout:.0f} s; "
+                    f"worker(s) {sorted(overdue)} sent no {what} within {self.config.worker_timeout:.0f} s; "
                     "raise worker_timeout if the env is slow."
                 )
-            if not ready:
-                for worker in pending:
-                    self._kill_stuck(worker)
-                deadline = time.monotonic() + self.config.worker_timeout
+            for worker in overdue:
+                self._kill_stuck(worker)
+            if overdue:
                 continue
+            if self._slots.batch_ready() if collecting else len(ready_workers) == len(self._processes):
+                return
+            if not waiting:
+                raise RuntimeError("collect() has no rollout to wait for; publish() hands the slots back out.")
+            handles = {id(self._conns[w]): w for w in waiting}
+            sentinels = {self._processes[w].sentinel: w for w in waiting}
+            first_due = min(self._heard[w] for w in waiting) + self.config.worker_timeout
+            ready = wait(
+                [self._conns[w] for w in waiting] + list(sentinels), timeout=min(WAKE_S, max(0.0, first_due - now))
+            )
+            self._check_server()
             for item in ready:
                 if isinstance(item, int):
                     worker = sentinels[item]
@@ -354,35 +398,37 @@ class ActorPool:
                     if not collecting:
                         raise self._death(worker, what)
                     self._processes[worker].join(timeout=1.0)
-                    self._recover(worker, f"died (exit code {self._processes[worker].exitcode})", replace=True)
-                    deadline = time.monotonic() + self.config.worker_timeout
+                    self._recover(worker, f"died (exit code {self._processes[worker].exitcode})")
                     continue
-                worker = handles.get(id(item))
-                if worker is None:
+                sender = handles.get(id(item))
+                if sender is None:
                     continue  # the pipe of a worker replaced earlier in this loop
+                worker = sender
                 try:
                     kind, _, payload = cast(Connection, item).recv()  # not a sentinel: a worker's pipe
                 except (EOFError, OSError):
                     if not collecting:
                         raise self._death(worker, what) from None
                     continue  # its sentinel reports the death
+                self._heard[worker] = time.monotonic()
                 if kind == "error":
                     self._raise_worker_error(worker, payload)
                 elif kind == "env_error":
                     self._env_failed(worker, payload)
-                    deadline = time.monotonic() + self.config.worker_timeout
-                elif kind == "ready" and collecting:
-                    self._send_request(worker)
-                elif kind in kinds:
-                    received[worker] = payload
-        return received
+                elif kind == "ready":
+                    if collecting:
+                        self._resend(worker)  # a replacement
+                    else:
+                        ready_workers.add(worker)
+                elif kind == "slot" and collecting:
+                    self._slots.reported(worker, payload)
 
     def _kill_stuck(self, worker: int) -> None:
         """Kill a worker that sent nothing within worker_timeout (stuck in an env) and recover it as a dead one."""
         self._processes[worker].kill()
         self._processes[worker].join(timeout=JOIN_S)
         self._drain(worker)
-        self._recover(worker, stuck(self.config.worker_timeout), replace=True)
+        self._recover(worker, stuck(self.config.worker_timeout))
 
     def _check_server(self) -> None:
         """Raise the inference server's error, if it stopped with one."""
@@ -402,7 +448,7 @@ class ActorPool:
     def _env_failed(self, worker: int, error: ChildError) -> None:
         """An env raised (or returned non-finite data) inside `worker`, which rebuilt its envs."""
         self._failures.env_error(worker, error)
-        self._send_request(worker)
+        self._send_request(worker, self._slots.failed(worker))
 
     def _death(self, worker: int, what: str) -> WorkerError:
         self._processes[worker].join(timeout=1.0)

@@ -34,18 +34,24 @@ order) before it answers. A rollout request passes that object's reference: each
 fetches a version once (zero-copy on the same node) and keeps it until the next.
 
 Collection. Each actor runs the same `RolloutCollector` as a local worker, into a one-slot
-buffer of its own, and returns the slot as numpy arrays through the object store. At most one
-rollout per actor is in flight, so the object store holds at most W rollouts and two weight
-versions. The driver waits on the in-flight results (`ray.wait`, with a timeout), copies them
+buffer of its own, and returns the slot as numpy arrays through the object store. In the
+synchronous modes at most one rollout per actor is in flight, so the object store holds at most
+W rollouts and two weight versions. The driver waits on the in-flight results (`ray.wait`, with a timeout), copies them
 into the shared slots and answers; the learner gathers the slots into a `Batch` exactly as the
 local pool does. Synchronous and overlap modes follow the local pool's rules, and each
 rollout's weight version is fixed by the learner, so a run with a fixed seed repeats itself.
+In async mode each actor has up to `slots_per_worker` rollouts requested (Ray runs an actor's
+tasks in the order they were sent), each acting with the newest version when it was
+requested; a collection takes the first `batch_rollouts` to come back, in worker order, and
+`publish` asks every actor with room for more, with the new version. The object store then
+holds at most W x slots_per_worker rollouts.
 
 Failures. An env error inside a rollout comes back as data: the actor has rebuilt its envs with
 fresh seeds, and the driver requests the rollout again. An actor that dies (killed, its node
 lost) raises `RayActorError` when its result is read: the driver starts a replacement with
 fresh seeds and requests the same rollout (same version) again. An actor whose rollout has
 not come back within `worker_timeout` (stuck in an env) is killed and replaced the same way.
+A replacement is asked for every rollout its predecessor owed, in order.
 All three count against
 `max_worker_restarts` within `restart_window_s`, as in the local pool. Any other exception in an
 actor comes back as a `ChildError` too and is raised as `WorkerError` ("... in Ray actor N"), or
@@ -71,6 +77,7 @@ import socket
 import time
 import warnings
 import weakref
+from collections import deque
 from multiprocessing.connection import wait
 
 import numpy as np
@@ -197,6 +204,7 @@ class RolloutActor:
             return {"error": ChildError.of(error)}
         if env_error is not None:
             return {"env_error": env_error}
+        views["versions"].fill(version)
         return {"slot": views, "version": version}
 
     def close(self) -> None:
@@ -257,7 +265,10 @@ class RayDriver:
         self._seed_stream = seed_stream
         self._actor_args = actor_args
         self._actors: list = []
-        self._inflight: dict[int, tuple] = {}
+        self._inflight: dict[int, deque] = {index: deque() for index in range(config.workers)}
+        """Each actor's requested rollouts, (result ref, version, weights ref), in the order it runs them."""
+        self._heard = [time.monotonic()] * config.workers
+        """When each actor last returned a rollout, or was asked for one while it had none: its stuck clock."""
         self._version = -1
         self._weights = None
         self._cluster_gone = False
@@ -320,20 +331,27 @@ class RayDriver:
         return WorkerError(f"in Ray actor {worker}: {last}\n{report}")
 
     def publish(self, version: int) -> None:
-        """Put weight version `version` (already in the shared weights) in the object store."""
+        """Put weight version `version` (already in the shared weights) in the object store; in async mode,
+        ask every actor with room for its next rollouts, acting with it."""
         self._weights = self._ray.put(self.weights.flat[version % 2].numpy())
         self._version = version
+        if self.config.mode == "async":
+            self._top_up()
 
     def collect(self) -> dict:
-        """Fill every slot of the shared buffer with one rollout per actor; returns the collection's figures."""
+        """Fill the first slots of the shared buffer with the next batch's rollouts, in worker order; returns
+        the collection's figures, `rollouts` among them (how many slots were filled)."""
         self._check_cluster()
-        if not self._inflight:
+        if self.config.mode == "async":
+            self._top_up()
+        elif not any(self._inflight.values()):
             self._request_all()
         waiting = time.perf_counter()
-        results = self._await_rollouts()
+        results = self._await_rollouts(self.config.rollouts_per_batch)
         wait_s = time.perf_counter() - waiting
-        transfer_bytes = sum(self._store(worker, result) for worker, result in results.items())
-        if self.config.overlap:
+        ordered = sorted(results, key=lambda result: result[0])  # a stable sort: one actor's stay in time order
+        transfer_bytes = sum(self._store(slot, worker, result) for slot, (worker, result) in enumerate(ordered))
+        if self.config.mode == "overlap":
             self._request_all()
         return dict(
             wait_s=wait_s,
@@ -341,57 +359,74 @@ class RayDriver:
             restarts=self.failures.restarts,
             pids=self.pids,
             nodes=self.nodes,
+            rollouts=len(ordered),
         )
 
     def _request_all(self) -> None:
         for worker in range(self.config.workers):
             self._request(worker, self._version, self._weights)
 
-    def _request(self, worker: int, version: int, weights) -> None:
-        ref = self._actors[worker].rollout.remote(version, weights)
-        self._inflight[worker] = (ref, version, weights)
+    def _top_up(self) -> None:
+        """Async mode: ask each actor for rollouts with the newest weights until it has `slots_per_worker` to run."""
+        for worker in range(self.config.workers):
+            while len(self._inflight[worker]) < self.config.slots_per_worker:
+                self._request(worker, self._version, self._weights)
 
-    def _await_rollouts(self) -> dict:
+    def _request(self, worker: int, version: int, weights) -> None:
+        if not self._inflight[worker]:
+            self._heard[worker] = time.monotonic()  # idle until now: its stuck clock starts
+        ref = self._actors[worker].rollout.remote(version, weights)
+        self._inflight[worker].append((ref, version, weights))
+
+    def _replace(self, worker: int, what: str) -> None:
+        """Replace a dead or stuck actor and ask the replacement for every rollout its predecessor owed, in order."""
+        owed = list(self._inflight[worker])
+        self._inflight[worker].clear()
+        self._recover(worker, what)
+        for _, version, weights in owed:
+            self._request(worker, version, weights)
+
+    def _await_rollouts(self, count: int) -> list[tuple[int, dict]]:
+        """The next `count` rollouts to come back, as (actor, result) in the order they came."""
         ray = self._ray
-        results: dict = {}
-        deadline = time.monotonic() + self.config.worker_timeout
-        while self._inflight:
-            by_ref = {entry[0]: worker for worker, entry in self._inflight.items()}
-            ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=min(WAKE_S, max(0.0, deadline - time.monotonic())))
+        results: list[tuple[int, dict]] = []
+        while len(results) < count:
+            now = time.monotonic()
+            for worker in range(self.config.workers):  # stuck in an env: killed and replaced, as a dead one is
+                if self._inflight[worker] and now - self._heard[worker] >= self.config.worker_timeout:
+                    with contextlib.suppress(Exception):
+                        ray.kill(self._actors[worker], no_restart=True)
+                    self._replace(worker, stuck(self.config.worker_timeout))
+            by_ref = {entry[0]: worker for worker, entries in self._inflight.items() for entry in entries}
+            if not by_ref:
+                raise RuntimeError("collect() has no rollout to wait for; publish() asks the actors for more.")
+            first_due = min(self._heard[w] for w in self._inflight if self._inflight[w]) + self.config.worker_timeout
+            timeout = min(WAKE_S, max(0.0, first_due - time.monotonic()))
+            ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
             if not ready:
                 self._check_cluster()
                 self.heartbeat()
-                if time.monotonic() < deadline:
-                    continue
-                for worker in sorted(self._inflight):  # stuck in an env: killed and replaced, as a dead one is
-                    _, version, weights = self._inflight.pop(worker)
-                    with contextlib.suppress(Exception):
-                        ray.kill(self._actors[worker], no_restart=True)
-                    self._recover(worker, stuck(self.config.worker_timeout))
-                    self._request(worker, version, weights)
-                deadline = time.monotonic() + self.config.worker_timeout
                 continue
-            for ref in ready:
-                worker = by_ref[ref]
-                _, version, weights = self._inflight.pop(worker)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    self._check_cluster()
-                    self._recover(worker, "died")
-                    self._request(worker, version, weights)
-                    deadline = time.monotonic() + self.config.worker_timeout
-                    continue
-                except ray.exceptions.RayTaskError as error:
-                    raise self._task_error(worker, error) from None
-                if "error" in result:
-                    raise result["error"].exception(f"Ray actor {worker}")
-                if "env_error" in result:
-                    self.failures.env_error(worker, result["env_error"])
-                    self._request(worker, version, weights)
-                    deadline = time.monotonic() + self.config.worker_timeout
-                    continue
-                results[worker] = result
+            ref = ready[0]
+            worker = by_ref[ref]
+            entry = next(item for item in self._inflight[worker] if item[0] == ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self._check_cluster()
+                self._replace(worker, "died")
+                continue
+            except ray.exceptions.RayTaskError as error:
+                raise self._task_error(worker, error) from None
+            self._inflight[worker].remove(entry)
+            self._heard[worker] = time.monotonic()
+            if "error" in result:
+                raise result["error"].exception(f"Ray actor {worker}")
+            if "env_error" in result:
+                self.failures.env_error(worker, result["env_error"])
+                self._request(worker, entry[1], entry[2])
+                continue
+            results.append((worker, result))
         return results
 
     def _check_cluster(self) -> None:
@@ -400,11 +435,11 @@ class RayDriver:
             self._cluster_gone = True
             raise WorkerError(f"the Ray cluster went away: its head node at {self._head} no longer answers.")
 
-    def _store(self, worker: int, result: dict) -> int:
-        """Copy one actor's slot into slot `worker` of the shared buffer; returns the bytes it held."""
-        slot, copied = result["slot"], 0
-        target = self.buffer.numpy_views(worker)
-        for name, array in slot.items():
+    def _store(self, slot: int, worker: int, result: dict) -> int:
+        """Copy actor `worker`'s rollout into `slot` of the shared buffer; returns the bytes it held."""
+        arrays, copied = result["slot"], 0
+        target = self.buffer.numpy_views(slot)
+        for name, array in arrays.items():
             if name == "obs" and isinstance(array, dict):
                 for key, leaf in array.items():
                     target["obs"][key][...] = leaf
@@ -412,7 +447,7 @@ class RayDriver:
             else:
                 target[name][...] = array
                 copied += array.nbytes
-        self.buffer.stamp(worker, worker, result["version"])
+        self.buffer.stamp(slot, worker, result["version"])
         return copied
 
     def _recover(self, worker: int, what: str) -> None:
@@ -431,7 +466,8 @@ class RayDriver:
                 except Exception:
                     pass
         self._actors = []
-        self._inflight.clear()
+        for owed in self._inflight.values():
+            owed.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 
@@ -528,7 +564,7 @@ class RayPool:
         if not address and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         self.buffer = TrajectoryBuffer(
-            config.workers,
+            config.rollouts_per_batch,
             config.rollout_steps,
             config.envs_per_worker,
             self.spec.obs_layout,
@@ -612,7 +648,7 @@ class RayPool:
         self.last_transfer_bytes = stats["transfer_bytes"]
         self.restarts = stats["restarts"]
         self._pids, self._nodes = stats["pids"], stats["nodes"]
-        return self.buffer.gather(range(self.config.workers), device)
+        return self.buffer.gather(range(stats["rollouts"]), device)
 
     def _call(self, message: tuple, reply: str, what: str) -> tuple:
         try:

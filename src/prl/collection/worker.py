@@ -58,13 +58,16 @@ def worker_main(
             request = channel.recv()
             if request is None:
                 break
-            slot, version = request
-            if client is not None:
-                held_version = version  # the server acts with it
-            elif version != held_version:
+            slot, version = request  # version None (async mode): the newest published
+            if client is None:
                 assert policy is not None and actor is not None  # built above when there is no client
-                held_version = weights.load_into(policy, held_version, version)
-                actor.load(policy)
+                if version is None:
+                    loaded = weights.load_latest(policy, held_version)
+                else:
+                    loaded = weights.load_into(policy, held_version, version)
+                if loaded != held_version:
+                    held_version = loaded
+                    actor.load(policy)
             views = buffer.numpy_views(slot)
             if client is None:
                 rollout = functools.partial(collector.collect, views)
@@ -74,6 +77,10 @@ def worker_main(
             if env_error is not None:  # the slot is not reported; the parent decides what next
                 channel.send(("env_error", worker_index, env_error))
                 continue
+            if client is None:
+                views["versions"].fill(held_version)
+            else:  # the server wrote the version of each step it acted for
+                held_version = int(views["versions"].min())
             buffer.stamp(slot, worker_index, held_version)
             channel.send(("slot", worker_index, slot))
     finally:

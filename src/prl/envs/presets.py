@@ -137,7 +137,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Ant-v5": dict(
         batch_steps=2048,
         steps=1_000_000,
-        overlap=True,
+        mode="overlap",
         env_kwargs={"include_cfrc_ext_in_observation": False},
     ),
     # Atari (the atari extra), from CleanRL's ppo_atari: 8 envs x 128 steps, 4 epochs of 4

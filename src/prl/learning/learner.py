@@ -18,13 +18,29 @@ from prl.envs.presets import normalizes_rewards
 from prl.envs.spec import EnvSpec
 from prl.errors import ConfigError
 from prl.learning.optim import Adam
-from prl.learning.ppo import compute_gae, explained_variance, normalize_advantages, ppo_loss
+from prl.learning.ppo import (
+    compute_gae,
+    compute_vtrace,
+    explained_variance,
+    normalize_advantages,
+    ppo_loss,
+    weighted_mean,
+)
 from prl.learning.rnd import RND
 from prl.learning.samples import Minibatch, Samples
 from prl.metrics import LOSS_TERMS, RND_TERMS
 from prl.nn.encoders import reads_pixels
 from prl.nn.normalize import RewardScaler
 from prl.nn.policy import ActorCritic, build_policy, place_policy
+
+
+def step_versions(batch: Batch) -> torch.Tensor:
+    """[T, N] the weight version each step acted with: the batch's own, or each rollout's for all its steps."""
+    if batch.step_versions is not None:
+        return batch.step_versions
+    steps, num_envs = batch.rewards.shape
+    per_column = batch.policy_versions.repeat_interleave(num_envs // batch.policy_versions.numel())
+    return per_column.to(batch.rewards.device).expand(steps, num_envs)
 
 
 class Prepared(NamedTuple):
@@ -34,8 +50,8 @@ class Prepared(NamedTuple):
     """Every sample's loss inputs, flattened over [time, env]."""
     raw_obs: Observations
     """[B, D] raw observations (a dict of [B, *leaf shape] for other layouts), for the normalizer."""
-    intrinsic_stats: dict
-    """RND's reward statistics (empty without RND)."""
+    batch_stats: dict
+    """What the update logs about the batch itself: its policy lag, RND's reward statistics, the importance ratios."""
     initial_states: Optional[torch.Tensor] = None
     """[C x N, state_size] a recurrent policy's state where each of its sequences starts: chunk c of env n
     at row c x N + n (C = 1 without bptt_steps: each env's state at the rollout's start). None without a memory."""
@@ -121,7 +137,7 @@ class Learner:
     def _update(self, batch: Batch, start: float, statistics: list, last_good: tuple) -> dict:
         """`update`'s body, given the state before it (which a non-finite loss, or a failure, puts back)."""
         ppo = self.config.ppo
-        samples, raw_obs, intrinsic_stats, initial_states, steps, envs = self._prepare(batch)
+        samples, raw_obs, batch_stats, initial_states, steps, envs = self._prepare(batch)
         lr = self.current_lr()
         self.optimizer.lr = lr
         names = LOSS_TERMS + (RND_TERMS if self.rnd is not None else ())
@@ -129,12 +145,15 @@ class Learner:
         gradient_steps = epochs_run = 0
         non_finite = False
         size = len(samples)
+        counted = samples.full.weights
+        # Every sample left out (too stale, or padding): an update of zero gradients would still move Adam's weights.
+        epochs = ppo.epochs if counted is None or bool(counted.any()) else 0
         # Near-equal minibatches that cover the whole batch, so no sample is left out of an epoch; a
         # recurrent policy's are made of whole env sequences, so at most one per env.
         num_minibatches = max(1, round(size / ppo.minibatch_size))
         if initial_states is not None:
             num_minibatches = min(num_minibatches, initial_states.shape[0])
-        for _ in range(ppo.epochs):
+        for _ in range(epochs):
             epoch_totals = torch.zeros_like(totals)
             for mb, mb_states in self._minibatches(size, num_minibatches, initial_states, steps, envs):
                 loss, terms = self._minibatch_loss(samples.take(mb), mb_states)
@@ -171,9 +190,8 @@ class Learner:
         self.env_steps += batch.agent_steps
         stats = dict(zip(names, (totals / max(1, gradient_steps)).tolist()))
         stats["skipped_update"] = int(non_finite)
-        stats.update(intrinsic_stats)
+        stats.update(batch_stats)
         stats.update(
-            policy_lag=int(self.updates - 1 - batch.policy_versions.min()),
             explained_variance=explained_variance(
                 *self._counted(samples.full.values, samples.full.returns, samples.full.weights)
             ),
@@ -206,45 +224,94 @@ class Learner:
             module.load_state_dict(state)
 
     def _prepare(self, batch: Batch) -> Prepared:
-        """GAE over the batch, then every per-sample input of the loss flattened over [time, env]."""
+        """Advantages and targets over the batch, then every per-sample input of the loss flattened over [time, env].
+
+        GAE, or with a lag correction (`Config.lag_correction`) GAE weighted by truncated
+        importance ratios (clip) or V-trace (vtrace), whose ratios compare the learner's policy
+        before this update with the one that acted; the PPO ratio is then taken against the
+        learner's policy too. Samples acted with weights older than `max_policy_lag` updates get
+        weight 0, as a dead agent's padding does.
+        """
         ppo = self.config.ppo
         steps, num_envs = batch.rewards.shape
         rewards = batch.rewards
         if self.reward_scaler is not None:
-            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated)
+            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated, batch.env_ids)
         with torch.no_grad():
-            advantages, returns = compute_gae(
-                rewards, batch.values, batch.terminated, batch.truncated, batch.final_values, ppo.gamma, ppo.gae_lambda
-            )
             raw_obs = map_obs(lambda tensor: tensor[:-1].reshape(steps * num_envs, *tensor.shape[2:]), batch.obs)
+            # The normalizer's statistics stay fixed until the update ends, so the networks'
+            # input is computed once for the whole batch.
+            prepared_obs = self.policy.prepare(raw_obs)
+            actions = batch.actions.reshape(steps * num_envs, -1)
+            lags = self.updates - step_versions(batch)
+            weights, batch_stats = self._sample_weights(batch, lags)
+            logprobs = batch.logprobs
+            correction = self.config.lag_correction
+            episode = (rewards, batch.values, batch.terminated, batch.truncated, batch.final_values)
+            if correction == "none":
+                advantages, returns = compute_gae(*episode, ppo.gamma, ppo.gae_lambda)
+            else:
+                logprobs = self._current_logprobs(prepared_obs, actions, batch)
+                log_rhos = logprobs - batch.logprobs
+                if correction == "vtrace":
+                    advantages, returns = compute_vtrace(
+                        *episode, log_rhos, ppo.gamma, ppo.gae_lambda, ppo.rho_bar, ppo.c_bar
+                    )
+                else:
+                    advantages, returns = compute_gae(*episode, ppo.gamma, ppo.gae_lambda)
+                    advantages = advantages * log_rhos.exp().clamp(max=ppo.rho_bar)
+                batch_stats["importance_ratio"] = float(weighted_mean(log_rhos.exp().reshape(-1), weights))
             advantages = advantages.reshape(-1)
-            intrinsic_stats: dict = {}
             int_returns: Optional[torch.Tensor] = None
             next_obs: Optional[torch.Tensor] = None
             if self.rnd is not None:
                 int_advantages, int_returns, intrinsic_stats = self._intrinsic(batch)
+                batch_stats.update(intrinsic_stats)
                 advantages = ppo.ext_coef * advantages + ppo.int_coef * int_advantages.reshape(-1)
                 int_returns = int_returns.reshape(-1)
                 next_obs = batch.obs[1:].reshape(steps * num_envs, -1)
-            # The normalizer's statistics stay fixed until the update ends, so the networks'
-            # input is computed once for the whole batch.
-            prepared_obs = self.policy.prepare(raw_obs)
             b_samples = Samples(
                 Minibatch(
                     obs=prepared_obs,
-                    actions=batch.actions.reshape(steps * num_envs, -1),
-                    logprobs=batch.logprobs.reshape(-1),
+                    actions=actions,
+                    logprobs=logprobs.reshape(-1),
                     values=batch.values[:-1].reshape(-1),
                     advantages=advantages,
                     returns=returns.reshape(-1),
                     int_returns=int_returns,
                     next_obs=next_obs,
                     episode_starts=None if batch.episode_starts is None else batch.episode_starts.reshape(-1).float(),
-                    weights=None if batch.agent_active is None else batch.agent_active.reshape(-1).float(),
+                    weights=weights,
                 )
             )
             sequence_states, sequence_steps = self._sequence_starts(prepared_obs, batch)
-        return Prepared(b_samples, raw_obs, intrinsic_stats, sequence_states, sequence_steps, num_envs)
+        return Prepared(b_samples, raw_obs, batch_stats, sequence_states, sequence_steps, num_envs)
+
+    def _sample_weights(self, batch: Batch, lags: torch.Tensor) -> tuple[Optional[torch.Tensor], dict]:
+        """Each sample's weight in the loss [T x N] (None: all 1), and the batch's policy lag statistics.
+
+        A sample counts unless it is a dead agent's padding or its lag exceeds `max_policy_lag`."""
+        live = batch.agent_active
+        limit = self.config.ppo.max_policy_lag
+        fresh = None if limit is None else lags <= limit
+        kept = live if fresh is None else fresh if live is None else live & fresh
+        acted = lags if live is None else lags[live]
+        stats: dict = {
+            "policy_lag": int(acted.max()) if acted.numel() else 0,
+            "policy_lag_min": int(acted.min()) if acted.numel() else 0,
+            "policy_lag_mean": float(acted.float().mean()) if acted.numel() else 0.0,
+        }
+        if fresh is not None:
+            stale = ~fresh if live is None else ~fresh & live
+            stats["stale_fraction"] = float(stale.sum()) / max(1, acted.numel())
+        return (None if kept is None else kept.reshape(-1).float()), stats
+
+    def _current_logprobs(self, prepared_obs: Observations, actions: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """[T, N] log-probabilities of the batch's actions under the learner's policy as it is (a recurrent one
+        replays each env's rollout from its stored initial state)."""
+        steps, num_envs = batch.rewards.shape
+        logprobs, _, _ = self.policy.score(prepared_obs, actions, batch.initial_states, batch.episode_starts)
+        return logprobs.reshape(steps, num_envs)
 
     def _sequence_starts(self, prepared_obs: Observations, batch: Batch) -> tuple[Optional[torch.Tensor], int]:
         """A recurrent policy's sequences: the state each starts from [C x N, state_size], and their length.
@@ -332,7 +399,7 @@ class Learner:
             self.rnd.obs_normalizer.update(next_obs)
             raw = self.rnd.prediction_error(next_obs).reshape(steps, num_envs)
             never = torch.zeros_like(raw, dtype=torch.bool)
-            rewards = self.int_scaler(raw, never)
+            rewards = self.int_scaler(raw, never, batch.env_ids)
             policy_input = self.policy.obs_normalizer(batch.obs.reshape((steps + 1) * num_envs, -1))
             values = self.rnd.intrinsic_value(policy_input).reshape(steps + 1, num_envs)
             advantages, returns = compute_gae(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -54,10 +56,24 @@ class ObsNormalizer(nn.Module):
         self.count.fill_(count)
 
 
+def repeat_rounds(ids: list[int]) -> list[torch.Tensor]:
+    """Column positions grouped so that no group repeats an id: the first column of every id, then the second, ..."""
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for position, env in enumerate(ids):
+        count = seen.get(env, 0)
+        seen[env] = count + 1
+        if count == len(rounds):
+            rounds.append([])
+        rounds[count].append(position)
+    return [torch.tensor(positions, dtype=torch.long) for positions in rounds]
+
+
 class RewardScaler:
     """Divides rewards by the running std of each env's discounted return (as gymnasium's NormalizeReward).
 
-    State is one running return per env column, so the learner must feed columns in a fixed order.
+    State is one running return per env, kept by the env's global id (`Batch.env_ids`); without
+    ids, column n is env n.
     """
 
     def __init__(self, num_envs: int, gamma: float, clip: float):
@@ -68,15 +84,26 @@ class RewardScaler:
         self.var = torch.ones((), dtype=torch.float64)
         self.count = 1e-4
 
-    def __call__(self, rewards: torch.Tensor, episode_ended: torch.Tensor) -> torch.Tensor:
-        """Scale a [T, N] block of rewards; `episode_ended` [T, N] resets each env's running return."""
+    def __call__(
+        self, rewards: torch.Tensor, episode_ended: torch.Tensor, env_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Scale a [T, N] block of rewards; `episode_ended` [T, N] resets each env's running return.
+
+        `env_ids` [N] names each column's env. One env may have several columns (consecutive
+        rollouts in one async batch), taken in column order: each continues the return of the one before.
+        """
         rewards64 = rewards.detach().to("cpu", torch.float64)
         ended = episode_ended.detach().to("cpu", torch.float64)
         seen = torch.empty_like(rewards64)
-        for t in range(rewards64.shape[0]):
-            self.returns = self.returns * self.gamma + rewards64[t]
-            seen[t] = self.returns
-            self.returns = self.returns * (1.0 - ended[t])
+        ids = torch.arange(rewards64.shape[1]) if env_ids is None else env_ids.detach().cpu()
+        for columns in repeat_rounds(ids.tolist()):
+            envs = ids[columns]
+            returns = self.returns[envs]
+            for t in range(rewards64.shape[0]):
+                returns = returns * self.gamma + rewards64[t, columns]
+                seen[t, columns] = returns
+                returns = returns * (1.0 - ended[t, columns])
+            self.returns[envs] = returns
         self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, seen.reshape(-1))
         scaled = rewards64 / torch.sqrt(self.var + 1e-8)
         return torch.clamp(scaled, -self.clip, self.clip).to(rewards.device, rewards.dtype)
