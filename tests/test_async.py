@@ -187,3 +187,12 @@ def test_steps_older_than_max_policy_lag_are_left_out_of_the_loss(no_leaks):
     learner.updates = 1
     stats = learner.update(mixed)  # lags 0 and 1
     assert stats["stale_fraction"] == 0.0 and stats["gradient_steps"] > 0
+
+
+def test_async_mode_trains_cartpole_to_a_high_evaluation_within_100k_steps(no_leaks):
+    from prl import tuned_config
+
+    # Seeds 1 to 5 ended at 492.7 to 500 here (10 seeds: 9 at 475 or more, the lowest 434.5); async runs
+    # depend on timing, so the bound keeps a margin below the benchmark's 475.
+    summary = train(tuned_config("CartPole-v1", mode="async", seed=1, progress=False))
+    assert summary["eval_return_mean"] >= 450

@@ -10,10 +10,11 @@ from prl.learning.ppo import compute_gae, compute_vtrace
 def reference_vtrace(rewards, values, terminated, truncated, final_values, log_rhos, gamma, lam, rho_bar, c_bar):
     """IMPALA's definition written with plain floats, one env at a time:
     v_s = V(x_s) + sum_t gamma^(t-s) (prod_{i=s}^{t-1} c_i) rho_t delta_t, over the steps t of s's episode
-    inside the rollout; the advantage is rho_s (r_s + gamma v_{s+1} - V(x_s))."""
+    inside the rollout. Returns the targets v_s and IMPALA's policy-gradient advantages
+    rho_s (r_s + gamma v_{s+1} - V(x_s))."""
     steps, envs = len(rewards), len(rewards[0])
     targets = [[0.0] * envs for _ in range(steps)]
-    advantages = [[0.0] * envs for _ in range(steps)]
+    impala = [[0.0] * envs for _ in range(steps)]
     for n in range(envs):
         ended = [terminated[t][n] or truncated[t][n] for t in range(steps)]
         next_value = [
@@ -37,8 +38,8 @@ def reference_vtrace(rewards, values, terminated, truncated, final_values, log_r
                 following = next_value[s]
             else:
                 following = targets[s + 1][n] if s + 1 < steps else values[steps][n]
-            advantages[s][n] = rho[s] * (rewards[s][n] + gamma * following - values[s][n])
-    return advantages, targets
+            impala[s][n] = rho[s] * (rewards[s][n] + gamma * following - values[s][n])
+    return targets, impala
 
 
 def rollout(seed, steps=11, envs=5):
@@ -57,9 +58,11 @@ def test_vtrace_matches_the_sum_formula_with_truncated_weights_and_both_episode_
     for seed, (gamma, lam, rho_bar, c_bar) in enumerate([(0.97, 1.0, 1.0, 1.0), (0.9, 0.8, 1.5, 0.7)]):
         data = rollout(seed)
         advantages, targets = compute_vtrace(*data, gamma, lam, rho_bar, c_bar)
-        expected_adv, expected_targets = reference_vtrace(*[x.tolist() for x in data], gamma, lam, rho_bar, c_bar)
+        expected_targets, impala = reference_vtrace(*[x.tolist() for x in data], gamma, lam, rho_bar, c_bar)
         assert torch.allclose(targets, torch.tensor(expected_targets), atol=1e-5)
-        assert torch.allclose(advantages, torch.tensor(expected_adv), atol=1e-5)
+        assert torch.allclose(advantages, targets - data[1][:-1], atol=1e-6)
+        if lam == 1.0 and c_bar == rho_bar:  # then the advantages are IMPALA's policy-gradient ones
+            assert torch.allclose(advantages, torch.tensor(impala), atol=1e-5)
 
 
 def test_vtrace_equals_gae_with_lambda_one_when_the_policies_are_the_same():
@@ -69,9 +72,10 @@ def test_vtrace_equals_gae_with_lambda_one_when_the_policies_are_the_same():
     gae_advantages, gae_returns = compute_gae(rewards, values, terminated, truncated, final_values, 0.99, 1.0)
     assert torch.allclose(advantages, gae_advantages, atol=1e-5)
     assert torch.allclose(targets, gae_returns, atol=1e-5)
-    # With lambda below 1 the targets are still GAE's returns (the advantages use the whole next target).
-    _, targets = compute_vtrace(rewards, values, terminated, truncated, final_values, same, 0.99, lam=0.9)
-    _, gae_returns = compute_gae(rewards, values, terminated, truncated, final_values, 0.99, 0.9)
+    # And with lambda below 1, GAE's with that lambda: V-trace on a batch without lag learns what GAE does.
+    advantages, targets = compute_vtrace(rewards, values, terminated, truncated, final_values, same, 0.99, lam=0.9)
+    gae_advantages, gae_returns = compute_gae(rewards, values, terminated, truncated, final_values, 0.99, 0.9)
+    assert torch.allclose(advantages, gae_advantages, atol=1e-5)
     assert torch.allclose(targets, gae_returns, atol=1e-5)
 
 

@@ -102,7 +102,7 @@ class PPOConfig:
     rnd_update_fraction: float = 0.25
     """With rnd: fraction of each minibatch the predictor trains on."""
     correction: str = "auto"
-    """How a batch collected with older weights is corrected: none (learn from it as if on-policy), clip (GAE advantages weighted by truncated importance ratios), vtrace (V-trace targets and advantages, IMPALA) or auto (vtrace in async mode, none otherwise). With clip or vtrace the PPO ratio is taken against the learner's policy before the update."""
+    """How a batch collected with older weights is corrected: none (learn from it as if on-policy), clip (GAE advantages weighted by truncated importance ratios), vtrace (V-trace targets and advantages, IMPALA) or auto (vtrace in async mode, none otherwise). The ratios compare the learner's policy before the update with the one that acted; the PPO ratio stays against the one that acted."""
     rho_bar: float = 1.0
     """With correction clip or vtrace: the truncation of the importance ratios that weight the advantages (V-trace's rho-bar)."""
     c_bar: float = 1.0

@@ -228,9 +228,10 @@ class Learner:
 
         GAE, or with a lag correction (`Config.lag_correction`) GAE weighted by truncated
         importance ratios (clip) or V-trace (vtrace), whose ratios compare the learner's policy
-        before this update with the one that acted; the PPO ratio is then taken against the
-        learner's policy too. Samples acted with weights older than `max_policy_lag` updates get
-        weight 0, as a dead agent's padding does.
+        before this update with the one that acted. The PPO ratio stays against the policy that
+        acted, as in Sample Factory's APPO: taken against the learner's policy instead (decoupled
+        PPO), async CartPole reached 475 on 2 of 5 seeds (173 to 500), against 5 of 5. Samples acted with
+        weights older than `max_policy_lag` updates get weight 0, as a dead agent's padding does.
         """
         ppo = self.config.ppo
         steps, num_envs = batch.rewards.shape
@@ -245,14 +246,12 @@ class Learner:
             actions = batch.actions.reshape(steps * num_envs, -1)
             lags = self.updates - step_versions(batch)
             weights, batch_stats = self._sample_weights(batch, lags)
-            logprobs = batch.logprobs
             correction = self.config.lag_correction
             episode = (rewards, batch.values, batch.terminated, batch.truncated, batch.final_values)
             if correction == "none":
                 advantages, returns = compute_gae(*episode, ppo.gamma, ppo.gae_lambda)
             else:
-                logprobs = self._current_logprobs(prepared_obs, actions, batch)
-                log_rhos = logprobs - batch.logprobs
+                log_rhos = self._current_logprobs(prepared_obs, actions, batch) - batch.logprobs
                 if correction == "vtrace":
                     advantages, returns = compute_vtrace(
                         *episode, log_rhos, ppo.gamma, ppo.gae_lambda, ppo.rho_bar, ppo.c_bar
@@ -274,7 +273,7 @@ class Learner:
                 Minibatch(
                     obs=prepared_obs,
                     actions=actions,
-                    logprobs=logprobs.reshape(-1),
+                    logprobs=batch.logprobs.reshape(-1),
                     values=batch.values[:-1].reshape(-1),
                     advantages=advantages,
                     returns=returns.reshape(-1),
