@@ -7,6 +7,7 @@
     python benchmarks/throughput.py --env ALE/Breakout-v5  # pixels: the Nature CNN, SB3 CnnPolicy (atari extra)
     python benchmarks/throughput.py --env ALE/Breakout-v5 --inference worker central --device cuda  # a GPU machine
     python benchmarks/throughput.py --env pettingzoo:mpe2.simple_spread_v3  # each agent a row: agent-steps/s
+    python benchmarks/throughput.py --straggler  # sync, overlap and async on heavy-tailed step times (2 minutes)
 
 Every figure is measured in the same run, because absolute numbers move by up to 30% between
 machines of the same kind: read the ratios.
@@ -36,6 +37,7 @@ import gymnasium as gym
 import torch
 from _plan import Plan, agent_rows, plan_for
 from _report import PHASES, best_floor, plain_runs, plot, print_report, steps_per_s_of, usable_cores
+from _stragglers import measure_stragglers, print_stragglers
 
 import prl
 from prl import ConfigError, Learner, tuned_config
@@ -836,6 +838,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="also train LSTM and GRU policies of 64 units at the default shape, against the MLP",
     )
     parser.add_argument(
+        "--straggler",
+        action="store_true",
+        help="instead of the figures above: sync, overlap and async mode with 2 and 8 workers on prl/Stragglers-v0, "
+        "whose step time is heavy-tailed, against the bound of its mean step time (writes DIR/stragglers.json)",
+    )
+    parser.add_argument(
         "--train-sweep",
         action="store_true",
         help="train at every workers x envs shape of the grid, in every inference mode (the full CartPole "
@@ -847,6 +855,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark; returns the exit code (0 also when the env needs a missing package)."""
     args = parse_args(argv)
+    if args.straggler:
+        results = {"machine": machine(), **measure_stragglers(run_train, args.quick, log)}
+        print_stragglers(results)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "stragglers.json").write_text(json.dumps(results, indent=2) + "\n")
+            log(f"wrote {args.out / 'stragglers.json'}")
+        return 0
     try:
         spec = probe(args.env)
     except ConfigError as error:

@@ -13,11 +13,18 @@
   one costs -1 and ends the episode. The best play takes the most valuable legal move every
   step (`best_move`), about 36 points an episode; uniformly random moves score about -0.85.
 
+- `prl/Stragglers-v0`: an env whose step time is heavy-tailed, for the asynchronous mode's
+  benchmark (`benchmarks/throughput.py --straggler`). It wraps `env_id` (CartPole-v1 by
+  default) with `Stragglers`: one step in `every` (100), drawn at random, sleeps `delay_s`
+  (0.05 s) first, as a remote simulator's hiccup or a heavy level would. The draws come from the
+  seed of the env's first reset, so a seeded run draws the same slow steps.
+
 Importing this module registers the ids; `prl.envs.families` imports it for any `prl/` id.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -101,6 +108,41 @@ class IllegalMoves(gym.Env):
         return self._deal(), reward, False, self.step_count >= self.steps, {"illegal": False}
 
 
+STRAGGLERS = "prl/Stragglers-v0"
+"""An env with heavy-tailed step times (`Stragglers`)."""
+
+
+class Stragglers(gym.Wrapper):
+    """Sleeps `delay_s` before one step in `every` (at random, seeded by the first reset's seed), then steps `env`."""
+
+    def __init__(self, env: gym.Env, every: int = 100, delay_s: float = 0.05):
+        super().__init__(env)
+        if every < 1 or delay_s < 0:
+            raise ValueError(f"Stragglers needs every >= 1 and delay_s >= 0, got every={every}, delay_s={delay_s}.")
+        self.every, self.delay_s = every, delay_s
+        self._draws = np.random.default_rng()
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self._draws = np.random.default_rng(seed)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self._draws.random() < 1.0 / self.every:
+            time.sleep(self.delay_s)
+        return self.env.step(action)
+
+    @property
+    def mean_delay_s(self) -> float:
+        """The sleep the wrapper adds to a step on average."""
+        return self.delay_s / self.every
+
+
+def make_stragglers(env_id: str = "CartPole-v1", every: int = 100, delay_s: float = 0.05, **kwargs: Any) -> gym.Env:
+    """`env_id` (made with `kwargs`) behind `Stragglers`."""
+    return Stragglers(gym.make(env_id, **kwargs), every, delay_s)
+
+
 def best_move(observation: dict) -> int:
     """The best play of `IllegalMoves`: the most valuable legal move."""
     return int(np.argmax(np.where(observation["action_mask"].astype(bool), observation["worth"], -np.inf)))
@@ -108,5 +150,7 @@ def best_move(observation: dict) -> int:
 
 if CARTPOLE_NO_VELOCITY not in gym.registry:
     gym.register(CARTPOLE_NO_VELOCITY, entry_point=make_cartpole_no_velocity)
+if STRAGGLERS not in gym.registry:
+    gym.register(STRAGGLERS, entry_point=make_stragglers)
 if ILLEGAL_MOVES not in gym.registry:
     gym.register(ILLEGAL_MOVES, entry_point="prl.envs.tasks:IllegalMoves")

@@ -262,6 +262,7 @@ def _run_training(
         learner.policy.load_state_dict(initial_policy)
     run = Run(config, learner, resume, history)
     first_steps, first_updates = learner.env_steps, learner.updates
+    lags: list[float] = []
     discard = False
     bar = tqdm(
         total=config.steps,
@@ -282,6 +283,7 @@ def _run_training(
                     raise StopRequested(f"{stop.requested} at {learner.env_steps:,} env steps")
                 collect_s = time.perf_counter() - collect_start
                 stats = learner.update(batch)
+                lags.append(stats["policy_lag_mean"])
                 run.window.add(*batch.finished_episodes(), batch.finished_team_returns())
                 record = {
                     "update": learner.updates,
@@ -332,6 +334,7 @@ def _run_training(
         "train_s": train_s,
         "steps_per_s": (learner.env_steps - first_steps) / train_s,
         "episode_return_mean": run.window.return_mean(),
+        "policy_lag_mean": sum(lags) / max(1, len(lags)),
     }
     summary["startup_s"] = train_started - started
     if config.eval_episodes > 0:
