@@ -2,27 +2,31 @@
 # The checks for a machine with an NVIDIA GPU and many cores, each part under a time limit:
 #   tests       the test suite: every test that takes the `device` fixture runs on CUDA as well;
 #   throughput  Breakout collection and end to end, W = 16 8 4 2 1 workers x 8 envs, with inference
-#               in each worker and central on the GPU (benchmarks/throughput.py, --device cuda).
+#               in each worker and central on the GPU (benchmarks/throughput.py, --device cuda);
+#   async       Breakout end to end, 16 workers x 8 envs, STEPS env steps each: central inference
+#               in --mode async against worker inference in sync mode (the asynchronous mode's
+#               targets: 40k frames/s, env steps x 4, and 2x the sync run; OUT/async-*/summary.json).
 #
-#   bash benchmarks/gpu_check.sh OUT [tests|throughput|all]     # all (the default) runs both
+#   bash benchmarks/gpu_check.sh OUT [tests|throughput|async|all]  # all (the default) runs the first two
 #
 # OUT gets pytest.log, throughput.log and breakout/ (results.json at the end, and records.jsonl
 # with each run's record as soon as it is measured, so that a part cut at its limit keeps what
 # it reached). Settings, from the environment:
-#   TEST_S, THROUGHPUT_S  each part's limit in seconds (defaults 240 and 480; run the parts in
-#                         two commands where one command may not last 12 minutes);
+#   TEST_S, THROUGHPUT_S, ASYNC_S  each part's limit in seconds (defaults 240, 480 and 540; run the
+#                         parts in separate commands where one command may not last 12 minutes);
+#   STEPS                 env steps of each async-part run (default 1000000);
 #   PYTEST_ARGS           more pytest arguments, e.g. "-n 8" where pytest-xdist is installed;
 #   PYTHON                the interpreter (default: python);
 #   INFERENCE             the modes compared (default "worker central"; "worker central-thread
 #                         central-process" also compares the server thread with the process).
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_check.sh OUT [tests|throughput|all]}
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT [tests|throughput|async|all]}
 part=${2:-all}
 python=${PYTHON:-python}
 case "$part" in
-tests | throughput | all) ;;
+tests | throughput | async | all) ;;
 *)
-    echo "gpu_check.sh: unknown part '$part'; name tests, throughput or all." >&2
+    echo "gpu_check.sh: unknown part '$part'; name tests, throughput, async or all." >&2
     exit 2
     ;;
 esac
@@ -58,14 +62,35 @@ limited() {
     esac
     [ "$code" = 0 ] || status=1
 }
-if [ "$part" != throughput ]; then
+if [ "$part" = tests ] || [ "$part" = all ]; then
     # shellcheck disable=SC2086  # PYTEST_ARGS holds several arguments
     limited "${TEST_S:-240}" pytest "$python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-}
 fi
-if [ "$part" != tests ]; then
+if [ "$part" = throughput ] || [ "$part" = all ]; then
     # shellcheck disable=SC2086  # INFERENCE holds several modes
     limited "${THROUGHPUT_S:-480}" throughput "$python" benchmarks/throughput.py --env ALE/Breakout-v5 \
         --workers 16 8 4 2 1 --envs 8 --train-sweep --inference ${INFERENCE:-worker central} --device cuda \
         --out "$out/breakout"
+fi
+if [ "$part" = async ]; then
+    breakout=(scripts/train.py --env ALE/Breakout-v5 --workers 16 --envs-per-worker 8 --steps "${STEPS:-1000000}"
+        --device cuda --eval-episodes 0 --no-progress --overwrite)
+    half=$((${ASYNC_S:-540} / 2))
+    limited "$half" async-sync "$python" "${breakout[@]}" --inference worker --mode sync --out "$out/async-sync"
+    limited "$half" async-async "$python" "${breakout[@]}" --inference central --mode async --out "$out/async-async"
+    "$python" - "$out" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+rates = {}
+for name in ("sync", "async"):
+    summary = Path(sys.argv[1]) / f"async-{name}" / "summary.json"
+    if summary.exists():
+        rates[name] = json.loads(summary.read_text())["steps_per_s"]
+        print(f"Breakout 16 x 8, {name}: {rates[name]:,.0f} env steps/s, {4 * rates[name]:,.0f} frames/s")
+if len(rates) == 2:
+    print(f"async (central) / sync (worker): {rates['async'] / rates['sync']:.2f}x; target 2x and 40,000 frames/s")
+EOF
 fi
 exit $status

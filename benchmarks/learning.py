@@ -8,6 +8,7 @@
     python benchmarks/learning.py --suite memory --seeds 3 --sb3-contrib --out DIR  # the popgym and bench extras
     python benchmarks/learning.py --suite masks --seeds 3 --sb3-contrib --out DIR   # the bench extra
     python benchmarks/learning.py --suite agents --seeds 3 --sb3-contrib --out DIR  # the mpe2 and bench extras
+    python benchmarks/learning.py --suite async --seeds 1 --out DIR     # sync beside --mode async (mujoco, atari)
     python benchmarks/learning.py --suite Acrobot-v1 Hopper-v5 --seeds 1 --no-preset --out DIR
     python benchmarks/learning.py --suite classic --quick               # a tenth of each budget, one seed
     python benchmarks/learning.py --replot DIR --reference "CleanRL ppo_atari=FILE"  # redraw, another system beside
@@ -23,7 +24,11 @@ tasks) and one ablation: CartPoleNoVel with `--recurrent none`, which must stay 
 ceiling (memory is what solves it). The masks suite holds prl's game of illegal moves
 (`prl/IllegalMoves-v0`) and its ablation with `--no-action-masks`, which must stay below its
 ceiling. The agents suite holds two PettingZoo particle envs (`mpe2`), whose steps are
-agent-steps and whose returns are team returns, the sum over an env's agents.
+agent-steps and whose returns are team returns, the sum over an env's agents. The async suite
+trains CartPole-v1, HalfCheetah-v5 and ALE/Breakout-v5 with their presets in sync mode and with
+`--mode async` (V-trace), at equal env steps: the async row's plot draws the sync row's first
+seed beside it, and a third table gives async / sync for the return, the wall time and the
+steps/s, with the mean policy lag.
 `--sb3-contrib` also trains the SB3 reference for the task (sb3-contrib's RecurrentPPO with
 rl-zoo3's settings, or its MaskablePPO with prl's, or SB3's PPO shared by the agents through
 SuperSuit with prl's; `benchmarks/sb3_references.py`) once on each env that has a budget for it, timed the same way, right after prl's runs: its curve is drawn
@@ -76,6 +81,10 @@ RUN_TIMEOUT_S = 3600
 COUNT_RECALL_STEPS = 3_000_000
 
 
+ASYNC = ("--mode", "async")
+"""The flags of an async row: workers never wait for the learner, V-trace corrects the lag."""
+
+
 @dataclass(frozen=True)
 class Target:
     """What a run of `env` is measured against: its step budget and the figures reached elsewhere."""
@@ -120,6 +129,11 @@ TARGETS = {
         Target("MiniGrid-Empty-5x5-v0", 50_000, 0.9, "-", "-"),
         Target("MiniGrid-DoorKey-5x5-v0", 150_000, 0.9, "-", "-"),
         Target("ALE/Breakout-v5", 500_000, None, "398 (10M)", "415 (10M)"),
+        # The asynchronous mode beside each sync row above (issue targets: CartPole 475 within 100k;
+        # HalfCheetah's return within 10% of sync's at 1M, 1.3x its speed).
+        Target("CartPole-v1", 100_000, 475.0, "-", "-", args=ASYNC),
+        Target("HalfCheetah-v5", 1_000_000, None, "-", "-", args=ASYNC),
+        Target("ALE/Breakout-v5", 500_000, None, "-", "-", args=ASYNC),
         # One frame and an LSTM of 128 on the CNN's features, CleanRL's ppo_atari_lstm (whose other
         # settings are ppo_atari's, the preset's): the curve beside the 4-frame row's.
         Target(
@@ -201,6 +215,14 @@ SUITES = {
     ],
     "masks": ["prl/IllegalMoves-v0", "prl/IllegalMoves-v0 --no-action-masks"],
     "agents": ["pettingzoo:mpe2.simple_spread_v3", "pettingzoo:mpe2.simple_reference_v3"],
+    "async": [
+        "CartPole-v1",
+        "CartPole-v1 --mode async",
+        "HalfCheetah-v5",
+        "HalfCheetah-v5 --mode async",
+        "ALE/Breakout-v5",
+        "ALE/Breakout-v5 --mode async",
+    ],
     "memory": [
         "prl/CartPoleNoVel-v1",
         "prl/CartPoleNoVel-v1 --recurrent none",
@@ -268,6 +290,7 @@ def train_one(env: str, seed: int, steps: int, folder: Path, no_preset: bool, ex
         "train_return_last100": curve[-1].get(measured) if curve else None,
         "process_wall_s": wall_s,
         "steps_per_s": summary.get("steps_per_s"),
+        "policy_lag_mean": summary.get("policy_lag_mean"),
         "curve": [
             {"env_steps": r["env_steps"], "wall_s": r["wall_s"], "return": r[measured]}
             for r in curve
@@ -291,6 +314,7 @@ def summarize(env: str, runs: list[dict], no_preset: bool, quick: bool) -> dict:
         "train_last100_mean": statistics.mean(r["train_return_last100"] for r in done),
         "wall_s_mean": statistics.mean(r["process_wall_s"] for r in done),
         "steps_per_s_mean": statistics.mean(r.get("steps_per_s") or 0.0 for r in done),
+        "policy_lag_mean": statistics.mean(r.get("policy_lag_mean") or 0.0 for r in done),
     }
     goal = (target.default_target if no_preset else target.target) if target else None
     if goal is not None and not quick:
@@ -386,6 +410,51 @@ def side_by_side_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def async_beside_sync(rows: list[dict]) -> list[dict]:
+    """Each async row against the sync row of its env in the same results: the ratios of the mean evaluation,
+    whole-process wall time and steps/s, and the async runs' mean policy lag."""
+    by_name = {row["env"]: row for row in rows}
+    compared = []
+    for row in rows:
+        target = TARGETS.get(row["env"])
+        sync = by_name.get(target.env) if target and target.args == ASYNC else None
+        if sync is None or "failed" in row or "failed" in sync:
+            continue
+        compared.append(
+            {
+                "env": target.env,
+                "steps": row["steps"],
+                "sync_eval_mean": sync["eval_mean"],
+                "async_eval_mean": row["eval_mean"],
+                "eval_ratio": row["eval_mean"] / sync["eval_mean"] if sync["eval_mean"] else None,
+                "sync_wall_s": sync["wall_s_mean"],
+                "async_wall_s": row["wall_s_mean"],
+                "speedup": sync["wall_s_mean"] / row["wall_s_mean"],
+                "steps_per_s_ratio": row["steps_per_s_mean"] / sync["steps_per_s_mean"],
+                "policy_lag_mean": row.get("policy_lag_mean"),
+            }
+        )
+    return compared
+
+
+def async_table(rows: list[dict]) -> str:
+    lines = [
+        "| env | env steps | eval: sync, async (async / sync) | wall time: sync, async (sync / async) "
+        "| steps/s async / sync | mean policy lag (async) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        ratio = "-" if row["eval_ratio"] is None else f"{row['eval_ratio']:.2f}"
+        lag = row["policy_lag_mean"]
+        lines.append(
+            f"| {row['env']} | {row['steps']:,} | {format_return(row['sync_eval_mean'])}, "
+            f"{format_return(row['async_eval_mean'])} ({ratio}) | {row['sync_wall_s']:.0f} s, "
+            f"{row['async_wall_s']:.0f} s ({row['speedup']:.2f}x) | {row['steps_per_s_ratio']:.2f}x | "
+            f"{'-' if lag is None else f'{lag:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def load_reference(option: str) -> dict:
     """A `LABEL=FILE` reference: its episodes smoothed into a curve, as prl's `episode_return_mean` is."""
     label, _, path = option.partition("=")
@@ -471,7 +540,7 @@ def main(argv=None) -> int:
         "--suite",
         nargs="+",
         default=["classic"],
-        help="classic, mujoco, minigrid, atari, atari-memory, memory, or rows by name",
+        help="classic, mujoco, minigrid, atari, atari-memory, memory, masks, agents, async, or rows by name",
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per env, 1 to N (default 3)")
     parser.add_argument(
@@ -546,6 +615,9 @@ def main(argv=None) -> int:
         results["runs"][env] = runs
         results["rows"].append(summarize(env, runs, args.no_preset, args.quick))
         env_references = references
+        sync_runs = results["runs"].get(target.env) if target.args == ASYNC else None
+        if sync_runs and "failed" not in sync_runs[0]:  # the sync row of the same env, drawn beside
+            env_references = (*references, {"label": "sync mode (seed 1)", "curve": sync_runs[0]["curve"]})
         if args.sb3_contrib and target.contrib is not None:
             algorithm, contrib_steps = target.contrib
             reference_steps = budget(dataclasses.replace(target, steps=contrib_steps), False, args.quick)
@@ -564,6 +636,10 @@ def main(argv=None) -> int:
     markdown = table(results["rows"])
     if results.get("side_by_side"):
         markdown += "\n\n" + side_by_side_table(results["side_by_side"])
+    results["async_beside_sync"] = async_beside_sync(results["rows"])
+    if results["async_beside_sync"]:
+        markdown += "\n\n" + async_table(results["async_beside_sync"])
+        (out / "learning.json").write_text(json.dumps(results, indent=2))
     (out / "learning.md").write_text(f"{results['command']}\n\n{markdown}\n")
     print(markdown)
     return 0

@@ -196,3 +196,54 @@ def test_async_mode_trains_cartpole_to_a_high_evaluation_within_100k_steps(no_le
     # depend on timing, so the bound keeps a margin below the benchmark's 475.
     summary = train(tuned_config("CartPole-v1", mode="async", seed=1, progress=False))
     assert summary["eval_return_mean"] >= 450
+
+
+def test_a_seeded_async_run_gives_each_env_the_first_rollout_a_sync_run_collects(no_leaks):
+    # Which rollouts share a batch depends on timing, but each env's seeds and its first weights do not.
+    firsts = {}
+    for mode in ("sync", "async"):
+        config = async_config(mode=mode)
+        learner = Learner(config)
+        with ActorPool(config, learner.policy) as pool:
+            rollouts: dict = {}
+            while len(rollouts) < config.workers:
+                batch = pool.collect()
+                owners = batch.worker_ids.repeat_interleave(config.envs_per_worker).tolist()
+                for worker in set(owners) - set(rollouts):
+                    # A worker's columns are in the order it filled them: its earliest rollout comes first.
+                    columns = [column for column, owner in enumerate(owners) if owner == worker][
+                        : config.envs_per_worker
+                    ]
+                    rollouts[worker] = (batch.obs[:, columns], batch.actions[:, columns], batch.rewards[:, columns])
+                pool.publish(learner.policy)
+        firsts[mode] = rollouts
+    for worker in range(2):
+        for sync_part, async_part in zip(firsts["sync"][worker], firsts["async"][worker]):
+            assert torch.equal(sync_part, async_part), f"worker {worker}'s first rollout differs"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(recurrent="lstm"),
+        dict(recurrent="gru", inference="central", inference_server="thread"),
+        dict(env="prl/IllegalMoves-v0", rollout_steps=16, steps=640),
+        dict(env=toy_envs.ToyAgents, envs_per_worker=6, rollout_steps=16, steps=1000, minibatch_size=32),
+        dict(env=functools.partial(toy_envs.ToyAgents, masked=True), envs_per_worker=6, minibatch_size=32),
+    ],
+    ids=["lstm", "gru-central", "masks", "agents", "masked-agents"],
+)
+def test_async_mode_trains_recurrent_masked_and_pettingzoo_policies(options, tmp_path, no_leaks):
+    summary = train(async_config(out=str(tmp_path / "run"), max_policy_lag=3, **options))
+    records = logged(tmp_path / "run")
+    assert summary["env_steps"] >= async_config(**options).steps
+    assert all(0 <= r["policy_lag_min"] <= r["policy_lag"] for r in records)
+    assert all(r["importance_ratio"] > 0 and r["stale_fraction"] <= 1 for r in records)
+    assert all(r["skipped_update"] == 0 for r in records), "every update had a finite loss"
+
+
+def test_an_async_run_resumes_from_its_checkpoint(tmp_path, no_leaks):
+    train(async_config(out=str(tmp_path / "run")))
+    summary = train(async_config(out=str(tmp_path / "run"), steps=640), resume_from=str(tmp_path / "run"))
+    records = logged(tmp_path / "run")
+    assert summary["env_steps"] >= 640 and [r["update"] for r in records] == list(range(1, len(records) + 1))

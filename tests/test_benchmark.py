@@ -187,6 +187,72 @@ def test_learning_rows_compare_the_mean_over_seeds_with_the_target():
     assert learning.budget(learning.TARGETS["Acrobot-v1"], no_preset=False, quick=True) == 50_000
 
 
+def test_each_async_row_is_compared_with_the_sync_row_of_its_env():
+    def row(name, evaluation, wall, rate, lag=0.0):
+        return {
+            "env": name,
+            "steps": 1_000_000,
+            "eval_mean": evaluation,
+            "wall_s_mean": wall,
+            "steps_per_s_mean": rate,
+            "policy_lag_mean": lag,
+        }
+
+    rows = [
+        row("HalfCheetah-v5", 5000.0, 300.0, 3500.0),
+        row("HalfCheetah-v5 --mode async", 4600.0, 200.0, 5250.0, 0.9),
+    ]
+    (compared,) = learning.async_beside_sync(rows + [row("CartPole-v1", 500.0, 3.0, 50_000.0)])
+    assert compared["env"] == "HalfCheetah-v5" and compared["eval_ratio"] == pytest.approx(0.92)
+    assert compared["speedup"] == pytest.approx(1.5) and compared["steps_per_s_ratio"] == pytest.approx(1.5)
+    assert "| HalfCheetah-v5 | 1,000,000 | 5000.0, 4600.0 (0.92) | 300 s, 200 s (1.50x) | 1.50x | 0.90 |" in (
+        learning.async_table([compared])
+    )
+    assert learning.TARGETS["CartPole-v1 --mode async"].target == 475.0
+
+
+def test_the_straggler_benchmark_holds_async_against_sync_and_the_bound():
+    import _stragglers
+
+    runs = [
+        {"workers": 2, "mode": "sync", "steps_per_s": 2000.0},
+        {"workers": 2, "mode": "overlap", "steps_per_s": 2500.0},
+        {"workers": 2, "mode": "async", "steps_per_s": 3600.0, "of_bound": 0.9},
+    ]
+    ratios = {row["ratio"]: row["value"] for row in _stragglers.straggler_ratios(runs)}
+    assert ratios == {
+        "stragglers, 2 workers: async / sync": 1.8,
+        "stragglers, 2 workers: async / overlap": 1.44,
+        "stragglers, 2 workers: async / bound": 0.9,
+    }
+    args = _stragglers.train_args(8, "async", 160_000)
+    config = parse_config(["out" if arg == "TMP" else arg for arg in args])
+    assert (config.env, config.workers, config.mode, config.envs_per_worker) == ("prl/Stragglers-v0", 8, "async", 4)
+
+
+def test_the_stragglers_env_sleeps_before_the_same_seeded_steps(monkeypatch):
+    import gymnasium as gym
+
+    import prl.envs.tasks as tasks
+
+    def slow_steps(seed):
+        slept = []
+        monkeypatch.setattr(tasks.time, "sleep", lambda seconds: slept.append((len(steps), seconds)))
+        env = gym.make("prl/Stragglers-v0", every=10, delay_s=0.5)
+        env.reset(seed=seed)
+        steps = []
+        for _ in range(300):
+            steps.append(1)
+            _, _, terminated, truncated, _ = env.step(0)
+            if terminated or truncated:
+                env.reset()
+        return slept
+
+    first = slow_steps(4)
+    assert first == slow_steps(4) and first != slow_steps(5)
+    assert 10 <= len(first) <= 60 and {seconds for _, seconds in first} == {0.5}
+
+
 def test_every_suite_row_has_a_target_and_the_one_frame_breakout_row_gives_train_py_its_flags():
     for suite, rows in learning.SUITES.items():
         assert all(row in learning.TARGETS for row in rows), suite

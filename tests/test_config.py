@@ -42,6 +42,16 @@ from prl.run.cli import build_parser, field_docs, parse_config
         (dict(log_std_init=float("-inf")), "log_std_init must be a finite number, got -inf"),
         (dict(restart_window_s=float("inf")), "restart_window_s must be a finite number, got inf"),
         (dict(seed=2**70), "seed must be a non-negative integer below 2\\*\\*64"),
+        (dict(mode="eager"), "mode must be sync, overlap or async"),
+        (dict(batch_rollouts=2), "batch_rollouts sizes the batches of --mode async"),
+        (
+            dict(mode="async", batch_rollouts=5),
+            r"batch_rollouts must lie between 1 and workers x slots_per_worker \(4\)",
+        ),
+        (dict(mode="async", slots_per_worker=0), "slots_per_worker must be at least 1"),
+        (dict(correction="retrace"), "correction must be auto, none, clip or vtrace"),
+        (dict(rho_bar=0.0), "rho_bar and c_bar must be positive"),
+        (dict(max_policy_lag=-1), "max_policy_lag must be non-negative or unset"),
     ],
 )
 def test_bad_values_fail_with_one_sentence(options, message):
@@ -60,6 +70,22 @@ def test_config_is_frozen_and_replace_reaches_nested_fields():
     assert changed.ppo.lr == 1e-3 and changed.workers == 4
     assert config.ppo.lr == PPOConfig().lr
     assert from_flat(to_flat(changed)) == changed
+
+
+def test_async_batches_and_slots_and_the_correction_each_mode_means():
+    config = Config(workers=4, envs_per_worker=8, rollout_steps=16, mode="async", batch_rollouts=2, slots_per_worker=3)
+    assert (config.rollouts_per_batch, config.num_slots, config.batch_envs, config.batch_size) == (2, 12, 16, 256)
+    assert config.lag_correction == "vtrace" and Config().lag_correction == "none"
+    assert Config(workers=4, envs_per_worker=8).num_slots == 4, "one slot per worker outside async mode"
+    assert config.replace(correction="clip").lag_correction == "clip"
+
+
+def test_a_checkpoint_written_before_mode_replaced_overlap_is_read_with_its_mode():
+    from prl.config import flatten_dict
+
+    assert flatten_dict({"overlap": True, "ppo": {}, "policy": {}})["mode"] == "overlap"
+    assert flatten_dict({"overlap": False, "ppo": {}, "policy": {}})["mode"] == "sync"
+    assert "overlap" not in flatten_dict({"overlap": True, "ppo": {}, "policy": {}})
 
 
 def test_batch_size_and_updates():

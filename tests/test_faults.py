@@ -248,3 +248,31 @@ def test_a_run_whose_workers_fail_for_good_is_saved_with_the_command_that_resume
     assert "failed 1 times" in message and f"continue with: python scripts/train.py --resume {out}" in message
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
     assert checkpoint["learner"]["updates"] >= 1, "the updates made before the failure are kept"
+
+
+def test_ctrl_c_stops_an_async_run_between_updates_with_the_run_saved_and_nothing_left(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN), "--mode", "async", "--steps", "10000000", "--out", str(out), "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+        deadline = time.monotonic() + 5
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        survivors = session_processes(process.pid)
+        if survivors:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and "stopped by SIGINT" in stderr and "--resume" in stderr, stderr
+    assert (out / "checkpoint.pt").exists() and not survivors

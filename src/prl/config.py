@@ -137,6 +137,18 @@ class PPOConfig:
             f"bptt_steps must be at least 1 or unset, got {self.bptt_steps}.",
         )
         _require(
+            self.correction in ("auto", "none", "clip", "vtrace"),
+            f"correction must be auto, none, clip or vtrace, got {self.correction!r}.",
+        )
+        _require(
+            self.rho_bar > 0 and self.c_bar > 0,
+            f"rho_bar and c_bar must be positive, got {self.rho_bar} and {self.c_bar}.",
+        )
+        _require(
+            self.max_policy_lag is None or self.max_policy_lag >= 0,
+            f"max_policy_lag must be non-negative or unset, got {self.max_policy_lag}.",
+        )
+        _require(
             0.0 < self.rnd_update_fraction <= 1.0,
             f"rnd_update_fraction must lie in (0, 1], got {self.rnd_update_fraction}.",
         )

@@ -31,10 +31,12 @@ class Collector(Protocol):
     """worker or central: where actions are computed."""
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
-        """One rollout from every worker, as one batch on `device`."""
+        """The next batch's rollouts, as one batch on `device`: one from every worker, or in async mode the
+        first `batch_rollouts` to finish (`prl.collection.slots`)."""
 
     def publish(self, policy: torch.nn.Module) -> int:
-        """Make `policy`'s weights the ones workers act with from their next rollout; returns the version."""
+        """Make `policy`'s weights the ones workers act with from their next rollout; returns the version.
+        In async mode it also hands the slots of the batch just learned back to the workers."""
 
     def close(self) -> None:
         """Stop every worker; nothing is left running."""

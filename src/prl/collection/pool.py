@@ -183,6 +183,8 @@ class ActorPool:
         """The weight version each requested slot's request names (None: the newest)."""
         self._heard = [time.monotonic()] * config.workers
         """When each worker last reported, or was handed work while it had none: its stuck clock."""
+        self._starting: set[int] = set()
+        """Replacement workers that have not reported ready: their requests wait, and go out in order at ready."""
         self.last_wait_s = 0.0
         """Seconds the last `collect()` spent waiting for workers (near zero when the learner is the bottleneck)."""
         self._failures = Failures(config, "worker")
@@ -320,6 +322,8 @@ class ActorPool:
 
     def _send_request(self, worker: int, slot: int) -> None:
         """Ask `worker` to fill `slot`; a dead worker's pipe is left to its sentinel, which replaces it."""
+        if worker in self._starting:
+            return  # `_resend` sends it, after the ones handed out before it
         try:
             self._conns[worker].send((slot, self._versions[slot]))
         except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -327,6 +331,7 @@ class ActorPool:
 
     def _resend(self, worker: int) -> None:
         """Send a replacement `worker` every request its predecessor still owed, in order."""
+        self._starting.discard(worker)
         self._heard[worker] = time.monotonic()
         for slot in self._slots.outstanding(worker):
             self._send_request(worker, slot)
@@ -344,6 +349,7 @@ class ActorPool:
         self._conns[worker].close()
         incarnation = seeding.replacement(self._seed_stream, self.restarts)
         self._processes[worker], self._conns[worker] = self._spawn(worker, incarnation)
+        self._starting.add(worker)
         self._heard[worker] = time.monotonic()  # its start-up counts as progress
 
     def _await(self, what: str) -> None:

@@ -640,7 +640,7 @@ class RayPool:
         return version
 
     def collect(self, device: torch.device | str = "cpu") -> Batch:
-        """One rollout from every actor, as one batch on `device` (the local pool's modes and rules)."""
+        """The next batch's rollouts from the actors, as one batch on `device` (the local pool's modes and rules)."""
         if not self._finalizer.alive:
             raise RuntimeError("the pool is closed; create a new RayPool to collect again.")
         (stats,) = self._call(("collect",), "collected", "rollout")
