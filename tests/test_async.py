@@ -247,3 +247,17 @@ def test_an_async_run_resumes_from_its_checkpoint(tmp_path, no_leaks):
     summary = train(async_config(out=str(tmp_path / "run"), steps=640), resume_from=str(tmp_path / "run"))
     records = logged(tmp_path / "run")
     assert summary["env_steps"] >= 640 and [r["update"] for r in records] == list(range(1, len(records) + 1))
+
+
+@pytest.mark.parametrize("mode", ["overlap", "async"])
+def test_a_learner_busy_for_longer_than_worker_timeout_kills_no_worker_that_reported(mode, no_leaks):
+    config = async_config(mode=mode, worker_timeout=1.0)
+    learner = Learner(config)
+    with ActorPool(config, learner.policy) as pool:
+        pool.collect()
+        pool.publish(learner.policy)
+        time.sleep(2.5)  # a long evaluation, say: the workers' reports wait in their pipes
+        for _ in range(3):
+            pool.collect()
+            pool.publish(learner.policy)
+        assert pool.restarts == 0

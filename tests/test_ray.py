@@ -279,6 +279,21 @@ def test_an_actor_killed_with_two_rollouts_owed_in_async_mode_is_replaced(local_
         assert pool.restarts == 1 and pool.pids[1] != killed and 1 in seen
 
 
+def test_a_learner_busy_for_longer_than_worker_timeout_kills_no_actor_that_returned(local_ray, no_leaks):
+    import time
+
+    config = ray_config(backend="ray", mode="async", worker_timeout=5.0)
+    learner = Learner(config)
+    with open_collector(config, learner.policy) as pool:
+        pool.collect()
+        pool.publish(learner.policy)
+        time.sleep(6.0)  # a long evaluation, say: the actors' results wait in the object store
+        for _ in range(2):
+            pool.collect()
+            pool.publish(learner.policy)
+        assert pool.restarts == 0
+
+
 def test_an_actor_stuck_in_an_env_is_killed_and_replaced_after_worker_timeout(tmp_path, local_ray, no_leaks):
     env = functools.partial(toy_envs.HangingEnv, str(tmp_path / "hung"))
     # The timeout also bounds the replacement actor's start, which on a cold machine (a fresh

@@ -373,8 +373,11 @@ class ActorPool:
             waiting = pending()
             now = time.monotonic()
             # Checked even when a batch is ready: in async mode the others' rollouts can make every
-            # batch while one worker hangs.
-            overdue = [w for w in waiting if now - self._heard[w] >= self.config.worker_timeout]
+            # batch while one worker hangs. A report waiting in the pipe (the learner was busy
+            # elsewhere, say evaluating) is not a silence.
+            overdue = [
+                w for w in waiting if now - self._heard[w] >= self.config.worker_timeout and not self._has_message(w)
+            ]
             if overdue and not collecting:
                 raise WorkerError(
                     f"worker(s) {sorted(overdue)} sent no {what} within {self.config.worker_timeout:.0f} s; "
@@ -428,6 +431,13 @@ class ActorPool:
                         ready_workers.add(worker)
                 elif kind == "slot" and collecting:
                     self._slots.reported(worker, payload)
+
+    def _has_message(self, worker: int) -> bool:
+        """Whether `worker`'s pipe holds a message not read yet (a closed pipe counts: its sentinel says more)."""
+        try:
+            return self._conns[worker].poll()
+        except (EOFError, OSError):
+            return True
 
     def _kill_stuck(self, worker: int) -> None:
         """Kill a worker that sent nothing within worker_timeout (stuck in an env) and recover it as a dead one."""

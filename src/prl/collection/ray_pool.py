@@ -394,6 +394,10 @@ class RayDriver:
             now = time.monotonic()
             for worker in range(self.config.workers):  # stuck in an env: killed and replaced, as a dead one is
                 if self._inflight[worker] and now - self._heard[worker] >= self.config.worker_timeout:
+                    # A result that came back while the learner was busy elsewhere is not a silence.
+                    first = self._inflight[worker][0][0]
+                    if ray.wait([first], num_returns=1, timeout=0)[0]:
+                        continue
                     with contextlib.suppress(Exception):
                         ray.kill(self._actors[worker], no_restart=True)
                     self._replace(worker, stuck(self.config.worker_timeout))
