@@ -92,6 +92,23 @@ def kill_and_collect_survivors(process: subprocess.Popen) -> list:
     return survivors
 
 
+def interrupt_and_collect_survivors(process: subprocess.Popen) -> tuple[tuple, list]:
+    """Ctrl-C a run started in a session of its own and wait up to 60 s for it to end; return its
+    (stdout, stderr) as `communicate` gives them and what of its session still runs 5 s later (then
+    killed too, so that a failing test leaves nothing behind)."""
+    os.kill(process.pid, signal.SIGINT)
+    try:
+        output = process.communicate(timeout=60)
+        deadline = time.monotonic() + 5  # the forkserver ends just after the run does
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        survivors = session_processes(process.pid)
+        if survivors:
+            os.killpg(process.pid, signal.SIGKILL)
+    return output, survivors
+
+
 HANGING_RUN = """
 import functools, sys
 import cloudpickle, toy_envs
@@ -141,16 +158,7 @@ def test_a_worker_stuck_in_an_env_dies_with_its_killed_learner(tmp_path):
 def test_ctrl_c_stops_a_run_at_once_while_it_waits_for_a_stuck_worker(tmp_path):
     process, _ = start_hanging_run(tmp_path)
     asked = time.monotonic()
-    os.kill(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-        deadline = time.monotonic() + 5  # the forkserver ends just after the run does
-        while session_processes(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        survivors = session_processes(process.pid)
-        if survivors:
-            os.killpg(process.pid, signal.SIGKILL)
+    _, survivors = interrupt_and_collect_survivors(process)
     assert time.monotonic() - asked < 20, "not after the 600 s worker timeout"
     stdout, stderr = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
     assert process.returncode == 130 and "stopped by SIGINT at 0 env steps" in stdout, stderr
@@ -264,15 +272,6 @@ def test_ctrl_c_stops_an_async_run_between_updates_with_the_run_saved_and_nothin
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.1)
-    os.kill(process.pid, signal.SIGINT)
-    try:
-        _, stderr = process.communicate(timeout=60)
-        deadline = time.monotonic() + 5
-        while session_processes(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        survivors = session_processes(process.pid)
-        if survivors:
-            os.killpg(process.pid, signal.SIGKILL)
+    (_, stderr), survivors = interrupt_and_collect_survivors(process)
     assert process.returncode == 130 and "stopped by SIGINT" in stderr and "--resume" in stderr, stderr
     assert (out / "checkpoint.pt").exists() and not survivors
