@@ -34,16 +34,16 @@ order) before it answers. A rollout request passes that object's reference: each
 fetches a version once (zero-copy on the same node) and keeps it until the next.
 
 Collection. Each actor runs the same `RolloutCollector` as a local worker, into a one-slot
-buffer of its own, and returns the slot as numpy arrays through the object store. In the
-synchronous modes at most one rollout per actor is in flight, so the object store holds at most
-W rollouts and two weight versions. The driver waits on the in-flight results (`ray.wait`, with a timeout), copies them
-into the shared slots and answers; the learner gathers the slots into a `Batch` exactly as the
-local pool does. Synchronous and overlap modes follow the local pool's rules, and each
-rollout's weight version is fixed by the learner, so a run with a fixed seed repeats itself.
-In async mode each actor has up to `slots_per_worker` rollouts requested (Ray runs an actor's
-tasks in the order they were sent), each acting with the newest version when it was
-requested; a collection takes the first `batch_rollouts` to come back, in worker order, and
-`publish` asks every actor with room for more, with the new version. The object store then
+buffer of its own, and returns the slot as numpy arrays through the object store. Which slot of
+the shared buffer each rollout fills, and which full slots a batch takes, the driver asks the
+same `prl.collection.slots.SlotQueue` as the local pool: a request names its slot, the driver
+waits on each actor's rollout in progress (`ray.wait`, with a timeout; Ray runs an actor's tasks
+in the order they were sent), copies each result into its slot as it comes back, and answers
+with the batch's slots once the queue has one; the learner gathers them into a `Batch` exactly
+as the local pool does. In the synchronous modes each rollout's weight version is fixed by the
+learner, so a run with a fixed seed repeats itself, and the object store holds at most W
+rollouts and two weight versions. In async mode each request acts with the newest version
+published when it was sent (`publish` sends the slots the queue hands out), and the object store
 holds at most W x slots_per_worker rollouts.
 
 Failures. An env error inside a rollout comes back as data: the actor has rebuilt its envs with
@@ -77,7 +77,6 @@ import socket
 import time
 import warnings
 import weakref
-from collections import deque
 from multiprocessing.connection import wait
 
 import numpy as np
@@ -98,6 +97,7 @@ from prl.collection.child import (
 from prl.collection.failures import Failures, stuck
 from prl.collection.processes import stop_processes, worker_context
 from prl.collection.rollout import RolloutCollector, action_rng
+from prl.collection.slots import SlotQueue
 from prl.config import Config
 from prl.envs.factory import EnvFactory
 from prl.envs.spec import EnvSpec
@@ -236,7 +236,7 @@ class RayDriver:
     Args:
         config: the run's options.
         actor_args: what every `RolloutActor` is built from, after its index and before its seed path.
-        buffer: the pool's shared trajectory buffer; rollouts are copied into slot w for actor w.
+        buffer: the pool's shared trajectory buffer, of `Config.num_slots` slots; each rollout is copied into the slot it was requested for.
         weights: the pool's shared weights; `publish(v)` puts version v in the object store.
         seed_stream: mixed into the actors' seeds, as in `ActorPool`.
         address: the cluster to join, or None to start a local Ray instance (shut down by `close()`).
@@ -265,8 +265,9 @@ class RayDriver:
         self._seed_stream = seed_stream
         self._actor_args = actor_args
         self._actors: list = []
-        self._inflight: dict[int, deque] = {index: deque() for index in range(config.workers)}
-        """Each actor's requested rollouts, (result ref, version, weights ref), in the order it runs them."""
+        self._slots = SlotQueue(config)
+        self._requests: dict[int, tuple] = {}
+        """Each requested slot's (result ref, weight version, weights ref), until its rollout is stored."""
         self._heard = [time.monotonic()] * config.workers
         """When each actor last returned a rollout, or was asked for one while it had none: its stuck clock."""
         self._version = -1
@@ -332,106 +333,102 @@ class RayDriver:
 
     def publish(self, version: int) -> None:
         """Put weight version `version` (already in the shared weights) in the object store; in async mode,
-        ask every actor with room for its next rollouts, acting with it."""
+        ask the actors for the slots the queue hands out, acting with it."""
         self._weights = self._ray.put(self.weights.flat[version % 2].numpy())
         self._version = version
-        if self.config.mode == "async":
-            self._top_up()
+        if self._slots.asynchronous:
+            self._request_rollouts()
 
     def collect(self) -> dict:
-        """Fill the first slots of the shared buffer with the next batch's rollouts, in worker order; returns
-        the collection's figures, `rollouts` among them (how many slots were filled)."""
+        """Fill the next batch's slots of the shared buffer; returns the collection's figures, `slots` among
+        them (the slots of the batch, in worker order)."""
         self._check_cluster()
-        if self.config.mode == "async":
-            self._top_up()
-        elif not any(self._inflight.values()):
-            self._request_all()
+        if self._slots.asynchronous or not self._requests:
+            self._request_rollouts()  # sync: the batch's rollouts; async: any slot still free
         waiting = time.perf_counter()
-        results = self._await_rollouts(self.config.rollouts_per_batch)
+        transfer_bytes = self._await_rollouts()
         wait_s = time.perf_counter() - waiting
-        ordered = sorted(results, key=lambda result: result[0])  # a stable sort: one actor's stay in time order
-        transfer_bytes = sum(self._store(slot, worker, result) for slot, (worker, result) in enumerate(ordered))
+        slots = self._slots.take()  # stored already; the learner copies them before the next request fills them
         if self.config.mode == "overlap":
-            self._request_all()
+            self._request_rollouts()
         return dict(
             wait_s=wait_s,
             transfer_bytes=transfer_bytes,
             restarts=self.failures.restarts,
             pids=self.pids,
             nodes=self.nodes,
-            rollouts=len(ordered),
+            slots=slots,
         )
 
-    def _request_all(self) -> None:
-        for worker in range(self.config.workers):
-            self._request(worker, self._version, self._weights)
+    def _request_rollouts(self) -> None:
+        """Ask the actors for the slots the queue hands out, acting with the newest published weights."""
+        for worker, slot in self._slots.hand_out():
+            self._request(worker, slot, self._version, self._weights)
 
-    def _top_up(self) -> None:
-        """Async mode: ask each actor for rollouts with the newest weights until it has `slots_per_worker` to run."""
-        for worker in range(self.config.workers):
-            while len(self._inflight[worker]) < self.config.slots_per_worker:
-                self._request(worker, self._version, self._weights)
-
-    def _request(self, worker: int, version: int, weights) -> None:
-        if not self._inflight[worker]:
+    def _request(self, worker: int, slot: int, version: int, weights) -> None:
+        if len(self._slots.outstanding(worker)) == 1:
             self._heard[worker] = time.monotonic()  # idle until now: its stuck clock starts
-        ref = self._actors[worker].rollout.remote(version, weights)
-        self._inflight[worker].append((ref, version, weights))
+        self._requests[slot] = (self._actors[worker].rollout.remote(version, weights), version, weights)
 
     def _replace(self, worker: int, what: str) -> None:
         """Replace a dead or stuck actor and ask the replacement for every rollout its predecessor owed, in order."""
-        owed = list(self._inflight[worker])
-        self._inflight[worker].clear()
         self._recover(worker, what)
-        for _, version, weights in owed:
-            self._request(worker, version, weights)
+        self._heard[worker] = time.monotonic()
+        for slot in self._slots.outstanding(worker):
+            _, version, weights = self._requests[slot]
+            self._request(worker, slot, version, weights)
 
-    def _await_rollouts(self, count: int) -> list[tuple[int, dict]]:
-        """The next `count` rollouts to come back, as (actor, result) in the order they came."""
+    def _await_rollouts(self) -> int:
+        """Store the rollouts that come back, each in its slot, until the queue has a batch; returns the bytes received.
+
+        Only each actor's rollout in progress (its first request) is waited on: Ray runs an
+        actor's tasks in the order they were sent, so the queue hears of them in that order.
+        """
         ray = self._ray
-        results: list[tuple[int, dict]] = []
-        while len(results) < count:
+        transfer_bytes = 0
+        while not self._slots.batch_ready():
             now = time.monotonic()
-            for worker in range(self.config.workers):  # stuck in an env: killed and replaced, as a dead one is
-                if self._inflight[worker] and now - self._heard[worker] >= self.config.worker_timeout:
+            in_progress = {w: self._slots.outstanding(w)[0] for w in range(self.config.workers) if self._slots.busy(w)}
+            if not in_progress:
+                raise RuntimeError("collect() has no rollout to wait for; publish() asks the actors for more.")
+            for worker, slot in in_progress.items():  # stuck in an env: killed and replaced, as a dead one is
+                if now - self._heard[worker] >= self.config.worker_timeout:
                     # A result that came back while the learner was busy elsewhere is not a silence.
-                    first = self._inflight[worker][0][0]
-                    if ray.wait([first], num_returns=1, timeout=0)[0]:
+                    if ray.wait([self._requests[slot][0]], num_returns=1, timeout=0)[0]:
                         continue
                     with contextlib.suppress(Exception):
                         ray.kill(self._actors[worker], no_restart=True)
                     self._replace(worker, stuck(self.config.worker_timeout))
-            by_ref = {entry[0]: worker for worker, entries in self._inflight.items() for entry in entries}
-            if not by_ref:
-                raise RuntimeError("collect() has no rollout to wait for; publish() asks the actors for more.")
-            first_due = min(self._heard[w] for w in self._inflight if self._inflight[w]) + self.config.worker_timeout
+            by_ref = {self._requests[slot][0]: (worker, slot) for worker, slot in in_progress.items()}
+            first_due = min(self._heard[w] for w in in_progress) + self.config.worker_timeout
             timeout = min(WAKE_S, max(0.0, first_due - time.monotonic()))
             ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
             if not ready:
                 self._check_cluster()
                 self.heartbeat()
                 continue
-            ref = ready[0]
-            worker = by_ref[ref]
-            entry = next(item for item in self._inflight[worker] if item[0] == ref)
+            worker, slot = by_ref[ready[0]]
             try:
-                result = ray.get(ref)
+                result = ray.get(ready[0])
             except ray.exceptions.RayActorError:
                 self._check_cluster()
                 self._replace(worker, "died")
                 continue
             except ray.exceptions.RayTaskError as error:
                 raise self._task_error(worker, error) from None
-            self._inflight[worker].remove(entry)
             self._heard[worker] = time.monotonic()
             if "error" in result:
                 raise result["error"].exception(f"Ray actor {worker}")
             if "env_error" in result:
                 self.failures.env_error(worker, result["env_error"])
-                self._request(worker, entry[1], entry[2])
+                _, version, weights = self._requests[slot]
+                self._slots.failed(worker)  # to the back of its requests, where the new request goes
+                self._request(worker, slot, version, weights)
                 continue
-            results.append((worker, result))
-        return results
+            transfer_bytes += self._store(slot, worker, result)
+            del self._requests[slot]
+            self._slots.reported(worker, slot)
+        return transfer_bytes
 
     def _check_cluster(self) -> None:
         """Raise WorkerError if the head node no longer answers: Ray ends this process a minute later."""
@@ -470,8 +467,7 @@ class RayDriver:
                 except Exception:
                     pass
         self._actors = []
-        for owed in self._inflight.values():
-            owed.clear()
+        self._requests.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 
@@ -568,7 +564,7 @@ class RayPool:
         if not address and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         self.buffer = TrajectoryBuffer(
-            config.rollouts_per_batch,
+            config.num_slots,
             config.rollout_steps,
             config.envs_per_worker,
             self.spec.obs_layout,
@@ -652,7 +648,7 @@ class RayPool:
         self.last_transfer_bytes = stats["transfer_bytes"]
         self.restarts = stats["restarts"]
         self._pids, self._nodes = stats["pids"], stats["nodes"]
-        return self.buffer.gather(range(stats["rollouts"]), device)
+        return self.buffer.gather(stats["slots"], device)
 
     def _call(self, message: tuple, reply: str, what: str) -> tuple:
         try:
