@@ -135,14 +135,16 @@ def test_a_worker_killed_with_two_rollouts_owed_is_replaced_and_both_are_filled(
         killed = pool.pids[1]
         psutil.Process(killed).kill()
         with pytest.warns(UserWarning, match="worker 1 died"):
-            seen = []
-            for _ in range(3):
+            # Worker 0 fills the freed slots while the replacement starts, so how many batches pass
+            # before it reports depends on the machine; it must report within a bounded number.
+            for _ in range(100):
                 batch = pool.collect()
                 assert not torch.isnan(batch.rewards).any() and not torch.isnan(batch.logprobs).any()
-                seen += batch.worker_ids.tolist()
                 pool.publish(learner.policy)
+                if 1 in batch.worker_ids.tolist():
+                    break
         assert pool.restarts == 1 and pool.pids[1] != killed
-        assert 1 in seen, "the replacement fills the rollouts its predecessor owed"
+        assert 1 in batch.worker_ids.tolist(), "the replacement fills the rollouts its predecessor owed"
 
 
 def test_a_worker_that_hangs_while_the_other_makes_every_batch_is_still_killed_and_replaced(tmp_path, no_leaks):

@@ -17,7 +17,7 @@ from conftest import collect_twice
 from prl import ConfigError, Learner, WorkerError, train, tuned_config
 from prl.collection.backends import open_collector
 from prl.collection.processes import prestart
-from prl.collection.ray_pool import answers, local_ray_options
+from prl.collection.ray_driver import answers, local_ray_options
 from prl.config import from_flat
 
 FIELDS = ("actions", "logprobs", "values", "rewards", "terminated", "truncated", "final_values", "episode_returns")
@@ -269,14 +269,14 @@ def test_an_actor_killed_with_two_rollouts_owed_in_async_mode_is_replaced(local_
         pool.publish(learner.policy)
         killed = pool.pids[1]
         os.kill(killed, signal.SIGKILL)
-        seen = []
         with pytest.warns(UserWarning, match="Ray actor 1 died"):
-            for _ in range(3):
+            for _ in range(100):  # actor 0 may fill freed slots while the replacement starts
                 batch = pool.collect()
                 assert not torch.isnan(batch.rewards).any()
-                seen += batch.worker_ids.tolist()
                 pool.publish(learner.policy)
-        assert pool.restarts == 1 and pool.pids[1] != killed and 1 in seen
+                if 1 in batch.worker_ids.tolist():
+                    break
+        assert pool.restarts == 1 and pool.pids[1] != killed and 1 in batch.worker_ids.tolist()
 
 
 def test_a_learner_busy_for_longer_than_worker_timeout_kills_no_actor_that_returned(local_ray, no_leaks):
