@@ -31,7 +31,7 @@ from prl.run.cli import build_parser, field_docs, parse_config
         (dict(device="tpu"), "device must be auto, cpu, cuda"),
         (dict(activation="gelu"), "activation must be tanh or relu"),
         (dict(hidden_sizes=(64, 0)), "hidden_sizes must be positive widths"),
-        (dict(speed=3), r"unknown option\(s\) speed"),
+        (dict(speed=3), r"unknown option .speed.; did you mean"),
         (dict(seed=-1), "seed must be a non-negative integer"),
         (dict(worker_timeout=float("inf")), "worker_timeout must be a positive number of seconds"),
         (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),

@@ -9,6 +9,7 @@ Values are checked when a config is constructed, and every check fails with a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -450,12 +451,20 @@ def to_flat(config: Config) -> dict[str, Any]:
     return flat
 
 
+def closest_option(name: str) -> str:
+    """The option whose name is nearest to `name`, to suggest in place of a typo."""
+    names = list(flat_fields())
+    return (difflib.get_close_matches(name, names, n=1, cutoff=0.0) or names)[0]
+
+
 def from_flat(values: Mapping[str, Any]) -> Config:
     """Build a Config from {leaf name: value}; unnamed fields keep their defaults."""
     leaves = flat_fields()
     unknown = sorted(set(values) - set(leaves))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; see --help for the list.")
+        raise ConfigError(
+            f"unknown option {unknown[0]!r}; did you mean {closest_option(unknown[0])!r}? See --help for the list."
+        )
     top: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for name, value in values.items():

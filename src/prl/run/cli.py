@@ -2,7 +2,8 @@
 
 Every leaf field becomes a flag (`envs_per_worker` -> `--envs-per-worker`) whose help is the
 field's docstring. When `--env` names an env with tuned defaults (`prl.envs.presets`), those load
-first and explicit flags override them.
+first; an options file (`--config FILE`, `prl.run.options_file`) overrides them, and explicit
+flags override both.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prl.envs.presets import PRESETS, tuned_config
 from prl.errors import ConfigError, RunFailed, WorkerError
 from prl.run.folder import check_run_folder
 from prl.run.logs import format_return
+from prl.run.options_file import read_options
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -106,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         convert, extra = _converter(hint)
         groups[section].add_argument(flag, type=convert, help=help_text, metavar=name.upper(), **extra)
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="Load options from a YAML or JSON file (flat names, or a run's config.json); explicit flags still win, "
+        "and the file's options win over the env's tuned defaults and a resumed run's.",
+    )
+    parser.add_argument(
         "--no-preset",
         action="store_true",
         help="Start from prl's defaults even when --env has tuned defaults.",
@@ -139,9 +147,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[Config, Optional[s
     """Parse command-line flags into (Config, run folder to resume or None).
 
     A new run starts from the env's tuned defaults; a resumed run from the config stored in its
-    checkpoint. Explicit flags override either.
+    checkpoint. An options file (`--config`) overrides either, and explicit flags override all.
     """
     options = vars(build_parser().parse_args(argv))
+    config_file = options.pop("config", None)
+    if config_file is not None:
+        options = {**read_options(config_file), **options}
     resume = options.pop("resume", None)
     no_preset = options.pop("no_preset", False)
     trust = options.pop("trust_checkpoint", False)
